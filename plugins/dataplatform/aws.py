@@ -1,0 +1,35 @@
+"""boto3 clients built from the Airflow AWS connection.
+
+Credentials, region and endpoint (``extra.endpoint_url``: the moto server locally) all come from the
+connection named in the config (``aws.conn_id``, default ``aws_default``), never from code. Every client
+uses botocore's adaptive retry mode, which backs off on throttling (S3 503 SlowDown, Glue
+ThrottlingException) and rate-limits the client itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.config import Config
+
+from dataplatform.config import settings
+
+# Passed as ``botocore_config`` to the provider's operators too, so they retry the same way.
+RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "adaptive", "max_attempts": 10}}
+
+
+def retry_config() -> Config:
+    return Config(**RETRY_CONFIG)
+
+
+def client(service: str, conn_id: str | None = None, region: str | None = None):
+    """A boto3 client for ``service`` from the Airflow connection (adaptive retries)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(
+        aws_conn_id=conn_id or settings().aws.conn_id,
+        client_type=service,
+        region_name=region or settings().aws.region,
+        config=retry_config(),
+    )
+    return hook.get_conn()

@@ -1,0 +1,218 @@
+"""Typed settings for one environment, loaded from ``include/config/<env>.yaml``.
+
+``DATAPLATFORM_ENV`` (default ``local``) picks the file; ``DATAPLATFORM_CONFIG`` names a file directly
+(tests and benchmarks use it). Every key is validated when the file is loaded, so a typo or a missing key
+fails the first task that reads the config with a message naming the key, not halfway through a run.
+
+The AWS endpoint is deliberately absent: it comes only from the Airflow connection (see ``aws.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "include" / "config"
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,254}$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _require_s3_or_file_uri(value: str) -> str:
+    if not re.match(r"^(s3|file)://[^/]+", value) and not value.startswith("file:///"):
+        raise ValueError(f"must be an s3:// or file:// URI, got {value!r}")
+    return value.rstrip("/") + "/"
+
+
+class AwsSettings(_Strict):
+    conn_id: str = "aws_default"
+    region: str
+
+
+class LocalSparkSettings(_Strict):
+    master: str = "local[2]"
+    spark_submit: str | None = None  # default: the spark-submit of the installed pyspark
+
+
+class EmrSettings(_Strict):
+    # Run steps on this cluster; when empty a transient cluster is created from the template.
+    cluster_id: str | None = None
+    cluster_template: str = "include/emr/transient_cluster.json"
+    release_label: str = "emr-7.5.0"
+    log_uri: str | None = None
+    step_timeout_minutes: Annotated[int, Field(gt=0)] = 180
+    poll_seconds: Annotated[int, Field(gt=0)] = 30
+
+
+class EmrServerlessSettings(_Strict):
+    application_id: str | None = None
+    execution_role_arn: str | None = None
+    log_uri: str | None = None
+    job_timeout_minutes: Annotated[int, Field(gt=0)] = 180
+    poll_seconds: Annotated[int, Field(gt=0)] = 30
+
+
+class SparkSettings(_Strict):
+    backend: Literal["local", "emr", "emr_serverless"]
+    # Where the packaged spark_jobs zip and entry scripts live for EMR (s3://...); unused locally.
+    code_uri: str | None = None
+    local: LocalSparkSettings = LocalSparkSettings()
+    emr: EmrSettings = EmrSettings()
+    emr_serverless: EmrServerlessSettings = EmrServerlessSettings()
+
+    @model_validator(mode="after")
+    def _backend_has_what_it_needs(self) -> SparkSettings:
+        if self.backend in ("emr", "emr_serverless") and not self.code_uri:
+            raise ValueError(f"spark.code_uri is required for backend {self.backend!r}")
+        if self.backend == "emr_serverless":
+            missing = [
+                key
+                for key in ("application_id", "execution_role_arn")
+                if not getattr(self.emr_serverless, key)
+            ]
+            if missing:
+                raise ValueError(
+                    "spark.emr_serverless." + ", spark.emr_serverless.".join(missing) + " required"
+                )
+        return self
+
+
+class PartitionKey(_Strict):
+    """One partition column and how its value looks in a path.
+
+    ``format`` is a strftime pattern for time-derived keys (``%Y-%m-%d`` for dt, ``%H`` for hour): it lets
+    interval mode render the keys of a data interval and lets discovery reject values like
+    ``dt=garbage``. Keys without a format (a region, a tenant) accept values matching ``pattern``.
+    """
+
+    name: str
+    format: str | None = None
+    pattern: str = r"[A-Za-z0-9_.\-]+"
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"partition key {value!r} is not a lower-case Glue identifier")
+        return value
+
+
+class GlueTable(_Strict):
+    database: str
+    table: str
+    location: str
+    partition_keys: list[PartitionKey] = Field(min_length=1)
+    # ``hive`` paths are key=value per level; ``template`` paths follow path_template, e.g. CloudTrail's
+    # ``{year}/{month}/{day}``.
+    layout: Literal["hive", "template"] = "hive"
+    path_template: str | None = None
+    granularity: Literal["hour", "day", "month"] = "day"
+    # Wait (deferrable) for ``<partition>/_SUCCESS`` before registering scheduled intervals.
+    wait_for_success_marker: bool = False
+    success_marker_timeout_minutes: Annotated[int, Field(gt=0)] = 60
+    # AWS-only alternatives to the Glue API: Athena MSCK REPAIR TABLE or the table's crawler.
+    crawler_name: str | None = None
+
+    @field_validator("location")
+    @classmethod
+    def _location_uri(cls, value: str) -> str:
+        return _require_s3_or_file_uri(value)
+
+    @field_validator("database", "table")
+    @classmethod
+    def _glue_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a lower-case Glue identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _template_matches_keys(self) -> GlueTable:
+        keys = [key.name for key in self.partition_keys]
+        if self.layout == "template":
+            if not self.path_template:
+                raise ValueError("path_template is required when layout is 'template'")
+            fields = [name for _, name, _, _ in string.Formatter().parse(self.path_template) if name]
+            if sorted(fields) != sorted(keys):
+                raise ValueError(
+                    f"path_template fields {fields} must be exactly the partition keys {keys}"
+                )
+        elif self.path_template:
+            raise ValueError("path_template is only used with layout 'template'")
+        return self
+
+
+class GlueSettings(_Strict):
+    athena_output_location: str | None = None
+    athena_workgroup: str = "primary"
+    tables: dict[str, GlueTable] = Field(min_length=1)
+
+
+class Settings(_Strict):
+    env: str
+    aws: AwsSettings
+    # Run reports (JSON) are written under this URI, one object per DAG run and task.
+    reports_uri: str
+    spark: SparkSettings
+    glue: GlueSettings
+
+    @field_validator("reports_uri")
+    @classmethod
+    def _reports_uri(cls, value: str) -> str:
+        return _require_s3_or_file_uri(value)
+
+
+def config_path(env: str | None = None) -> Path:
+    explicit = os.environ.get("DATAPLATFORM_CONFIG")
+    if explicit and env is None:
+        return Path(explicit)
+    env = env or os.environ.get("DATAPLATFORM_ENV", "local")
+    return CONFIG_DIR / f"{env}.yaml"
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate one environment's settings; raise ConfigError naming the bad key."""
+    path = Path(path) if path else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found (DATAPLATFORM_ENV={os.environ.get('DATAPLATFORM_ENV', 'local')})"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    try:
+        return Settings.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path}:\n{_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "<root>"
+        message = "missing" if error["type"] == "missing" else error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+@functools.cache
+def settings() -> Settings:
+    """The current environment's settings, loaded once per process."""
+    return load_settings()

@@ -1,0 +1,113 @@
+"""Demo and test data for the Glue partition loader: tables in Glue, partition prefixes in S3.
+
+Writes real sample files (JSON lines) so that the prefixes look like what a writer leaves: data files,
+optional ``_SUCCESS`` markers, and a few prefixes that are not partitions at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from dataplatform.config import GlueTable, Settings
+from dataplatform.glue.discovery import split_s3_uri
+from dataplatform.glue.layout import PartitionLayout, PartitionValues
+
+# A JSON-lines table as Athena reads it.
+JSON_STORAGE = {
+    "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+    "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+    "SerdeInfo": {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe", "Parameters": {"paths": "event_id"}},
+    "Compressed": False,
+}
+EVENT_COLUMNS = [
+    {"Name": "event_id", "Type": "string"},
+    {"Name": "user_id", "Type": "string"},
+    {"Name": "event_type", "Type": "string"},
+    {"Name": "event_time", "Type": "timestamp"},
+]
+
+# Prefixes under web_events/ that must be reported, never registered.
+INVALID_WEB_EVENT_PREFIXES = (
+    "dt=garbage/hour=00/",        # a value that does not fit %Y-%m-%d
+    "dt=2024-03-01/minute=00/",   # an unexpected key at the hour level
+    "region=eu/dt=2024-03-01/",   # an unexpected key at the top level
+    "dt=2024-02-30/hour=01/",     # no such date
+    "dt=2024-02-28/",             # files but no hour level
+)
+
+
+def ensure_bucket(s3, bucket: str) -> None:
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        s3.create_bucket(Bucket=bucket)
+
+
+def create_table(glue, table: GlueTable, columns: list[dict] | None = None) -> None:
+    """Create the Glue database (if missing) and the table with its partition keys as strings."""
+    try:
+        glue.create_database(DatabaseInput={"Name": table.database})
+    except glue.exceptions.AlreadyExistsException:
+        pass
+    table_input = {
+        "Name": table.table,
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "json", "EXTERNAL": "TRUE"},
+        "PartitionKeys": [{"Name": key.name, "Type": "string"} for key in table.partition_keys],
+        "StorageDescriptor": {**JSON_STORAGE, "Columns": columns or EVENT_COLUMNS, "Location": table.location},
+    }
+    try:
+        glue.create_table(DatabaseName=table.database, TableInput=table_input)
+    except glue.exceptions.AlreadyExistsException:
+        glue.update_table(DatabaseName=table.database, TableInput=table_input)
+
+
+def put_partitions(
+    s3, table: GlueTable, partitions: Iterable[PartitionValues], *, success_marker: bool = False
+) -> int:
+    """Write one small JSON-lines file into each partition prefix; return how many objects were written."""
+    layout = PartitionLayout(table)
+    bucket, root = split_s3_uri(table.location)
+    ensure_bucket(s3, bucket)
+    written = 0
+    for values in partitions:
+        prefix = root + layout.render(values)
+        rows = [
+            {"event_id": f"{'-'.join(values)}-{i}", "user_id": f"u{i % 7}", "event_type": "view",
+             "event_time": "/".join(values)}
+            for i in range(3)
+        ]
+        s3.put_object(Bucket=bucket, Key=prefix + "part-00000.json",
+                      Body="\n".join(json.dumps(row) for row in rows).encode())
+        written += 1
+        if success_marker:
+            s3.put_object(Bucket=bucket, Key=prefix + "_SUCCESS", Body=b"")
+            written += 1
+    return written
+
+
+def put_raw_prefixes(s3, table: GlueTable, relative_prefixes: Iterable[str]) -> None:
+    """Write one file under each relative prefix, valid partition or not (to test rejection)."""
+    bucket, root = split_s3_uri(table.location)
+    ensure_bucket(s3, bucket)
+    for relative in relative_prefixes:
+        s3.put_object(Bucket=bucket, Key=f"{root}{relative}part-00000.json", Body=b'{"event_id": "x"}\n')
+
+
+def seed_demo(s3, glue, config: Settings, start: datetime = datetime(2024, 3, 1), days: int = 10) -> dict:
+    """The demo lake: hourly ``web_events`` (Hive layout) and daily ``cloudtrail`` (path template)."""
+    for uri in {config.reports_uri, *(t.location for t in config.glue.tables.values())}:
+        if uri.startswith("s3://"):
+            ensure_bucket(s3, split_s3_uri(uri)[0])
+    counts = {}
+    for name, table in config.glue.tables.items():
+        create_table(glue, table)
+        layout = PartitionLayout(table)
+        end = start + timedelta(days=days if table.granularity == "hour" else days * 9)
+        partitions = layout.values_for_interval(start, end)
+        put_partitions(s3, table, partitions, success_marker=table.wait_for_success_marker)
+        invalid = INVALID_WEB_EVENT_PREFIXES if table.layout == "hive" else ("2024/13/01/", "2024/03/xx/")
+        put_raw_prefixes(s3, table, invalid)
+        counts[name] = {"partitions": len(partitions), "invalid_prefixes": len(invalid)}
+    return counts

@@ -1,0 +1,161 @@
+"""Register a table's partitions in the Glue Data Catalog, idempotently.
+
+Two ways to find the partitions, one way to register them:
+- ``interval``: the partitions a data interval covers (scheduled runs and backfills), kept only where S3
+  holds data for them;
+- ``discover``: everything under the table location, listed level by level.
+Then: which of them Glue already has (BatchGetPartition), and the rest created with BatchCreatePartition,
+inheriting the table's storage descriptor. The table is read only when there is something to create, so a
+rerun with nothing new costs just the existence check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from dataplatform.config import GlueTable
+from dataplatform.glue import catalog, discovery
+from dataplatform.glue.layout import PartitionLayout, PartitionValues
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["interval", "discover"]
+MODES: tuple[str, ...] = ("interval", "discover")
+# How many invalid or failed partitions a report names; the counts are always complete.
+_REPORT_SAMPLE = 50
+
+
+class PartitionLoadError(RuntimeError):
+    """Some partitions could not be registered (the others were); the message names each one."""
+
+    def __init__(self, message: str, report: LoadReport):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class LoadReport:
+    table: str
+    mode: str
+    dry_run: bool
+    interval_start: str | None = None
+    interval_end: str | None = None
+    listed: int = 0  # partitions found (discover) or covered by the interval (interval)
+    missing_in_s3: int = 0  # interval partitions with no data in S3 yet (not registered)
+    already_present: int = 0
+    created: int = 0
+    would_create: int = 0  # dry run only
+    invalid: int = 0
+    failed: int = 0
+    invalid_prefixes: dict[str, str] = field(default_factory=dict)
+    failed_partitions: dict[str, str] = field(default_factory=dict)
+    s3_list_calls: int = 0
+    glue_read_calls: int = 0
+    glue_write_calls: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verb = f"would register {self.would_create}" if self.dry_run else f"registered {self.created}"
+        return (
+            f"{self.table}: {verb} partitions, {self.already_present} already present, "
+            f"{self.invalid} invalid, {self.failed} failed, {self.missing_in_s3} not in S3 yet "
+            f"(listed {self.listed}; {self.s3_list_calls} S3 list, {self.glue_read_calls} Glue read, "
+            f"{self.glue_write_calls} Glue write calls)"
+        )
+
+
+def load_partitions(
+    glue,
+    s3,
+    name: str,
+    table: GlueTable,
+    mode: Mode,
+    *,
+    interval: tuple[datetime, datetime] | None = None,
+    dry_run: bool = False,
+) -> LoadReport:
+    """Find and register the table's partitions; raise PartitionLoadError after registering the rest if
+    any partition failed."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "interval" and interval is None:
+        raise ValueError("interval mode needs a data interval (start, end)")
+
+    layout = PartitionLayout(table)
+    report = LoadReport(table=name, mode=mode, dry_run=dry_run)
+    found = _find(s3, table, layout, mode, interval, report)
+    report.s3_list_calls = found.list_calls
+    report.invalid = len(found.invalid)
+    report.invalid_prefixes = dict(list(found.invalid.items())[:_REPORT_SAMPLE])
+    for prefix, reason in found.invalid.items():
+        log.warning("%s: not a partition, skipped: %s (%s)", name, prefix, reason)
+
+    candidates = list(found.partitions)
+    existing, report.glue_read_calls = catalog.existing_partitions(glue, table.database, table.table, candidates)
+    report.already_present = len(existing)
+    to_create = [(values, table.location + found.partitions[values]) for values in candidates if values not in existing]
+
+    if dry_run:
+        report.would_create = len(to_create)
+        for values, location in to_create[:_REPORT_SAMPLE]:
+            log.info("%s: would register %s at %s", name, list(values), location)
+    elif to_create:
+        _register(glue, table, layout, to_create, report)
+
+    log.info(report.summary())
+    if report.failed:
+        raise PartitionLoadError(
+            f"{name}: {report.failed} partitions failed to register (the other {report.created} were): "
+            + "; ".join(f"{values} -> {error}" for values, error in report.failed_partitions.items()),
+            report,
+        )
+    return report
+
+
+def _find(s3, table: GlueTable, layout: PartitionLayout, mode: Mode, interval, report: LoadReport):
+    if mode == "discover":
+        found = discovery.discover(s3, table.location, layout)
+        report.listed = len(found.partitions)
+        return found
+    start, end = interval
+    report.interval_start, report.interval_end = start.isoformat(), end.isoformat()
+    wanted = layout.values_for_interval(start, end)
+    found = discovery.present_in_s3(s3, table.location, layout, wanted)
+    report.listed = len(wanted)
+    report.missing_in_s3 = len(wanted) - len(found.partitions)
+    if report.missing_in_s3:
+        missing = [values for values in wanted if values not in found.partitions]
+        log.warning(
+            "%s: %d partitions of %s..%s have no data in S3 yet and are not registered: %s",
+            report.table, len(missing), report.interval_start, report.interval_end, missing[:10],
+        )
+    return found
+
+
+def _register(glue, table: GlueTable, layout: PartitionLayout, to_create: list, report: LoadReport) -> None:
+    descriptor = catalog.describe_table(glue, table.database, table.table)
+    report.glue_read_calls += 1
+    expected_keys = tuple(key.name for key in layout.keys)
+    if descriptor.partition_keys != expected_keys:
+        raise ValueError(
+            f"{table.database}.{table.table}: Glue partition keys {list(descriptor.partition_keys)} differ "
+            f"from the configured keys {list(expected_keys)}; fix glue.tables in the config"
+        )
+    result = catalog.create_partitions(glue, descriptor, to_create)
+    report.created = len(result.created)
+    # A partition created by someone else between our read and our write is present, not new.
+    report.already_present += len(result.already_present)
+    report.failed = len(result.failed)
+    report.failed_partitions = {
+        _label(values): error for values, error in list(result.failed.items())[:_REPORT_SAMPLE]
+    }
+    report.glue_write_calls = result.write_calls
+
+
+def _label(values: PartitionValues) -> str:
+    return "/".join(values)

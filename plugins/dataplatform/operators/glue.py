@@ -1,0 +1,161 @@
+"""Airflow operator around the Glue partition loader (``dataplatform.glue.loader``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.exceptions import AirflowException
+from airflow.models import BaseOperator
+from airflow.providers.amazon.aws.hooks.athena import AthenaHook
+from airflow.providers.amazon.aws.hooks.glue_crawler import GlueCrawlerHook
+from airflow.providers.amazon.aws.triggers.s3 import S3KeyTrigger
+
+from dataplatform import aws
+from dataplatform.config import GlueTable, Settings, settings
+from dataplatform.glue import loader
+from dataplatform.glue.discovery import split_s3_uri
+from dataplatform.glue.layout import PartitionLayout
+from dataplatform.reports import report_key, write_report
+
+# Registration methods: the two Glue API modes of the loader, and the AWS-only alternatives.
+MODES: tuple[str, ...] = (*loader.MODES, "msck", "crawler")
+
+
+def validate_request(table: str | None, mode: str, dry_run: Any, config: Settings) -> list[str]:
+    """The tables a run works on; raises ValueError naming the bad param before anything is touched."""
+    configured = sorted(config.glue.tables)
+    if table not in (None, "") and table not in config.glue.tables:
+        raise ValueError(f"param 'table': unknown table {table!r}; configured tables: {configured}")
+    if mode not in MODES:
+        raise ValueError(f"param 'mode': must be one of {list(MODES)}, got {mode!r}")
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"param 'dry_run': must be true or false, got {dry_run!r}")
+    if mode in ("msck", "crawler") and dry_run:
+        raise ValueError(f"param 'dry_run': mode {mode!r} has no dry run (Athena and crawlers act at once)")
+    if mode == "crawler":
+        without = [name for name in ([table] if table else configured) if not config.glue.tables[name].crawler_name]
+        if without:
+            raise ValueError(f"param 'mode': crawler mode needs glue.tables.<name>.crawler_name for {without}")
+    if mode == "msck" and not config.glue.athena_output_location:
+        raise ValueError("param 'mode': msck mode needs glue.athena_output_location in the config")
+    return [table] if table else configured
+
+
+class GluePartitionLoaderOperator(BaseOperator):
+    """Register one configured table's partitions in the Glue Data Catalog.
+
+    ``mode``: ``interval`` (the run's data interval; waits, deferred, for ``_SUCCESS`` markers when the
+    table asks for it), ``discover`` (everything under the table location), ``msck`` (Athena MSCK REPAIR
+    TABLE) or ``crawler`` (the table's crawler). Returns the run report, which also lands under
+    ``reports_uri``.
+    """
+
+    template_fields: Sequence[str] = ("table", "mode", "dry_run")
+    ui_color = "#c6e6ff"
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        mode: str = "interval",
+        dry_run: bool = False,
+        poke_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.mode = mode
+        self.dry_run = dry_run
+        self.poke_interval = poke_interval
+
+    # -- entry points ----------------------------------------------------------------------------------
+
+    def execute(self, context) -> dict:
+        config = settings()
+        validate_request(self.table, self.mode, self.dry_run, config)
+        spec = config.glue.tables[self.table]
+        if self.mode == "interval" and spec.wait_for_success_marker and not self.dry_run:
+            bucket, markers = self._success_markers(spec, context)
+            self.log.info("waiting (deferred) for %d _SUCCESS markers in s3://%s", len(markers), bucket)
+            self.defer(
+                trigger=S3KeyTrigger(
+                    bucket_name=bucket,
+                    bucket_key=markers,
+                    aws_conn_id=config.aws.conn_id,
+                    region_name=config.aws.region,
+                    poke_interval=self.poke_interval,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(minutes=spec.success_marker_timeout_minutes),
+            )
+        return self._register(context, config, spec)
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
+        if not event or event.get("status") != "success":
+            raise AirflowException(f"waiting for _SUCCESS markers failed: {event}")
+        config = settings()
+        return self._register(context, config, config.glue.tables[self.table])
+
+    # -- work ------------------------------------------------------------------------------------------
+
+    def _register(self, context, config: Settings, spec: GlueTable) -> dict:
+        s3 = aws.client("s3")
+        if self.mode in loader.MODES:
+            interval = (context["data_interval_start"], context["data_interval_end"])
+            try:
+                report = loader.load_partitions(
+                    aws.client("glue"), s3, self.table, spec, self.mode,
+                    interval=interval if self.mode == "interval" else None, dry_run=self.dry_run,
+                ).as_dict()
+            except loader.PartitionLoadError as exc:
+                self._publish(context, config, s3, exc.report.as_dict())
+                raise
+        elif self.mode == "msck":
+            report = self._msck_repair(config, spec)
+        else:
+            report = self._run_crawler(config, spec)
+        return self._publish(context, config, s3, report)
+
+    def _publish(self, context, config: Settings, s3, report: dict) -> dict:
+        key = report_key(context["dag"].dag_id, context["run_id"], self.table)
+        report["report_uri"] = write_report(config.reports_uri, key, report, s3=s3)
+        self.log.info("report written to %s", report["report_uri"])
+        return report
+
+    def _success_markers(self, spec: GlueTable, context) -> tuple[str, list[str]]:
+        layout = PartitionLayout(spec)
+        bucket, root = split_s3_uri(spec.location)
+        values = layout.values_for_interval(context["data_interval_start"], context["data_interval_end"])
+        return bucket, [f"{root}{layout.render(v)}_SUCCESS" for v in values]
+
+    def _msck_repair(self, config: Settings, spec: GlueTable) -> dict:
+        # Identifiers are validated against ^[a-z_][a-z0-9_]*$ when the config loads, and quoted here.
+        query = f"MSCK REPAIR TABLE `{spec.database}`.`{spec.table}`"
+        hook = AthenaHook(aws_conn_id=config.aws.conn_id, region_name=config.aws.region,
+                          config=aws.retry_config())
+        query_id = hook.run_query(
+            query=query,
+            query_context={"Database": spec.database},
+            result_configuration={"OutputLocation": config.glue.athena_output_location},
+            workgroup=config.glue.athena_workgroup,
+        )
+        state = hook.poll_query_status(query_id, sleep_time=self.poke_interval)
+        if state != "SUCCEEDED":
+            raise AirflowException(
+                f"{query} ended {state}: {hook.get_state_change_reason(query_id)} (query {query_id})"
+            )
+        self.log.info("%s succeeded (Athena query %s)", query, query_id)
+        return {"table": self.table, "mode": "msck", "query": query, "query_execution_id": query_id,
+                "state": state}
+
+    def _run_crawler(self, config: Settings, spec: GlueTable) -> dict:
+        hook = GlueCrawlerHook(aws_conn_id=config.aws.conn_id, region_name=config.aws.region,
+                               config=aws.retry_config())
+        hook.start_crawler(spec.crawler_name)
+        status = hook.wait_for_crawler_completion(spec.crawler_name, poll_interval=int(self.poke_interval))
+        self.log.info("crawler %s finished: %s", spec.crawler_name, status)
+        if status in ("FAILED", "CANCELLED"):
+            raise AirflowException(f"crawler {spec.crawler_name} ended {status}")
+        return {"table": self.table, "mode": "crawler", "crawler": spec.crawler_name, "last_crawl_status": status}
