@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
-
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
 
 DOC = """
@@ -46,13 +45,26 @@ is the task's XCom and a JSON file under `reports_uri`.
     tags=["glue", "catalog", "partitions"],
     doc_md=DOC,
     params={
-        "table": Param(None, type=["null", "string"], title="Table",
-                       description="A key of glue.tables in the config; empty for every table."),
-        "mode": Param("interval", type="string", enum=list(MODES), title="Mode",
-                      description="interval: the run's data interval; discover: everything in S3; "
-                                  "msck / crawler: Athena or the table's crawler (AWS only)."),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="List what would be registered, register nothing."),
+        "table": Param(
+            None,
+            type=["null", "string"],
+            title="Table",
+            description="A key of glue.tables in the config; empty for every table.",
+        ),
+        "mode": Param(
+            "interval",
+            type="string",
+            enum=list(MODES),
+            title="Mode",
+            description="interval: the run's data interval; discover: everything in S3; "
+            "msck / crawler: Athena or the table's crawler (AWS only).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="List what would be registered, register nothing.",
+        ),
     },
 )
 def glue_partition_loader():
@@ -60,9 +72,9 @@ def glue_partition_loader():
     def select_tables(params: dict) -> list[str]:
         """Validate the params against the config (before any side effect) and pick the tables."""
         from dataplatform.config import settings
-        from dataplatform.operators.glue import validate_request
+        from dataplatform.operators.glue import check_request
 
-        return validate_request(params["table"], params["mode"], params["dry_run"], settings())
+        return check_request(params["table"], params["mode"], params["dry_run"], settings())
 
     GluePartitionLoaderOperator.partial(
         task_id="load_partitions",

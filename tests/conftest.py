@@ -56,7 +56,10 @@ def airflow_db():
     """A migrated SQLite metadata database for in-process ``dag.test()`` and ``airflow dags test``."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True, env=os.environ.copy(), capture_output=True, timeout=600,
+        check=True,
+        env=os.environ.copy(),
+        capture_output=True,
+        timeout=600,
     )
     return AIRFLOW_HOME
 

@@ -148,9 +148,7 @@ class GlueTable(_Strict):
                 raise ValueError("path_template is required when layout is 'template'")
             fields = [name for _, name, _, _ in string.Formatter().parse(self.path_template) if name]
             if sorted(fields) != sorted(keys):
-                raise ValueError(
-                    f"path_template fields {fields} must be exactly the partition keys {keys}"
-                )
+                raise ValueError(f"path_template fields {fields} must be exactly the partition keys {keys}")
         elif self.path_template:
             raise ValueError("path_template is only used with layout 'template'")
         return self

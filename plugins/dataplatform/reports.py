@@ -23,8 +23,9 @@ def write_report(reports_uri: str, key: str, report: dict, s3=None) -> str:
     if parsed.scheme == "s3":
         if s3 is None:
             raise ValueError("an S3 client is needed to write a report to " + uri)
-        s3.put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body,
-                      ContentType="application/json")
+        s3.put_object(
+            Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body, ContentType="application/json"
+        )
     else:
         path = Path(parsed.path)
         path.parent.mkdir(parents=True, exist_ok=True)

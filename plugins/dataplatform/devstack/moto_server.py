@@ -44,12 +44,17 @@ class MotoServer:
         env["MOTO_RECORDER_FILEPATH"] = str(self._recording_path)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self._process.returncode} (log: {self.log_path})")
+                raise RuntimeError(
+                    f"moto server exited with {self._process.returncode} (log: {self.log_path})"
+                )
             try:
                 urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).close()
                 return self
@@ -115,9 +120,11 @@ class MotoServer:
 
 def connection_uri_json(endpoint_url: str, region: str = "us-east-1") -> str:
     """The ``AIRFLOW_CONN_AWS_DEFAULT`` value that points Airflow's AWS hooks at a moto server."""
-    return json.dumps({
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": endpoint_url, "region_name": region},
-    })
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": endpoint_url, "region_name": region},
+        }
+    )

@@ -6,6 +6,7 @@ optional ``_SUCCESS`` markers, and a few prefixes that are not partitions at all
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,7 +19,10 @@ from dataplatform.glue.layout import PartitionLayout, PartitionValues
 JSON_STORAGE = {
     "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
     "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-    "SerdeInfo": {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe", "Parameters": {"paths": "event_id"}},
+    "SerdeInfo": {
+        "SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe",
+        "Parameters": {"paths": "event_id"},
+    },
     "Compressed": False,
 }
 EVENT_COLUMNS = [
@@ -30,11 +34,11 @@ EVENT_COLUMNS = [
 
 # Prefixes under web_events/ that must be reported, never registered.
 INVALID_WEB_EVENT_PREFIXES = (
-    "dt=garbage/hour=00/",        # a value that does not fit %Y-%m-%d
-    "dt=2024-03-01/minute=00/",   # an unexpected key at the hour level
-    "region=eu/dt=2024-03-01/",   # an unexpected key at the top level
-    "dt=2024-02-30/hour=01/",     # no such date
-    "dt=2024-02-28/",             # files but no hour level
+    "dt=garbage/hour=00/",  # a value that does not fit %Y-%m-%d
+    "dt=2024-03-01/minute=00/",  # an unexpected key at the hour level
+    "region=eu/dt=2024-03-01/",  # an unexpected key at the top level
+    "dt=2024-02-30/hour=01/",  # no such date
+    "dt=2024-02-28/",  # files but no hour level
 )
 
 
@@ -46,16 +50,18 @@ def ensure_bucket(s3, bucket: str) -> None:
 
 def create_table(glue, table: GlueTable, columns: list[dict] | None = None) -> None:
     """Create the Glue database (if missing) and the table with its partition keys as strings."""
-    try:
+    with contextlib.suppress(glue.exceptions.AlreadyExistsException):
         glue.create_database(DatabaseInput={"Name": table.database})
-    except glue.exceptions.AlreadyExistsException:
-        pass
     table_input = {
         "Name": table.table,
         "TableType": "EXTERNAL_TABLE",
         "Parameters": {"classification": "json", "EXTERNAL": "TRUE"},
         "PartitionKeys": [{"Name": key.name, "Type": "string"} for key in table.partition_keys],
-        "StorageDescriptor": {**JSON_STORAGE, "Columns": columns or EVENT_COLUMNS, "Location": table.location},
+        "StorageDescriptor": {
+            **JSON_STORAGE,
+            "Columns": columns or EVENT_COLUMNS,
+            "Location": table.location,
+        },
     }
     try:
         glue.create_table(DatabaseName=table.database, TableInput=table_input)
@@ -74,12 +80,19 @@ def put_partitions(
     for values in partitions:
         prefix = root + layout.render(values)
         rows = [
-            {"event_id": f"{'-'.join(values)}-{i}", "user_id": f"u{i % 7}", "event_type": "view",
-             "event_time": "/".join(values)}
+            {
+                "event_id": f"{'-'.join(values)}-{i}",
+                "user_id": f"u{i % 7}",
+                "event_type": "view",
+                "event_time": "/".join(values),
+            }
             for i in range(3)
         ]
-        s3.put_object(Bucket=bucket, Key=prefix + "part-00000.json",
-                      Body="\n".join(json.dumps(row) for row in rows).encode())
+        s3.put_object(
+            Bucket=bucket,
+            Key=prefix + "part-00000.json",
+            Body="\n".join(json.dumps(row) for row in rows).encode(),
+        )
         written += 1
         if success_marker:
             s3.put_object(Bucket=bucket, Key=prefix + "_SUCCESS", Body=b"")

@@ -82,7 +82,9 @@ def existing_partitions(
     for chunk in chunked(list(candidates), BATCH_GET_LIMIT):
         pending = [{"Values": list(values)} for values in chunk]
         for attempt in range(1, max_attempts + 1):
-            response = glue.batch_get_partition(DatabaseName=database, TableName=table, PartitionsToGet=pending)
+            response = glue.batch_get_partition(
+                DatabaseName=database, TableName=table, PartitionsToGet=pending
+            )
             calls += 1
             found.update(tuple(partition["Values"]) for partition in response.get("Partitions", []))
             pending = response.get("UnprocessedKeys", [])

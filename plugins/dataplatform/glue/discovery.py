@@ -43,7 +43,9 @@ def list_level(s3, bucket: str, prefix: str) -> tuple[list[str], bool, int]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         calls += 1
-        children.extend(common["Prefix"][len(prefix) :].rstrip("/") for common in page.get("CommonPrefixes", []))
+        children.extend(
+            common["Prefix"][len(prefix) :].rstrip("/") for common in page.get("CommonPrefixes", [])
+        )
         has_objects = has_objects or bool(page.get("Contents"))
     return children, has_objects, calls
 
@@ -79,7 +81,9 @@ def discover(s3, location: str, layout: PartitionLayout) -> Discovery:
     return found
 
 
-def present_in_s3(s3, location: str, layout: PartitionLayout, candidates: Iterable[PartitionValues]) -> Discovery:
+def present_in_s3(
+    s3, location: str, layout: PartitionLayout, candidates: Iterable[PartitionValues]
+) -> Discovery:
     """Which of the candidate partitions have data: one delimiter listing per distinct parent directory
     (a day of hourly partitions is one call), instead of one call per partition."""
     bucket, root = split_s3_uri(location)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from dataplatform.config import GlueTable
+from dataplatform.config import GlueTable, Settings
 from dataplatform.glue import catalog, discovery
 from dataplatform.glue.layout import PartitionLayout, PartitionValues
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["interval", "discover"]
 MODES: tuple[str, ...] = ("interval", "discover")
+# The two Glue API modes above, and the AWS-only alternatives run by the operator (Athena, crawler).
+ALL_MODES: tuple[str, ...] = (*MODES, "msck", "crawler")
 # How many invalid or failed partitions a report names; the counts are always complete.
 _REPORT_SAMPLE = 50
 
@@ -69,6 +71,29 @@ class LoadReport:
         )
 
 
+def validate_request(table: str | None, mode: str, dry_run: object, config: Settings) -> list[str]:
+    """The tables a run works on; raises ValueError naming the bad param before anything is touched."""
+    configured = sorted(config.glue.tables)
+    if table not in (None, "") and table not in config.glue.tables:
+        raise ValueError(f"param 'table': unknown table {table!r}; configured tables: {configured}")
+    if mode not in ALL_MODES:
+        raise ValueError(f"param 'mode': must be one of {list(ALL_MODES)}, got {mode!r}")
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"param 'dry_run': must be true or false, got {dry_run!r}")
+    if mode in ("msck", "crawler") and dry_run:
+        raise ValueError(f"param 'dry_run': mode {mode!r} has no dry run (Athena and crawlers act at once)")
+    selected = [table] if table else configured
+    if mode == "crawler":
+        without = [name for name in selected if not config.glue.tables[name].crawler_name]
+        if without:
+            raise ValueError(
+                f"param 'mode': crawler mode needs glue.tables.<name>.crawler_name for {without}"
+            )
+    if mode == "msck" and not config.glue.athena_output_location:
+        raise ValueError("param 'mode': msck mode needs glue.athena_output_location in the config")
+    return selected
+
+
 def load_partitions(
     glue,
     s3,
@@ -83,8 +108,11 @@ def load_partitions(
     any partition failed."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "interval" and interval is None:
-        raise ValueError("interval mode needs a data interval (start, end)")
+    if mode == "interval" and (interval is None or interval[0] is None or interval[0] >= interval[1]):
+        raise ValueError(
+            f"interval mode needs a non-empty data interval, got {interval}: trigger the run with a "
+            "logical date (or backfill), or use mode=discover"
+        )
 
     layout = PartitionLayout(table)
     report = LoadReport(table=name, mode=mode, dry_run=dry_run)
@@ -96,9 +124,13 @@ def load_partitions(
         log.warning("%s: not a partition, skipped: %s (%s)", name, prefix, reason)
 
     candidates = list(found.partitions)
-    existing, report.glue_read_calls = catalog.existing_partitions(glue, table.database, table.table, candidates)
+    existing, report.glue_read_calls = catalog.existing_partitions(
+        glue, table.database, table.table, candidates
+    )
     report.already_present = len(existing)
-    to_create = [(values, table.location + found.partitions[values]) for values in candidates if values not in existing]
+    to_create = [
+        (values, table.location + found.partitions[values]) for values in candidates if values not in existing
+    ]
 
     if dry_run:
         report.would_create = len(to_create)
@@ -132,7 +164,11 @@ def _find(s3, table: GlueTable, layout: PartitionLayout, mode: Mode, interval, r
         missing = [values for values in wanted if values not in found.partitions]
         log.warning(
             "%s: %d partitions of %s..%s have no data in S3 yet and are not registered: %s",
-            report.table, len(missing), report.interval_start, report.interval_end, missing[:10],
+            report.table,
+            len(missing),
+            report.interval_start,
+            report.interval_end,
+            missing[:10],
         )
     return found
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowException
+from airflow.exceptions import AirflowException, AirflowFailException
 from airflow.models import BaseOperator
 from airflow.providers.amazon.aws.hooks.athena import AthenaHook
 from airflow.providers.amazon.aws.hooks.glue_crawler import GlueCrawlerHook
@@ -19,28 +19,16 @@ from dataplatform.glue.discovery import split_s3_uri
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.reports import report_key, write_report
 
-# Registration methods: the two Glue API modes of the loader, and the AWS-only alternatives.
-MODES: tuple[str, ...] = (*loader.MODES, "msck", "crawler")
+MODES = loader.ALL_MODES
 
 
-def validate_request(table: str | None, mode: str, dry_run: Any, config: Settings) -> list[str]:
-    """The tables a run works on; raises ValueError naming the bad param before anything is touched."""
-    configured = sorted(config.glue.tables)
-    if table not in (None, "") and table not in config.glue.tables:
-        raise ValueError(f"param 'table': unknown table {table!r}; configured tables: {configured}")
-    if mode not in MODES:
-        raise ValueError(f"param 'mode': must be one of {list(MODES)}, got {mode!r}")
-    if not isinstance(dry_run, bool):
-        raise ValueError(f"param 'dry_run': must be true or false, got {dry_run!r}")
-    if mode in ("msck", "crawler") and dry_run:
-        raise ValueError(f"param 'dry_run': mode {mode!r} has no dry run (Athena and crawlers act at once)")
-    if mode == "crawler":
-        without = [name for name in ([table] if table else configured) if not config.glue.tables[name].crawler_name]
-        if without:
-            raise ValueError(f"param 'mode': crawler mode needs glue.tables.<name>.crawler_name for {without}")
-    if mode == "msck" and not config.glue.athena_output_location:
-        raise ValueError("param 'mode': msck mode needs glue.athena_output_location in the config")
-    return [table] if table else configured
+def check_request(table: str | None, mode: str, dry_run: Any, config: Settings) -> list[str]:
+    """``loader.validate_request`` for tasks: a bad param fails the task at once, without retries,
+    since retrying cannot fix it."""
+    try:
+        return loader.validate_request(table, mode, dry_run, config)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 class GluePartitionLoaderOperator(BaseOperator):
@@ -74,8 +62,13 @@ class GluePartitionLoaderOperator(BaseOperator):
 
     def execute(self, context) -> dict:
         config = settings()
-        validate_request(self.table, self.mode, self.dry_run, config)
+        check_request(self.table, self.mode, self.dry_run, config)
         spec = config.glue.tables[self.table]
+        if self.mode == "interval" and not _has_interval(context):
+            raise AirflowFailException(
+                "mode 'interval' needs the run's data interval, and this run has none: trigger it with a "
+                "logical date (or use `airflow backfill create`), or use mode=discover"
+            )
         if self.mode == "interval" and spec.wait_for_success_marker and not self.dry_run:
             bucket, markers = self._success_markers(spec, context)
             self.log.info("waiting (deferred) for %d _SUCCESS markers in s3://%s", len(markers), bucket)
@@ -106,12 +99,19 @@ class GluePartitionLoaderOperator(BaseOperator):
             interval = (context["data_interval_start"], context["data_interval_end"])
             try:
                 report = loader.load_partitions(
-                    aws.client("glue"), s3, self.table, spec, self.mode,
-                    interval=interval if self.mode == "interval" else None, dry_run=self.dry_run,
+                    aws.client("glue"),
+                    s3,
+                    self.table,
+                    spec,
+                    self.mode,
+                    interval=interval if self.mode == "interval" else None,
+                    dry_run=self.dry_run,
                 ).as_dict()
             except loader.PartitionLoadError as exc:
                 self._publish(context, config, s3, exc.report.as_dict())
                 raise
+            except ValueError as exc:  # configuration and table mismatches: a retry cannot fix them
+                raise AirflowFailException(str(exc)) from exc
         elif self.mode == "msck":
             report = self._msck_repair(config, spec)
         else:
@@ -133,8 +133,9 @@ class GluePartitionLoaderOperator(BaseOperator):
     def _msck_repair(self, config: Settings, spec: GlueTable) -> dict:
         # Identifiers are validated against ^[a-z_][a-z0-9_]*$ when the config loads, and quoted here.
         query = f"MSCK REPAIR TABLE `{spec.database}`.`{spec.table}`"
-        hook = AthenaHook(aws_conn_id=config.aws.conn_id, region_name=config.aws.region,
-                          config=aws.retry_config())
+        hook = AthenaHook(
+            aws_conn_id=config.aws.conn_id, region_name=config.aws.region, config=aws.retry_config()
+        )
         query_id = hook.run_query(
             query=query,
             query_context={"Database": spec.database},
@@ -147,15 +148,31 @@ class GluePartitionLoaderOperator(BaseOperator):
                 f"{query} ended {state}: {hook.get_state_change_reason(query_id)} (query {query_id})"
             )
         self.log.info("%s succeeded (Athena query %s)", query, query_id)
-        return {"table": self.table, "mode": "msck", "query": query, "query_execution_id": query_id,
-                "state": state}
+        return {
+            "table": self.table,
+            "mode": "msck",
+            "query": query,
+            "query_execution_id": query_id,
+            "state": state,
+        }
 
     def _run_crawler(self, config: Settings, spec: GlueTable) -> dict:
-        hook = GlueCrawlerHook(aws_conn_id=config.aws.conn_id, region_name=config.aws.region,
-                               config=aws.retry_config())
+        hook = GlueCrawlerHook(
+            aws_conn_id=config.aws.conn_id, region_name=config.aws.region, config=aws.retry_config()
+        )
         hook.start_crawler(spec.crawler_name)
         status = hook.wait_for_crawler_completion(spec.crawler_name, poll_interval=int(self.poke_interval))
         self.log.info("crawler %s finished: %s", spec.crawler_name, status)
         if status in ("FAILED", "CANCELLED"):
             raise AirflowException(f"crawler {spec.crawler_name} ended {status}")
-        return {"table": self.table, "mode": "crawler", "crawler": spec.crawler_name, "last_crawl_status": status}
+        return {
+            "table": self.table,
+            "mode": "crawler",
+            "crawler": spec.crawler_name,
+            "last_crawl_status": status,
+        }
+
+
+def _has_interval(context) -> bool:
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    return start is not None and end is not None and start < end

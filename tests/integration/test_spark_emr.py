@@ -1,0 +1,225 @@
+"""The EMR and EMR Serverless backends against the moto server, run with dag.test().
+
+moto proves wiring, never results: EMR steps stay RUNNING forever (so a step wait can only time out) and
+EMR Serverless job runs report SUCCESS at once. The assertions are on the requests the tasks made (the
+recorded JSON bodies) and on the state left in moto.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from dataplatform.config import EmrServerlessSettings, EmrSettings, SparkSettings
+from dataplatform.spark import SparkJob, SparkSizing
+
+pytestmark = pytest.mark.integration
+
+LOGICAL_DATE = datetime(2024, 1, 2, tzinfo=UTC)
+CODE_URI = "s3://ops-code/releases/42/"
+ROLE_ARN = "arn:aws:iam::123456789012:role/emr-serverless-job"
+
+JOB = SparkJob(
+    name="partition_profile",
+    entry="spark_jobs.partition_profile",
+    args=["--input", "s3://lake/raw/web_events/", "--output", "s3://lake/profiles/ds={{ ds }}/",
+          "--partition-columns", "dt,hour"],
+    conf={"spark.sql.shuffle.partitions": "64"},
+    sizing=SparkSizing(driver_cores=1, driver_memory="2g", executor_cores=4, executor_memory="8g",
+                       executor_instances=2),
+)
+# What the tasks must send once Jinja is rendered for LOGICAL_DATE.
+RENDERED_ARGS = ["--input", "s3://lake/raw/web_events/", "--output", "s3://lake/profiles/ds=2024-01-02/",
+                 "--partition-columns", "dt,hour"]
+SIZING_CONF = ["spark.driver.cores=1", "spark.driver.memory=2g", "spark.executor.cores=4",
+               "spark.executor.memory=8g", "spark.executor.instances=2", "spark.sql.shuffle.partitions=64"]
+EXPECTED_STEP = {
+    "Name": "partition_profile",
+    "ActionOnFailure": "CONTINUE",
+    "HadoopJarStep": {
+        "Jar": "command-runner.jar",
+        "Args": [
+            "spark-submit", "--deploy-mode", "cluster",
+            *[part for pair in SIZING_CONF for part in ("--conf", pair)],
+            "--py-files", "s3://ops-code/releases/42/spark_jobs.zip",
+            "s3://ops-code/releases/42/spark_jobs/partition_profile.py",
+            *RENDERED_ARGS,
+        ],
+    },
+}
+# One poll, no sleep: moto's steps never finish, so the wait fails at its first look.
+FAST_EMR = {"step_timeout_minutes": 1, "poll_seconds": 60}
+
+
+def serialize_to_db(dag) -> None:
+    """Write a DAG defined in a test to the metadata database, as the dag processor would.
+
+    ``dag.test()`` in Airflow 3.3 re-parses the configured bundles (the repo's dags/) and refuses a DAG it
+    finds no serialized version of; a DAG built inside a test is in no bundle.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+
+
+def build_dag(dag_id: str, spark_settings: SparkSettings):
+    from airflow.sdk import DAG
+
+    from dataplatform.operators.spark import spark_job_tasks
+
+    with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC), catchup=False) as dag:
+        group = spark_job_tasks(JOB, spark_settings, aws_conn_id="aws_default", region_name="us-east-1")
+    assert group.group_id == "partition_profile"
+    serialize_to_db(dag)
+    return dag
+
+
+def states(dagrun) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+# -- EMR: a configured cluster ---------------------------------------------------------------------------
+
+
+def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
+    emr = aws.client("emr")
+    cluster_id = emr.run_job_flow(
+        Name="long-running",
+        ReleaseLabel="emr-7.5.0",
+        Applications=[{"Name": "Spark"}],
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]
+    settings = SparkSettings(backend="emr", code_uri=CODE_URI, emr=EmrSettings(cluster_id=cluster_id, **FAST_EMR))
+    dag = build_dag("test_spark_emr_existing", settings)
+    assert sorted(dag.task_dict) == ["partition_profile.run_step"]
+    run_step = dag.task_dict["partition_profile.run_step"]
+    assert (run_step.deferrable, run_step.waiter_delay, run_step.waiter_max_attempts) == (True, 60, 1)
+    aws.server.start_recording()
+
+    dagrun = dag.test(logical_date=LOGICAL_DATE)
+
+    add_steps = aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
+    assert [request["body"] for request in add_steps] == [{"JobFlowId": cluster_id, "Steps": [EXPECTED_STEP]}]
+    # The deferred wait polled the step it added, once (moto keeps it RUNNING, so that poll fails the wait).
+    polls = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.ListSteps")]
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Config"]["Args"] == EXPECTED_STEP["HadoopJarStep"]["Args"]
+    assert step["Status"]["State"] == "RUNNING"
+    assert polls == [{"ClusterId": cluster_id, "StepIds": [step["Id"]]}]
+    assert states(dagrun) == {"partition_profile.run_step": "failed"}
+    assert dagrun.state == "failed"
+    # A configured cluster is never terminated by a job.
+    assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] not in (
+        "TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS",
+    )
+
+
+# -- EMR: a transient cluster ----------------------------------------------------------------------------
+
+
+def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails(aws, airflow_db):
+    settings = SparkSettings(
+        backend="emr", code_uri=CODE_URI,
+        emr=EmrSettings(release_label="emr-7.2.0", log_uri="s3://ops-logs/emr/", **FAST_EMR),
+    )
+    dag = build_dag("test_spark_emr_transient", settings)
+    prefix = "partition_profile."
+    assert sorted(dag.task_dict) == [prefix + "create_cluster", prefix + "run_step", prefix + "terminate_cluster"]
+    assert dag.task_dict[prefix + "terminate_cluster"].is_teardown
+    aws.server.start_recording()
+
+    dagrun = dag.test(logical_date=LOGICAL_DATE)
+
+    (run_job_flow,) = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")]
+    assert run_job_flow["Name"] == f"partition_profile (test_spark_emr_transient {dagrun.run_id})"
+    assert run_job_flow["ReleaseLabel"] == "emr-7.2.0"
+    assert run_job_flow["LogUri"] == "s3://ops-logs/emr/"
+    assert run_job_flow["Applications"] == [{"Name": "Spark"}]
+    assert run_job_flow["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
+    assert run_job_flow["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    fleets = {fleet["InstanceFleetType"]: fleet for fleet in run_job_flow["Instances"]["InstanceFleets"]}
+    assert sorted(fleets) == ["CORE", "MASTER", "TASK"]
+    assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1
+    assert fleets["CORE"]["TargetOnDemandCapacity"] == 2
+    assert "TargetSpotCapacity" not in fleets["MASTER"] and "TargetSpotCapacity" not in fleets["CORE"]
+    task_fleet = fleets["TASK"]
+    assert task_fleet["TargetSpotCapacity"] == 8 and "TargetOnDemandCapacity" not in task_fleet
+    assert [item["InstanceType"] for item in task_fleet["InstanceTypeConfigs"]] == [
+        "m6i.2xlarge", "m5.2xlarge", "m5a.2xlarge", "r5.2xlarge", "m6i.4xlarge",
+    ]
+    assert task_fleet["LaunchSpecifications"]["SpotSpecification"] == {
+        "AllocationStrategy": "price-capacity-optimized",
+        "TimeoutDurationMinutes": 10,
+        "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+    }
+    assert {"Key": "dataplatform:spark-job", "Value": "partition_profile"} in run_job_flow["Tags"]
+
+    (cluster,) = aws.client("emr").list_clusters()["Clusters"]
+    cluster_id = cluster["Id"]
+    add_steps = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")]
+    assert add_steps == [{"JobFlowId": cluster_id, "Steps": [EXPECTED_STEP]}]
+    terminations = aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
+    assert [request["body"] for request in terminations] == [{"JobFlowIds": [cluster_id]}]
+
+    assert states(dagrun) == {
+        prefix + "create_cluster": "success",
+        prefix + "run_step": "failed",
+        prefix + "terminate_cluster": "success",
+    }
+    assert dagrun.state == "failed"
+    assert aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+
+
+# -- EMR Serverless --------------------------------------------------------------------------------------
+
+
+def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
+    serverless = aws.client("emr-serverless")
+    application_id = serverless.create_application(
+        name="spark-jobs", releaseLabel="emr-7.5.0", type="SPARK"
+    )["applicationId"]
+    settings = SparkSettings(
+        backend="emr_serverless", code_uri=CODE_URI,
+        emr_serverless=EmrServerlessSettings(
+            application_id=application_id, execution_role_arn=ROLE_ARN, log_uri="s3://ops-logs/serverless/",
+            job_timeout_minutes=1, poll_seconds=60,
+        ),
+    )
+    dag = build_dag("test_spark_emr_serverless", settings)
+    start = dag.task_dict["partition_profile.start_job_run"]
+    assert sorted(dag.task_dict) == ["partition_profile.start_job_run"]
+    assert (start.deferrable, start.cancel_on_kill, start.wait_for_completion) == (True, True, True)
+
+    dagrun = dag.test(logical_date=LOGICAL_DATE)
+
+    assert states(dagrun) == {"partition_profile.start_job_run": "success"}
+    assert dagrun.state == "success"
+    (listed,) = serverless.list_job_runs(applicationId=application_id)["jobRuns"]
+    job_run = serverless.get_job_run(applicationId=application_id, jobRunId=listed["id"])["jobRun"]
+    assert job_run["name"] == "partition_profile"
+    assert job_run["executionRoleArn"] == ROLE_ARN
+    assert job_run["state"] == "SUCCESS"
+    assert job_run["jobDriver"] == {
+        "sparkSubmit": {
+            "entryPoint": "s3://ops-code/releases/42/spark_jobs/partition_profile.py",
+            "entryPointArguments": RENDERED_ARGS,
+            "sparkSubmitParameters": " ".join(
+                [*[part for pair in SIZING_CONF for part in ("--conf", pair)],
+                 "--py-files", "s3://ops-code/releases/42/spark_jobs.zip"]
+            ),
+        }
+    }
+    assert job_run["configurationOverrides"] == {
+        "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": "s3://ops-logs/serverless/"}}
+    }
