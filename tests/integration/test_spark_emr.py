@@ -208,7 +208,7 @@ def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
     (listed,) = serverless.list_job_runs(applicationId=application_id)["jobRuns"]
     job_run = serverless.get_job_run(applicationId=application_id, jobRunId=listed["id"])["jobRun"]
     assert job_run["name"] == "partition_profile"
-    assert job_run["executionRoleArn"] == ROLE_ARN
+    assert job_run["executionRole"] == ROLE_ARN  # GetJobRun names the field executionRole
     assert job_run["state"] == "SUCCESS"
     assert job_run["jobDriver"] == {
         "sparkSubmit": {
