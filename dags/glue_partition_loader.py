@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
 
 DOC = """

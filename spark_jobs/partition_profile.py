@@ -46,7 +46,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="root of the Hive-partitioned JSON-lines dataset")
     parser.add_argument("--output", required=True, help="where the profile (JSON lines) is written")
     parser.add_argument(
-        "--partition-columns", required=True,
+        "--partition-columns",
+        required=True,
         type=lambda value: [part.strip() for part in value.split(",") if part.strip()],
         help="comma-separated partition columns, outermost first (dt,hour)",
     )

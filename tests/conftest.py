@@ -52,8 +52,11 @@ def aws(moto_server):
 
 
 @pytest.fixture(scope="session")
-def airflow_db():
-    """A migrated SQLite metadata database for in-process ``dag.test()`` and ``airflow dags test``."""
+def airflow_db(moto_server):
+    """A migrated SQLite metadata database for in-process ``dag.test()`` and ``airflow dags test``.
+
+    Depends on the moto server so that its endpoint is in the environment before Airflow first looks up
+    (and caches) the ``aws_default`` connection."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         check=True,

@@ -184,7 +184,8 @@ def local_spark_submit_command(
     """The local ``spark-submit`` argv; ``spark_submit=None`` means the installed pyspark's."""
     return [
         spark_submit or default_spark_submit(),
-        "--master", master,
+        "--master",
+        master,
         *_conf_args(conf),
         application,
         *application_args,
@@ -248,9 +249,11 @@ def emr_step(job: SparkJob, settings: SparkSettings) -> dict[str, Any]:
             "Jar": "command-runner.jar",
             "Args": [
                 "spark-submit",
-                "--deploy-mode", "cluster",
+                "--deploy-mode",
+                "cluster",
                 *_conf_args(job.cluster_conf()),
-                "--py-files", code_uri + PY_FILES_ZIP,
+                "--py-files",
+                code_uri + PY_FILES_ZIP,
                 code_uri + job.entry_path,
                 *job.args,
             ],

@@ -10,8 +10,4 @@ def spark_session(app_name: str) -> SparkSession:
 
     Timestamps are read and written in UTC so that a job's output does not depend on the machine's zone.
     """
-    return (
-        SparkSession.builder.appName(app_name)
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    return SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC").getOrCreate()

@@ -59,7 +59,10 @@ class LimitCheckingGlue:
         ok = [p for p in kwargs["PartitionInputList"] if tuple(p["Values"]) not in self.fail_values]
         response = self._glue.batch_create_partition(**{**kwargs, "PartitionInputList": ok}) if ok else {}
         injected = [
-            {"PartitionValues": p["Values"], "ErrorDetail": {"ErrorCode": "InvalidInputException", "ErrorMessage": "bad"}}
+            {
+                "PartitionValues": p["Values"],
+                "ErrorDetail": {"ErrorCode": "InvalidInputException", "ErrorMessage": "bad"},
+            }
             for p in kwargs["PartitionInputList"]
             if tuple(p["Values"]) in self.fail_values
         ]
@@ -95,7 +98,9 @@ def test_1000_prefixes_register_exactly_the_valid_set(lake):
 
     registered = all_partitions(lake.glue)
     assert set(registered) == set(valid)
-    table_sd = lake.glue.get_table(DatabaseName=TABLE.database, Name=TABLE.table)["Table"]["StorageDescriptor"]
+    table_sd = lake.glue.get_table(DatabaseName=TABLE.database, Name=TABLE.table)["Table"][
+        "StorageDescriptor"
+    ]
     for values, partition in registered.items():
         sd = partition["StorageDescriptor"]
         assert sd["Location"] == f"s3://it-lake/clicks/dt={values[0]}/hour={values[1]}/"
@@ -149,7 +154,9 @@ def test_a_failing_partition_fails_the_run_after_the_rest_are_registered(lake):
     bad = values[120]
     glue = LimitCheckingGlue(lake.glue, fail_values=[bad])
 
-    with pytest.raises(PartitionLoadError, match=r"1 partitions failed.*2023-01-06/00 -> InvalidInputException"):
+    with pytest.raises(
+        PartitionLoadError, match=r"1 partitions failed.*2023-01-06/00 -> InvalidInputException"
+    ):
         load_partitions(glue, lake.s3, "clicks", TABLE, "discover")
 
     assert set(all_partitions(lake.glue)) == set(values) - {bad}
@@ -183,7 +190,9 @@ def test_partition_created_concurrently_counts_as_present(lake):
         def batch_create_partition(self, **kwargs):
             # Another writer registers one partition between our existence check and our write.
             catalog.create_partitions(
-                self._glue, descriptor, [(values[0], TABLE.location + PartitionLayout(TABLE).render(values[0]))]
+                self._glue,
+                descriptor,
+                [(values[0], TABLE.location + PartitionLayout(TABLE).render(values[0]))],
             )
             return super().batch_create_partition(**kwargs)
 

@@ -23,26 +23,48 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/emr-serverless-job"
 JOB = SparkJob(
     name="partition_profile",
     entry="spark_jobs.partition_profile",
-    args=["--input", "s3://lake/raw/web_events/", "--output", "s3://lake/profiles/ds={{ ds }}/",
-          "--partition-columns", "dt,hour"],
+    args=[
+        "--input",
+        "s3://lake/raw/web_events/",
+        "--output",
+        "s3://lake/profiles/ds={{ ds }}/",
+        "--partition-columns",
+        "dt,hour",
+    ],
     conf={"spark.sql.shuffle.partitions": "64"},
-    sizing=SparkSizing(driver_cores=1, driver_memory="2g", executor_cores=4, executor_memory="8g",
-                       executor_instances=2),
+    sizing=SparkSizing(
+        driver_cores=1, driver_memory="2g", executor_cores=4, executor_memory="8g", executor_instances=2
+    ),
 )
 # What the tasks must send once Jinja is rendered for LOGICAL_DATE.
-RENDERED_ARGS = ["--input", "s3://lake/raw/web_events/", "--output", "s3://lake/profiles/ds=2024-01-02/",
-                 "--partition-columns", "dt,hour"]
-SIZING_CONF = ["spark.driver.cores=1", "spark.driver.memory=2g", "spark.executor.cores=4",
-               "spark.executor.memory=8g", "spark.executor.instances=2", "spark.sql.shuffle.partitions=64"]
+RENDERED_ARGS = [
+    "--input",
+    "s3://lake/raw/web_events/",
+    "--output",
+    "s3://lake/profiles/ds=2024-01-02/",
+    "--partition-columns",
+    "dt,hour",
+]
+SIZING_CONF = [
+    "spark.driver.cores=1",
+    "spark.driver.memory=2g",
+    "spark.executor.cores=4",
+    "spark.executor.memory=8g",
+    "spark.executor.instances=2",
+    "spark.sql.shuffle.partitions=64",
+]
 EXPECTED_STEP = {
     "Name": "partition_profile",
     "ActionOnFailure": "CONTINUE",
     "HadoopJarStep": {
         "Jar": "command-runner.jar",
         "Args": [
-            "spark-submit", "--deploy-mode", "cluster",
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
             *[part for pair in SIZING_CONF for part in ("--conf", pair)],
-            "--py-files", "s3://ops-code/releases/42/spark_jobs.zip",
+            "--py-files",
+            "s3://ops-code/releases/42/spark_jobs.zip",
             "s3://ops-code/releases/42/spark_jobs/partition_profile.py",
             *RENDERED_ARGS,
         ],
@@ -86,6 +108,40 @@ def states(dagrun) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
+def test_transient_cluster_group_wires_into_a_dag_with_a_teardown():
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, TriggerRule
+
+    from dataplatform.operators.spark import spark_job_tasks
+
+    settings = SparkSettings(backend="emr", code_uri=CODE_URI, emr=EmrSettings(**FAST_EMR))
+    with DAG(dag_id="wiring", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)) as dag:
+        extract, load = EmptyOperator(task_id="extract"), EmptyOperator(task_id="load")
+        extract >> spark_job_tasks(JOB, settings, aws_conn_id="aws_default", region_name="us-east-1") >> load
+
+    upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
+    assert upstream == {
+        "extract": [],
+        "partition_profile.create_cluster": ["extract"],
+        "partition_profile.run_step": ["partition_profile.create_cluster"],
+        "partition_profile.terminate_cluster": [
+            "partition_profile.create_cluster",
+            "partition_profile.run_step",
+        ],
+        # Downstream work waits for the step, not for the cluster to go.
+        "load": ["partition_profile.run_step"],
+    }
+    create = dag.task_dict["partition_profile.create_cluster"]
+    terminate = dag.task_dict["partition_profile.terminate_cluster"]
+    assert create.is_setup and terminate.is_teardown
+    # Runs whenever the setup created a cluster, whatever happened to the step.
+    assert terminate.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert create.emr_conn_id is None
+    for task in (create, dag.task_dict["partition_profile.run_step"], terminate):
+        assert (task.aws_conn_id, task.region_name) == ("aws_default", "us-east-1")
+        assert task.botocore_config == {"retries": {"mode": "adaptive", "max_attempts": 10}}
+
+
 # -- EMR: a configured cluster ---------------------------------------------------------------------------
 
 
@@ -95,11 +151,17 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
         Name="long-running",
         ReleaseLabel="emr-7.5.0",
         Applications=[{"Name": "Spark"}],
-        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+        Instances={
+            "MasterInstanceType": "m5.xlarge",
+            "InstanceCount": 1,
+            "KeepJobFlowAliveWhenNoSteps": True,
+        },
         JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]
-    settings = SparkSettings(backend="emr", code_uri=CODE_URI, emr=EmrSettings(cluster_id=cluster_id, **FAST_EMR))
+    settings = SparkSettings(
+        backend="emr", code_uri=CODE_URI, emr=EmrSettings(cluster_id=cluster_id, **FAST_EMR)
+    )
     dag = build_dag("test_spark_emr_existing", settings)
     assert sorted(dag.task_dict) == ["partition_profile.run_step"]
     run_step = dag.task_dict["partition_profile.run_step"]
@@ -121,7 +183,9 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
     # A configured cluster is never terminated by a job.
     assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] not in (
-        "TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS",
+        "TERMINATING",
+        "TERMINATED",
+        "TERMINATED_WITH_ERRORS",
     )
 
 
@@ -130,18 +194,25 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
 
 def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails(aws, airflow_db):
     settings = SparkSettings(
-        backend="emr", code_uri=CODE_URI,
+        backend="emr",
+        code_uri=CODE_URI,
         emr=EmrSettings(release_label="emr-7.2.0", log_uri="s3://ops-logs/emr/", **FAST_EMR),
     )
     dag = build_dag("test_spark_emr_transient", settings)
     prefix = "partition_profile."
-    assert sorted(dag.task_dict) == [prefix + "create_cluster", prefix + "run_step", prefix + "terminate_cluster"]
+    assert sorted(dag.task_dict) == [
+        prefix + "create_cluster",
+        prefix + "run_step",
+        prefix + "terminate_cluster",
+    ]
     assert dag.task_dict[prefix + "terminate_cluster"].is_teardown
     aws.server.start_recording()
 
     dagrun = dag.test(logical_date=LOGICAL_DATE)
 
-    (run_job_flow,) = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")]
+    (run_job_flow,) = [
+        request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")
+    ]
     assert run_job_flow["Name"] == f"partition_profile (test_spark_emr_transient {dagrun.run_id})"
     assert run_job_flow["ReleaseLabel"] == "emr-7.2.0"
     assert run_job_flow["LogUri"] == "s3://ops-logs/emr/"
@@ -156,7 +227,11 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
     task_fleet = fleets["TASK"]
     assert task_fleet["TargetSpotCapacity"] == 8 and "TargetOnDemandCapacity" not in task_fleet
     assert [item["InstanceType"] for item in task_fleet["InstanceTypeConfigs"]] == [
-        "m6i.2xlarge", "m5.2xlarge", "m5a.2xlarge", "r5.2xlarge", "m6i.4xlarge",
+        "m6i.2xlarge",
+        "m5.2xlarge",
+        "m5a.2xlarge",
+        "r5.2xlarge",
+        "m6i.4xlarge",
     ]
     assert task_fleet["LaunchSpecifications"]["SpotSpecification"] == {
         "AllocationStrategy": "price-capacity-optimized",
@@ -167,7 +242,9 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
 
     (cluster,) = aws.client("emr").list_clusters()["Clusters"]
     cluster_id = cluster["Id"]
-    add_steps = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")]
+    add_steps = [
+        request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
+    ]
     assert add_steps == [{"JobFlowId": cluster_id, "Steps": [EXPECTED_STEP]}]
     terminations = aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
     assert [request["body"] for request in terminations] == [{"JobFlowIds": [cluster_id]}]
@@ -178,7 +255,9 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
         prefix + "terminate_cluster": "success",
     }
     assert dagrun.state == "failed"
-    assert aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    assert (
+        aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
+    )
 
 
 # -- EMR Serverless --------------------------------------------------------------------------------------
@@ -186,14 +265,18 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
 
 def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
     serverless = aws.client("emr-serverless")
-    application_id = serverless.create_application(
-        name="spark-jobs", releaseLabel="emr-7.5.0", type="SPARK"
-    )["applicationId"]
+    application_id = serverless.create_application(name="spark-jobs", releaseLabel="emr-7.5.0", type="SPARK")[
+        "applicationId"
+    ]
     settings = SparkSettings(
-        backend="emr_serverless", code_uri=CODE_URI,
+        backend="emr_serverless",
+        code_uri=CODE_URI,
         emr_serverless=EmrServerlessSettings(
-            application_id=application_id, execution_role_arn=ROLE_ARN, log_uri="s3://ops-logs/serverless/",
-            job_timeout_minutes=1, poll_seconds=60,
+            application_id=application_id,
+            execution_role_arn=ROLE_ARN,
+            log_uri="s3://ops-logs/serverless/",
+            job_timeout_minutes=1,
+            poll_seconds=60,
         ),
     )
     dag = build_dag("test_spark_emr_serverless", settings)
@@ -215,8 +298,11 @@ def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
             "entryPoint": "s3://ops-code/releases/42/spark_jobs/partition_profile.py",
             "entryPointArguments": RENDERED_ARGS,
             "sparkSubmitParameters": " ".join(
-                [*[part for pair in SIZING_CONF for part in ("--conf", pair)],
-                 "--py-files", "s3://ops-code/releases/42/spark_jobs.zip"]
+                [
+                    *[part for pair in SIZING_CONF for part in ("--conf", pair)],
+                    "--py-files",
+                    "s3://ops-code/releases/42/spark_jobs.zip",
+                ]
             ),
         }
     }

@@ -76,7 +76,9 @@ def test_profile_partitions_counts_rows_and_event_time_range(spark):
     got = [
         row.asDict()
         for row in profile.select(
-            "dt", "hour", "rows",
+            "dt",
+            "hour",
+            "rows",
             F.date_format("min_event_time", iso).alias("min_event_time"),
             F.date_format("max_event_time", iso).alias("max_event_time"),
         ).collect()
@@ -124,14 +126,45 @@ def serialize_to_db(dag) -> None:
         )
 
 
+def test_factory_defaults_come_from_the_config():
+    from airflow.sdk import DAG
+
+    from dataplatform.config import settings
+    from dataplatform.operators.spark import LocalSparkSubmitOperator, spark_job_tasks
+
+    job = SparkJob(
+        name="partition_profile", entry="spark_jobs.partition_profile", args=["--input", "{{ ds }}"]
+    )
+    with DAG(dag_id="defaults", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)) as dag:
+        spark_job_tasks(job)
+
+    config = settings().spark  # tests run with include/config/local.yaml
+    assert config.backend == "local"
+    (task,) = dag.tasks
+    assert isinstance(task, LocalSparkSubmitOperator)
+    assert task.task_id == "partition_profile.spark_submit"
+    assert (task.master, task.spark_submit) == (config.local.master, config.local.spark_submit)
+    assert task.application == str(
+        Path(__file__).resolve().parents[2] / "spark_jobs" / "partition_profile.py"
+    )
+    assert task.application_args == ["--input", "{{ ds }}"]
+    assert "application_args" in LocalSparkSubmitOperator.template_fields
+
+
 def test_local_backend_profiles_a_partitioned_dataset(airflow_db, tmp_path):
     events = write_dataset(tmp_path / "events")
     job = SparkJob(
         name="partition_profile",
         entry="spark_jobs.partition_profile",
         # The output path holds Jinja: the operator must render the application args.
-        args=["--input", str(events), "--output", f"{tmp_path}/profile/ds={{{{ ds }}}}",
-              "--partition-columns", "dt,hour"],
+        args=[
+            "--input",
+            str(events),
+            "--output",
+            f"{tmp_path}/profile/ds={{{{ ds }}}}",
+            "--partition-columns",
+            "dt,hour",
+        ],
         conf=QUICK_CONF,
     )
 
@@ -150,8 +183,14 @@ def test_local_backend_fails_the_task_when_the_job_fails(airflow_db, tmp_path):
     job = SparkJob(
         name="partition_profile",
         entry="spark_jobs.partition_profile",
-        args=["--input", str(tmp_path / "no-such-dataset"), "--output", str(tmp_path / "profile"),
-              "--partition-columns", "dt,hour"],
+        args=[
+            "--input",
+            str(tmp_path / "no-such-dataset"),
+            "--output",
+            str(tmp_path / "profile"),
+            "--partition-columns",
+            "dt,hour",
+        ],
         conf=QUICK_CONF,
     )
 
@@ -187,15 +226,22 @@ def test_failure_message_has_exit_code_and_last_lines(tmp_path, monkeypatch):
 
     from dataplatform.operators.spark import LocalSparkSubmitOperator
 
-    script = write_script(tmp_path / "noisy.py", """
+    script = write_script(
+        tmp_path / "noisy.py",
+        """
         import sys
         import spark_jobs.common  # the repository root is on PYTHONPATH
         for number in range(100):
             print(f"line {number}", flush=True)
         sys.exit(3)
-    """)
+    """,
+    )
     operator = LocalSparkSubmitOperator(
-        task_id="noisy", application=script, application_args=[], conf=QUICK_CONF, master="local[1]",
+        task_id="noisy",
+        application=script,
+        application_args=[],
+        conf=QUICK_CONF,
+        master="local[1]",
         tail_lines=5,
     )
     log = RecordingLog()
@@ -205,14 +251,17 @@ def test_failure_message_has_exit_code_and_last_lines(tmp_path, monkeypatch):
 
     # Every line of output reached the task log, in order, one log call per line.
     (command,) = [index for index, message in enumerate(log.messages) if message.startswith("Running: ")]
-    assert log.messages[command].endswith(f"--master 'local[1]' --conf spark.ui.enabled=false "
-                                          f"--conf spark.sql.shuffle.partitions=2 {script}")
-    streamed = log.messages[command + 1:]
+    assert log.messages[command].endswith(
+        f"--master 'local[1]' --conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=2 {script}"
+    )
+    streamed = log.messages[command + 1 :]
     assert [line for line in streamed if line.startswith("line ")] == [f"line {n}" for n in range(100)]
     # The failure names the exit code and repeats the last 5 lines (spark-submit's shutdown lines follow
     # the script's own output).
     header, *tail = str(failure.value).splitlines()
-    assert header == f"spark-submit of {script} exited with code 3; last 5 of {len(streamed)} lines of output:"
+    assert (
+        header == f"spark-submit of {script} exited with code 3; last 5 of {len(streamed)} lines of output:"
+    )
     assert tail == streamed[-5:]
 
 
@@ -220,13 +269,17 @@ def test_on_kill_terminates_the_process_group(tmp_path):
     from dataplatform.operators.spark import LocalSparkSubmitOperator
 
     pid_file = tmp_path / "driver.pid"
-    script = write_script(tmp_path / "sleeper.py", f"""
+    script = write_script(
+        tmp_path / "sleeper.py",
+        f"""
         import os, time
         open({str(pid_file)!r}, "w").write(str(os.getpid()))
         time.sleep(600)
-    """)
-    operator = LocalSparkSubmitOperator(task_id="sleeper", application=script, master="local[1]",
-                                        conf=QUICK_CONF, kill_timeout=10)
+    """,
+    )
+    operator = LocalSparkSubmitOperator(
+        task_id="sleeper", application=script, master="local[1]", conf=QUICK_CONF, kill_timeout=10
+    )
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -1,4 +1,5 @@
 import pytest
+
 from dataplatform.config import CONFIG_DIR, ConfigError, load_settings
 
 pytestmark = pytest.mark.unit

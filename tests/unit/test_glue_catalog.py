@@ -5,6 +5,7 @@ client; everything moto can do is covered against the moto server in tests/integ
 """
 
 import pytest
+
 from dataplatform.glue import catalog
 from dataplatform.glue.catalog import TableDescriptor, chunked, create_partitions, existing_partitions
 

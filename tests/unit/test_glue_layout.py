@@ -1,6 +1,7 @@
 from datetime import datetime
 
 import pytest
+
 from dataplatform.config import GlueTable
 from dataplatform.glue.layout import InvalidPartitionPath, PartitionLayout
 

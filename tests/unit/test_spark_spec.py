@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from dataplatform import spark
 from dataplatform.config import EmrServerlessSettings, EmrSettings, LocalSparkSettings, SparkSettings
 from dataplatform.spark import SparkJob, SparkSizing
@@ -21,8 +22,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PYSPARK_DIR = Path(importlib.util.find_spec("pyspark").submodule_search_locations[0])
 PYSPARK_SUBMIT = str(PYSPARK_DIR / "bin" / "spark-submit")
 
-ARGS = ["--input", "s3://lake/raw/web_events/", "--output", "s3://lake/profiles/ds={{ ds }}/",
-        "--partition-columns", "dt,hour"]
+ARGS = [
+    "--input",
+    "s3://lake/raw/web_events/",
+    "--output",
+    "s3://lake/profiles/ds={{ ds }}/",
+    "--partition-columns",
+    "dt,hour",
+]
 
 
 @pytest.fixture
@@ -32,8 +39,9 @@ def job() -> SparkJob:
         entry="spark_jobs.partition_profile",
         args=ARGS,
         conf={"spark.sql.shuffle.partitions": "64", "spark.speculation": "false"},
-        sizing=SparkSizing(driver_cores=2, driver_memory="4g", executor_cores=4, executor_memory="8g",
-                           executor_instances=3),
+        sizing=SparkSizing(
+            driver_cores=2, driver_memory="4g", executor_cores=4, executor_memory="8g", executor_instances=3
+        ),
     )
 
 
@@ -58,13 +66,19 @@ def test_local_argv_uses_installed_pyspark_and_job_conf_only(job):
     settings = SparkSettings(backend="local", local=LocalSparkSettings(master="local[3]"))
     assert spark.spark_submit_argv(job, settings) == [
         PYSPARK_SUBMIT,
-        "--master", "local[3]",
-        "--conf", "spark.sql.shuffle.partitions=64",
-        "--conf", "spark.speculation=false",
+        "--master",
+        "local[3]",
+        "--conf",
+        "spark.sql.shuffle.partitions=64",
+        "--conf",
+        "spark.speculation=false",
         str(REPO_ROOT / "spark_jobs" / "partition_profile.py"),
-        "--input", "s3://lake/raw/web_events/",
-        "--output", "s3://lake/profiles/ds={{ ds }}/",
-        "--partition-columns", "dt,hour",
+        "--input",
+        "s3://lake/raw/web_events/",
+        "--output",
+        "s3://lake/profiles/ds={{ ds }}/",
+        "--partition-columns",
+        "dt,hour",
     ]
 
 
@@ -92,13 +106,20 @@ def test_local_env_puts_repo_root_first_on_pythonpath():
 
 
 EXPECTED_CLUSTER_CONF = [
-    "--conf", "spark.driver.cores=2",
-    "--conf", "spark.driver.memory=4g",
-    "--conf", "spark.executor.cores=4",
-    "--conf", "spark.executor.memory=8g",
-    "--conf", "spark.executor.instances=3",
-    "--conf", "spark.sql.shuffle.partitions=64",
-    "--conf", "spark.speculation=false",
+    "--conf",
+    "spark.driver.cores=2",
+    "--conf",
+    "spark.driver.memory=4g",
+    "--conf",
+    "spark.executor.cores=4",
+    "--conf",
+    "spark.executor.memory=8g",
+    "--conf",
+    "spark.executor.instances=3",
+    "--conf",
+    "spark.sql.shuffle.partitions=64",
+    "--conf",
+    "spark.speculation=false",
 ]
 
 
@@ -110,13 +131,18 @@ def test_emr_step_is_exact(job):
             "Jar": "command-runner.jar",
             "Args": [
                 "spark-submit",
-                "--deploy-mode", "cluster",
+                "--deploy-mode",
+                "cluster",
                 *EXPECTED_CLUSTER_CONF,
-                "--py-files", "s3://ops/code/spark_jobs.zip",
+                "--py-files",
+                "s3://ops/code/spark_jobs.zip",
                 "s3://ops/code/spark_jobs/partition_profile.py",
-                "--input", "s3://lake/raw/web_events/",
-                "--output", "s3://lake/profiles/ds={{ ds }}/",
-                "--partition-columns", "dt,hour",
+                "--input",
+                "s3://lake/raw/web_events/",
+                "--output",
+                "s3://lake/profiles/ds={{ ds }}/",
+                "--partition-columns",
+                "dt,hour",
             ],
         },
     }
@@ -125,12 +151,19 @@ def test_emr_step_is_exact(job):
 def test_emr_step_without_executor_instances_leaves_them_to_dynamic_allocation():
     job = SparkJob(name="p", entry="spark_jobs.partition_profile")
     assert spark.emr_step(job, emr_settings())["HadoopJarStep"]["Args"] == [
-        "spark-submit", "--deploy-mode", "cluster",
-        "--conf", "spark.driver.cores=1",
-        "--conf", "spark.driver.memory=2g",
-        "--conf", "spark.executor.cores=2",
-        "--conf", "spark.executor.memory=4g",
-        "--py-files", "s3://ops/code/spark_jobs.zip",
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--conf",
+        "spark.driver.cores=1",
+        "--conf",
+        "spark.driver.memory=2g",
+        "--conf",
+        "spark.executor.cores=2",
+        "--conf",
+        "spark.executor.memory=4g",
+        "--py-files",
+        "s3://ops/code/spark_jobs.zip",
         "s3://ops/code/spark_jobs/partition_profile.py",
     ]
 
@@ -146,7 +179,9 @@ def test_emr_builders_need_a_code_uri(job):
 def test_transient_cluster_config_fills_template_from_settings():
     settings = emr_settings(release_label="emr-7.2.0", log_uri="s3://ops/emr-logs/")
     config = spark.transient_cluster_config(
-        "include/emr/transient_cluster.json", settings, "partition_profile (dag run)",
+        "include/emr/transient_cluster.json",
+        settings,
+        "partition_profile (dag run)",
         tags={"dataplatform:spark-job": "partition_profile"},
     )
     assert config["Name"] == "partition_profile (dag run)"
@@ -216,8 +251,9 @@ def test_emr_serverless_job_driver_is_exact(job):
 
 
 def test_emr_serverless_rejects_conf_values_with_whitespace():
-    job = SparkJob(name="p", entry="spark_jobs.partition_profile",
-                   conf={"spark.driver.extraJavaOptions": "-Da=1 -Db=2"})
+    job = SparkJob(
+        name="p", entry="spark_jobs.partition_profile", conf={"spark.driver.extraJavaOptions": "-Da=1 -Db=2"}
+    )
     settings = serverless_settings()
     with pytest.raises(ValueError, match=r"spark\.driver\.extraJavaOptions.*whitespace"):
         spark.emr_serverless_job_driver(job, settings)
@@ -262,10 +298,14 @@ def test_spec_is_frozen_and_normalised():
         ({"entry": "spark_jobs/partition_profile.py"}, r"entry must be a module under spark_jobs"),
         ({"args": "--input x"}, r"args must be a list of strings"),
         ({"args": ["--limit", 3]}, r"args\[1\] must be a string, got 3 \(int\)"),
-        ({"conf": {"spark.executor.memory": "8g"}},
-         r"set \['spark\.executor\.memory'\] through SparkJob\.sizing"),
-        ({"conf": {"spark.sql.shuffle.partitions": 4}},
-         r"conf\['spark\.sql\.shuffle\.partitions'\] must be a string"),
+        (
+            {"conf": {"spark.executor.memory": "8g"}},
+            r"set \['spark\.executor\.memory'\] through SparkJob\.sizing",
+        ),
+        (
+            {"conf": {"spark.sql.shuffle.partitions": 4}},
+            r"conf\['spark\.sql\.shuffle\.partitions'\] must be a string",
+        ),
         ({"conf": {"a=b": "c"}}, r"bad Spark conf key 'a=b'"),
     ],
 )
@@ -310,9 +350,10 @@ def test_py_files_zip_holds_the_package_sources_only(tmp_path, monkeypatch):
     assert out == tmp_path / "dist" / "spark_jobs.zip"
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
-        assert archive.read("spark_jobs/partition_profile.py") == (
-            REPO_ROOT / "spark_jobs" / "partition_profile.py"
-        ).read_bytes()
+        assert (
+            archive.read("spark_jobs/partition_profile.py")
+            == (REPO_ROOT / "spark_jobs" / "partition_profile.py").read_bytes()
+        )
     assert "spark_jobs/partition_profile.py" in names
     assert "spark_jobs/common/__init__.py" in names
     assert "spark_jobs/__init__.py" in names
@@ -327,7 +368,10 @@ def test_package_command_writes_the_zip(tmp_path):
     out = tmp_path / "dist" / "spark_jobs.zip"
     result = subprocess.run(
         [sys.executable, "-m", "dataplatform.spark", "package", str(out)],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     assert f"wrote {out}" in result.stdout
     with zipfile.ZipFile(out) as archive:

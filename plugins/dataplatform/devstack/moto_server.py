@@ -36,7 +36,19 @@ class MotoServer:
         self._process: subprocess.Popen | None = None
         self._recording_path = Path(tempfile.gettempdir()) / f"moto-recording-{self.port}.jsonl"
 
-    def start(self, timeout: float = 60.0) -> MotoServer:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> MotoServer:
+        # free_port() releases the port before moto binds it, so another process can take it in between:
+        # then our server dies with "address in use" (perhaps after that process answered our health
+        # check), and we try again on another port.
+        for attempt in range(1, attempts + 1):
+            if self._start_once(timeout):
+                return self
+            if attempt < attempts:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"moto server did not start after {attempts} attempts (log: {self.log_path})")
+
+    def _start_once(self, timeout: float) -> bool:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         # Recording stays off until start_recording(); moto treats any non-empty
         # MOTO_ENABLE_RECORDING as "on", so the variable must be absent, not "false".
@@ -52,14 +64,14 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"moto server exited with {self._process.returncode} (log: {self.log_path})"
-                )
+                return False
             try:
                 urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).close()
-                return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
+                continue
+            time.sleep(0.3)
+            return self._process.poll() is None
         self.stop()
         raise RuntimeError(f"moto server did not answer on {self.url} within {timeout:.0f}s")
 

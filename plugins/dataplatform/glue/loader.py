@@ -59,7 +59,7 @@ class LoadReport:
     glue_write_calls: int = 0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "summary": self.summary()}
 
     def summary(self) -> str:
         verb = f"would register {self.would_create}" if self.dry_run else f"registered {self.created}"

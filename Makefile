@@ -1,0 +1,61 @@
+# The two commands that matter: `make demo` (every DAG on the local stack) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo up test test-fast lint format bench package lock install check-java clean
+
+# A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
+# (plugins/dataplatform, spark_jobs) editable without dependencies.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.txt
+	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+check-java: $(STAMP)
+	@$(PY) -m dataplatform.devstack check-java
+
+## demo: moto server + local Spark + SQLite Airflow; runs every DAG with `airflow dags test`, prints a summary
+demo: $(STAMP) check-java
+	$(PY) -m dataplatform.devstack demo
+
+## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
+up: $(STAMP) check-java
+	$(PY) -m dataplatform.devstack up
+
+## test: the whole suite (unit, DAG integrity, integration on moto + local Spark, e2e on a running Airflow)
+test: $(STAMP) check-java
+	$(PY) -m pytest
+
+## test-fast: unit and DAG-integrity tests only
+test-fast: $(STAMP)
+	$(PY) -m pytest -m unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## bench: every benchmark in benchmarks/, one JSON line each
+bench: $(STAMP)
+	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
+
+## package: dist/spark_jobs.zip for --py-files on EMR / EMR Serverless
+package: $(STAMP)
+	$(PY) -m dataplatform.spark package dist/spark_jobs.zip
+
+## lock: regenerate requirements.txt from requirements.in (needs the package index)
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile --python-version 3.11 requirements.in -o requirements.txt --no-header
+
+clean:
+	rm -rf .local dist build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""Benchmark: register 10,000 new partitions with the loader vs one CreatePartition call per partition.
+
+Both run in the same process against the same moto server: the loader (discover mode: S3 listing,
+BatchGetPartition existence check, BatchCreatePartition 100 a call) on one table, the baseline (the
+partitions already known, one CreatePartition each) on an identical second table. Then the loader runs
+again with nothing new. Prints one JSON line.
+
+    .venv/bin/python benchmarks/glue_partitions.py [--partitions 10000]
+
+Targets (issue #2): loader <= 100 write calls for 10,000 partitions and >= 20x faster than the baseline;
+a rerun with nothing new makes 0 write calls and at most 10 read calls. "read/write calls" count Glue
+API calls; the S3 listing calls are reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from dataplatform.config import GlueTable  # noqa: E402
+from dataplatform.devstack.airflow_env import airflow_env  # noqa: E402
+from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
+from dataplatform.devstack.seed import create_table, ensure_bucket  # noqa: E402
+from dataplatform.glue.layout import PartitionLayout  # noqa: E402
+
+WRITE_PREFIXES = ("Create", "BatchCreate", "Update", "BatchUpdate", "Delete", "BatchDelete")
+
+
+def table(name: str) -> GlueTable:
+    return GlueTable(
+        database="bench",
+        table=name,
+        location="s3://bench-lake/events/",
+        granularity="hour",
+        partition_keys=[{"name": "dt", "format": "%Y-%m-%d"}, {"name": "hour", "format": "%H"}],
+    )
+
+
+class CallCounter:
+    """Counts API calls per operation on a boto3 client (before retries, i.e. what the code asked for)."""
+
+    def __init__(self, *clients):
+        self.calls: Counter[str] = Counter()
+        for client in clients:
+            client.meta.events.register("before-call", self._count)
+
+    def _count(self, event_name: str, **_):
+        _, service, operation = event_name.split(".")
+        self.calls[f"{service}.{operation}"] += 1
+
+    def reset(self):
+        self.calls.clear()
+
+    def glue(self, writes: bool) -> int:
+        return sum(
+            n
+            for op, n in self.calls.items()
+            if op.startswith("glue.") and op.split(".")[1].startswith(WRITE_PREFIXES) == writes
+        )
+
+    def s3_lists(self) -> int:
+        return sum(n for op, n in self.calls.items() if op.startswith("s3.List"))
+
+
+def seed(s3, partitions, layout):
+    ensure_bucket(s3, "bench-lake")
+
+    def put(values):
+        s3.put_object(Bucket="bench-lake", Key=f"events/{layout.render(values)}part-00000.json", Body=b"{}\n")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, partitions))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partitions", type=int, default=10_000)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="bench-glue-"))
+    with MotoServer(log_path=home / "moto.log") as moto:
+        os.environ.update(airflow_env(home, moto.url))
+        from dataplatform import aws
+        from dataplatform.glue.catalog import describe_table
+        from dataplatform.glue.loader import load_partitions
+
+        s3, glue = aws.client("s3"), aws.client("glue")
+        loader_table, baseline_table = table("events_loader"), table("events_baseline")
+        layout = PartitionLayout(loader_table)
+        start = datetime(2022, 1, 1)
+        partitions = layout.values_for_interval(start, start + timedelta(hours=args.partitions))
+        seed(s3, partitions, layout)
+        create_table(glue, loader_table)
+        create_table(glue, baseline_table)
+        counter = CallCounter(s3, glue)
+
+        # Loader: discover everything under the location and register what is missing.
+        counter.reset()
+        started = time.perf_counter()
+        report = load_partitions(glue, s3, "events_loader", loader_table, "discover")
+        loader_seconds = time.perf_counter() - started
+        loader = (counter.glue(writes=True), counter.glue(writes=False), counter.s3_lists())
+        assert report.created == len(partitions), report.summary()
+
+        # Baseline: the same partitions, already known (no listing), one CreatePartition call each.
+        counter.reset()
+        started = time.perf_counter()
+        descriptor = describe_table(glue, "bench", "events_baseline")
+        for values in partitions:
+            glue.create_partition(
+                DatabaseName="bench",
+                TableName="events_baseline",
+                PartitionInput=descriptor.partition_input(
+                    values, loader_table.location + layout.render(values)
+                ),
+            )
+        baseline_seconds = time.perf_counter() - started
+        baseline_writes = counter.glue(writes=True)
+
+        # Rerun with nothing new.
+        counter.reset()
+        started = time.perf_counter()
+        rerun = load_partitions(glue, s3, "events_loader", loader_table, "discover")
+        rerun_seconds = time.perf_counter() - started
+        assert rerun.created == 0, rerun.summary()
+
+    result = {
+        "benchmark": "glue_partitions",
+        "partitions": len(partitions),
+        "loader_write_calls": loader[0],
+        "loader_read_calls": loader[1],
+        "loader_s3_list_calls": loader[2],
+        "loader_seconds": round(loader_seconds, 2),
+        "baseline_write_calls": baseline_writes,
+        "baseline_seconds": round(baseline_seconds, 2),
+        "speedup": round(baseline_seconds / loader_seconds, 1),
+        "rerun_write_calls": counter.glue(writes=True),
+        "rerun_read_calls": counter.glue(writes=False),
+        "rerun_s3_list_calls": counter.s3_lists(),
+        "rerun_seconds": round(rerun_seconds, 2),
+    }
+    result["targets_met"] = {
+        "write_calls_le_100": result["loader_write_calls"] <= 100,
+        "speedup_ge_20x": result["speedup"] >= 20,
+        "rerun_0_writes": result["rerun_write_calls"] == 0,
+        "rerun_reads_le_10": result["rerun_read_calls"] <= 10,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

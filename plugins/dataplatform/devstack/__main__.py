@@ -1,0 +1,36 @@
+"""``python -m dataplatform.devstack demo | up | check-java`` (what ``make demo`` and ``make up`` run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dataplatform.devstack.demo import DemoError, check_java, run_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataplatform.devstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "demo", help="run every DAG with `airflow dags test` on moto + local Spark, print a summary"
+    )
+    up = sub.add_parser("up", help="moto + seeded demo lake + `airflow standalone` for the web UI")
+    up.add_argument("--port", type=int, default=8080, help="web UI / API port (default 8080)")
+    sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return run_demo()
+        if args.command == "up":
+            from dataplatform.devstack.up import run_up
+
+            return run_up(port=args.port)
+        print(check_java())
+        return 0
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

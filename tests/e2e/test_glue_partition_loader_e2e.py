@@ -1,0 +1,350 @@
+"""glue_partition_loader in a real Airflow: `airflow standalone` (scheduler, DAG processor, triggerer,
+api-server, LocalExecutor) against the moto server, driven only through the REST API.
+
+One Airflow for the module (startup costs about a minute); the tests share it and the seeded lake, in
+this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day
+(deferring on `_SUCCESS` markers in the triggerer) and finds web_events already present, and bad params
+are refused or fail fast without touching Glue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+import pytest
+
+from dataplatform import aws as aws_clients
+from dataplatform.config import settings
+from dataplatform.devstack.airflow_env import airflow_env
+from dataplatform.devstack.seed import INVALID_WEB_EVENT_PREFIXES, seed_demo
+from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
+from dataplatform.glue.layout import PartitionLayout
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "glue_partition_loader"
+SEED_START = datetime(2024, 3, 1)  # seed_demo's default start; web_events: 10 days of hours
+SEED_DAYS = 10
+TERMINAL = {"success", "failed"}
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_path(run_id: str) -> str:
+    return f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+
+
+def task_instances(airflow: StandaloneAirflow, run_id: str) -> list[dict]:
+    return airflow.api("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
+
+
+def describe_run(airflow: StandaloneAirflow, run_id: str) -> str:
+    """Task states and the logs of failed tasks, for assertion messages."""
+    lines = []
+    for ti in task_instances(airflow, run_id):
+        lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']}")
+        if ti["state"] in ("failed", "up_for_retry") and ti["try_number"]:
+            lines.append(task_log(airflow, run_id, ti))
+    return f"run {run_id}:\n" + "\n".join(lines)
+
+
+def task_log(airflow: StandaloneAirflow, run_id: str, ti: dict) -> str:
+    try:
+        log = airflow.api(
+            "GET",
+            f"{run_path(run_id)}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
+            params={"map_index": ti["map_index"], "full_content": "true"},
+        )
+    except AirflowApiError as exc:
+        return f"    (no log: {exc})"
+    content = log.get("content") if isinstance(log, dict) else log
+    if isinstance(content, list):
+        content = "\n".join(_log_line(entry) for entry in content)
+    return "    " + "\n    ".join(str(content).splitlines()[-40:])
+
+
+def _log_line(entry) -> str:
+    """One structured log entry: the event, plus the exception (type, message, raising frame)."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    line = str(entry.get("event", entry))
+    for error in entry.get("error_detail") or []:
+        frames = error.get("frames") or [{}]
+        where = f"{frames[-1].get('filename')}:{frames[-1].get('lineno')}"
+        line += f"\n  {error.get('exc_type')}: {error.get('exc_value')} (at {where})"
+    return line
+
+
+def trigger(airflow: StandaloneAirflow, conf: dict) -> dict:
+    return airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+
+
+def wait_for_run(airflow: StandaloneAirflow, run_id: str, timeout: float = 180.0) -> dict:
+    """Poll the run until it ends. No task here should need a retry (the 2-minute retry delay would
+    blow the time budget), so a task up for retry fails the test at once, with its log."""
+
+    def finished():
+        run = airflow.api("GET", run_path(run_id))
+        if run["state"] in TERMINAL:
+            return run
+        if any(ti["state"] == "up_for_retry" for ti in task_instances(airflow, run_id)):
+            raise AssertionError(f"a task failed and waits for a retry\n{describe_run(airflow, run_id)}")
+        return None
+
+    try:
+        return wait_for(finished, timeout, f"run {run_id}", interval=2.0)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{describe_run(airflow, run_id)}") from None
+
+
+def dag_runs(airflow: StandaloneAirflow, **params) -> list[dict]:
+    return airflow.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"limit": 100, **params})["dag_runs"]
+
+
+def xcom_report(airflow: StandaloneAirflow, run_id: str, map_index: int) -> dict:
+    entry = airflow.api(
+        "GET",
+        f"{run_path(run_id)}/taskInstances/load_partitions/xcomEntries/return_value",
+        params={"map_index": map_index},
+    )
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def mapped_reports(airflow: StandaloneAirflow, run_id: str) -> dict[str, dict]:
+    """The load_partitions report of each mapped task instance of a run, by table."""
+    mapped = airflow.api("GET", f"{run_path(run_id)}/taskInstances/load_partitions/listMapped")
+    reports = {}
+    for ti in mapped["task_instances"]:
+        assert ti["state"] == "success", describe_run(airflow, run_id)
+        report = xcom_report(airflow, run_id, ti["map_index"])
+        assert ti["rendered_map_index"] in (None, report["table"])
+        reports[report["table"]] = report
+    return reports
+
+
+def glue_partitions(glue, table) -> dict[tuple[str, ...], str]:
+    pages = glue.get_paginator("get_partitions").paginate(DatabaseName=table.database, TableName=table.table)
+    return {
+        tuple(p["Values"]): p["StorageDescriptor"]["Location"] for page in pages for p in page["Partitions"]
+    }
+
+
+def glue_snapshot(glue) -> dict[str, dict]:
+    return {name: glue_partitions(glue, table) for name, table in settings().glue.tables.items()}
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def glue(moto_server):
+    return aws_clients.client("glue")
+
+
+@pytest.fixture(scope="module")
+def airflow(moto_server, glue, tmp_path_factory):
+    """Standalone Airflow on a free port against the session moto server, with the demo lake seeded."""
+    home = tmp_path_factory.mktemp("airflow-standalone")
+    env = airflow_env(home, moto_server.url)
+    env["DATAPLATFORM_ENV"] = "local"
+    server = StandaloneAirflow(home, env).start()
+    try:
+        # Seed while Airflow starts: nothing reads the lake before a run is triggered.
+        moto_server.reset()
+        counts = seed_demo(aws_clients.client("s3"), glue, settings())
+        assert counts["web_events"] == {
+            "partitions": 240,
+            "invalid_prefixes": len(INVALID_WEB_EVENT_PREFIXES),
+        }
+        server.start_and_wait(timeout=240)  # started above; again on new ports if one was taken
+        yield server
+    except BaseException:
+        print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
+        raise
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def dag_ready(airflow):
+    """The DAG, parsed by the DAG processor and unpaused."""
+
+    def parsed():
+        try:
+            return airflow.api("GET", f"/dags/{DAG_ID}")
+        except AirflowApiError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    dag = wait_for(parsed, 120, f"{DAG_ID} to be parsed", interval=2.0)
+    assert dag["is_paused"], "dags_are_paused_at_creation: a new DAG starts paused"
+    import_errors = airflow.api("GET", "/importErrors")["import_errors"]
+    assert not import_errors, import_errors
+    dag = airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    assert dag["is_paused"] is False
+    return dag
+
+
+@pytest.fixture(scope="module")
+def discover_run(airflow, dag_ready):
+    """A manual run registering every web_events partition found in S3."""
+    run = trigger(airflow, {"mode": "discover", "table": "web_events"})
+    assert run["conf"] == {"mode": "discover", "table": "web_events"}
+    assert run["logical_date"] is None
+    return wait_for_run(airflow, run["dag_run_id"])
+
+
+# -- tests -------------------------------------------------------------------------------------------
+
+
+def test_manual_discover_run_registers_every_web_events_partition(airflow, discover_run, glue):
+    run_id = discover_run["dag_run_id"]
+    assert discover_run["state"] == "success", describe_run(airflow, run_id)
+    assert discover_run["run_type"] == "manual"
+    assert airflow.api("GET", f"/dags/{DAG_ID}")["is_paused"] is False
+
+    tables = settings().glue.tables
+    web_events = tables["web_events"]
+    layout = PartitionLayout(web_events)
+    expected_values = layout.values_for_interval(SEED_START, SEED_START + timedelta(days=SEED_DAYS))
+    assert len(expected_values) == 240
+    expected = {values: web_events.location + layout.render(values) for values in expected_values}
+
+    registered = glue_partitions(glue, web_events)
+    assert registered == expected
+    for prefix in INVALID_WEB_EVENT_PREFIXES:
+        assert not any(loc.startswith(web_events.location + prefix) for loc in registered.values()), prefix
+    # The table param limited the run to web_events.
+    assert glue_partitions(glue, tables["cloudtrail"]) == {}
+
+    # One mapped task instance, for web_events; its report is the XCom.
+    reports = mapped_reports(airflow, run_id)
+    assert list(reports) == ["web_events"]
+    report = reports["web_events"]
+    assert report["mode"] == "discover"
+    assert report["dry_run"] is False
+    assert report["listed"] == 240
+    assert report["created"] == 240
+    assert report["already_present"] == 0
+    assert report["invalid"] == len(INVALID_WEB_EVENT_PREFIXES) == 5
+    assert report["failed"] == 0
+    assert report["report_uri"].startswith(settings().reports_uri)
+
+
+def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow, discover_run, glue):
+    assert discover_run["state"] == "success", "needs web_events registered by the discover run"
+    tables = settings().glue.tables
+    before = glue_snapshot(glue)
+    assert before["cloudtrail"] == {}
+
+    from_date, to_date = "2024-03-02T00:00:00Z", "2024-03-04T00:00:00Z"
+    backfill = airflow.api(
+        "POST",
+        "/backfills",
+        json={
+            "dag_id": DAG_ID,
+            "from_date": from_date,
+            "to_date": to_date,
+            "run_backwards": False,
+            "dag_run_conf": {},
+            "reprocess_behavior": "none",
+            "max_active_runs": 3,
+        },
+    )
+    assert backfill["dag_id"] == DAG_ID
+
+    # The runs are created with the backfill; to_date is inclusive (logical dates in [from, to]).
+    runs = dag_runs(airflow, run_type="backfill")
+    assert len(runs) == 3, [r["dag_run_id"] for r in runs]
+    intervals = sorted(
+        (parse_time(r["data_interval_start"]), parse_time(r["data_interval_end"])) for r in runs
+    )
+    assert intervals[0][0] == parse_time(from_date)
+    assert intervals[-1][0] == parse_time(to_date)
+    assert all(end - start == timedelta(days=1) for start, end in intervals)
+
+    finished = [wait_for_run(airflow, r["dag_run_id"], timeout=180) for r in runs]
+    for run in finished:
+        assert run["state"] == "success", describe_run(airflow, run["dag_run_id"])
+    wait_for(
+        lambda: airflow.api("GET", f"/backfills/{backfill['id']}")["completed_at"],
+        60,
+        "the scheduler to mark the backfill complete",
+        interval=2.0,
+    )
+
+    # cloudtrail: exactly the days of the backfill runs, each at its own location.
+    cloudtrail = tables["cloudtrail"]
+    layout = PartitionLayout(cloudtrail)
+    expected_days = {
+        values
+        for start, end in intervals
+        for values in layout.values_for_interval(start.replace(tzinfo=None), end.replace(tzinfo=None))
+    }
+    assert len(expected_days) == 3
+    assert glue_partitions(glue, cloudtrail) == {
+        values: cloudtrail.location + layout.render(values) for values in expected_days
+    }
+
+    # web_events: untouched, nothing outside the seeded range.
+    web_events = glue_partitions(glue, tables["web_events"])
+    assert web_events == before["web_events"]
+    first, last = SEED_START.date(), (SEED_START + timedelta(days=SEED_DAYS)).date()
+    assert all(first <= datetime.strptime(dt, "%Y-%m-%d").date() < last for dt, _ in web_events)
+
+    # Each run: cloudtrail created its one day (after the deferred wait), web_events found 24 present.
+    for run in finished:
+        reports = mapped_reports(airflow, run["dag_run_id"])
+        assert set(reports) == {"cloudtrail", "web_events"}
+        assert reports["cloudtrail"]["mode"] == "interval"
+        assert (reports["cloudtrail"]["created"], reports["cloudtrail"]["missing_in_s3"]) == (1, 0)
+        assert reports["web_events"]["already_present"] == 24
+        assert reports["web_events"]["created"] == 0
+        assert parse_time(reports["cloudtrail"]["interval_start"]) == parse_time(run["data_interval_start"])
+
+
+def test_bad_params_are_refused_or_fail_fast_without_touching_glue(airflow, dag_ready, glue):
+    before = glue_snapshot(glue)
+    runs_before = {r["dag_run_id"] for r in dag_runs(airflow)}
+
+    # Not in the param's enum: the API refuses the trigger and creates no run.
+    with pytest.raises(AirflowApiError) as refused:
+        trigger(airflow, {"mode": "nonsense"})
+    assert refused.value.status_code in (400, 422), refused.value
+    assert "nonsense" in str(refused.value.body), refused.value.body
+    assert {r["dag_run_id"] for r in dag_runs(airflow)} == runs_before
+
+    # Valid for the schema but not for the config: select_tables fails at once, without retries.
+    run = trigger(airflow, {"table": "no_such_table", "mode": "discover"})
+    run = wait_for_run(airflow, run["dag_run_id"], timeout=120)
+    assert run["state"] == "failed", describe_run(airflow, run["dag_run_id"])
+    states = {ti["task_id"]: ti for ti in task_instances(airflow, run["dag_run_id"])}
+    assert states["select_tables"]["state"] == "failed"
+    assert states["select_tables"]["try_number"] == 1, "AirflowFailException: no retry"
+    assert states["load_partitions"]["state"] == "upstream_failed"
+    # Well inside the 2-minute retry delay a retry would have waited.
+    assert parse_time(run["end_date"]) - parse_time(run["start_date"]) < timedelta(seconds=90)
+    assert "no_such_table" in task_log(airflow, run["dag_run_id"], states["select_tables"])
+
+    assert glue_snapshot(glue) == before
