@@ -125,6 +125,7 @@ class GlueTable(_Strict):
     # Wait (deferrable) for ``<partition>/_SUCCESS`` before registering scheduled intervals.
     wait_for_success_marker: bool = False
     success_marker_timeout_minutes: Annotated[int, Field(gt=0)] = 60
+    success_marker_poke_seconds: Annotated[int, Field(gt=0)] = 60
     # AWS-only alternatives to the Glue API: Athena MSCK REPAIR TABLE or the table's crawler.
     crawler_name: str | None = None
 

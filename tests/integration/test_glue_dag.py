@@ -178,3 +178,25 @@ def test_crawler_mode_starts_the_tables_crawler_and_waits(dag, demo_lake):
     crawler = demo_lake.glue.get_crawler(Name="cloudtrail_logs_crawler")["Crawler"]
     assert crawler["LastCrawl"]["Status"] in ("COMPLETED", "SUCCEEDED")
     assert read_report(demo_lake.s3, dagrun, "cloudtrail")["crawler"] == "cloudtrail_logs_crawler"
+
+
+def test_interval_waits_deferred_for_a_late_success_marker(dag, demo_lake):
+    import threading
+    import time
+
+    # The cloudtrail partition of 2024-03-07 has data but its writer has not finished: no marker yet.
+    marker = {"Bucket": "dataplatform-local-lake", "Key": "cloudtrail/2024/03/07/_SUCCESS"}
+    demo_lake.s3.delete_object(**marker)
+    arrival = threading.Timer(4.0, lambda: demo_lake.s3.put_object(**marker, Body=b""))
+    arrival.start()
+    started = time.monotonic()
+    try:
+        dagrun = dag.test(logical_date=datetime(2024, 3, 8, tzinfo=UTC))
+    finally:
+        arrival.cancel()
+
+    assert dagrun.data_interval_start == datetime(2024, 3, 7, tzinfo=UTC)
+    assert dagrun.state == "success", task_states(dagrun)
+    assert time.monotonic() - started >= 4, "the task must have waited for the marker"
+    assert set(registered(demo_lake.glue, "cloudtrail")) == {("2024", "03", "07")}
+    assert read_report(demo_lake.s3, dagrun, "cloudtrail")["created"] == 1

@@ -101,3 +101,25 @@ def present_in_s3(
             if leaf in existing:
                 found.partitions[values] = f"{parent}{leaf}/"
     return found
+
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def success_marker_keys(location: str, layout: PartitionLayout, partitions: Iterable[PartitionValues]):
+    """``(bucket, [key of each partition's _SUCCESS marker])``."""
+    bucket, root = split_s3_uri(location)
+    return bucket, [f"{root}{layout.render(values)}{SUCCESS_MARKER}" for values in partitions]
+
+
+def missing_objects(s3, bucket: str, keys: Iterable[str]) -> list[str]:
+    """The keys that do not exist (one HeadObject each)."""
+    missing = []
+    for key in keys:
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            missing.append(key)
+    return missing

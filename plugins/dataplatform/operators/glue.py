@@ -14,8 +14,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dataplatform import aws
 from dataplatform.config import GlueTable, Settings, settings
-from dataplatform.glue import loader
-from dataplatform.glue.discovery import split_s3_uri
+from dataplatform.glue import discovery, loader
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.reports import report_key, write_report
 
@@ -70,19 +69,7 @@ class GluePartitionLoaderOperator(BaseOperator):
                 "logical date (or use `airflow backfill create`), or use mode=discover"
             )
         if self.mode == "interval" and spec.wait_for_success_marker and not self.dry_run:
-            bucket, markers = self._success_markers(spec, context)
-            self.log.info("waiting (deferred) for %d _SUCCESS markers in s3://%s", len(markers), bucket)
-            self.defer(
-                trigger=S3KeyTrigger(
-                    bucket_name=bucket,
-                    bucket_key=markers,
-                    aws_conn_id=config.aws.conn_id,
-                    region_name=config.aws.region,
-                    poke_interval=self.poke_interval,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(minutes=spec.success_marker_timeout_minutes),
-            )
+            self._wait_for_success_markers(context, config, spec)
         return self._register(context, config, spec)
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
@@ -124,11 +111,40 @@ class GluePartitionLoaderOperator(BaseOperator):
         self.log.info("report written to %s", report["report_uri"])
         return report
 
-    def _success_markers(self, spec: GlueTable, context) -> tuple[str, list[str]]:
+    def _wait_for_success_markers(self, context, config: Settings, spec: GlueTable) -> None:
+        """Defer until every partition of the interval has its ``_SUCCESS`` marker.
+
+        The markers are checked here first and the task defers only for those still missing. Besides
+        sparing the triggerer a round trip in the common case (backfills, late reruns), this avoids an
+        Airflow 3.3 scheduler race: a trigger that fires within a second of deferring can have its
+        resumed attempt failed by the stale "success" of the deferring attempt (apache/airflow#72716).
+        """
         layout = PartitionLayout(spec)
-        bucket, root = split_s3_uri(spec.location)
         values = layout.values_for_interval(context["data_interval_start"], context["data_interval_end"])
-        return bucket, [f"{root}{layout.render(v)}_SUCCESS" for v in values]
+        bucket, markers = discovery.success_marker_keys(spec.location, layout, values)
+        missing = discovery.missing_objects(aws.client("s3"), bucket, markers)
+        if not missing:
+            self.log.info("all %d _SUCCESS markers present in s3://%s", len(markers), bucket)
+            return
+        self.log.info(
+            "waiting (deferred, up to %d min) for %d of %d _SUCCESS markers in s3://%s, e.g. %s",
+            spec.success_marker_timeout_minutes,
+            len(missing),
+            len(markers),
+            bucket,
+            missing[0],
+        )
+        self.defer(
+            trigger=S3KeyTrigger(
+                bucket_name=bucket,
+                bucket_key=missing,
+                aws_conn_id=config.aws.conn_id,
+                region_name=config.aws.region,
+                poke_interval=spec.success_marker_poke_seconds,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(minutes=spec.success_marker_timeout_minutes),
+        )
 
     def _msck_repair(self, config: Settings, spec: GlueTable) -> dict:
         # Identifiers are validated against ^[a-z_][a-z0-9_]*$ when the config loads, and quoted here.
