@@ -6,6 +6,7 @@ dags and plugins folders) is set here, at import time, before any test module im
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -81,4 +82,6 @@ def spark():
         .getOrCreate()
     )
     yield session
+    # py4j logs at INFO while the interpreter closes its streams, which prints "Logging error" noise.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     session.stop()
