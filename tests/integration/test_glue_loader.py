@@ -111,7 +111,9 @@ def test_1000_prefixes_register_exactly_the_valid_set(lake):
     assert report.invalid == len(INVALID)
     assert set(report.invalid_prefixes) >= {"dt=garbage/", "region=eu/", "dt=2024-06-01/", "year=2023/"}
     assert glue.calls["BatchCreatePartition"] == 10
-    assert glue.calls["BatchGetPartition"] == 1
+    # discover reads the table's partitions with GetPartitions (one page: the table was empty) + GetTable.
+    assert "BatchGetPartition" not in glue.calls
+    assert report.glue_read_calls == 2
 
 
 def test_rerun_creates_nothing_and_changes_nothing(lake):
@@ -132,13 +134,16 @@ def test_interval_registers_only_the_interval_and_only_where_s3_has_data(lake):
     put_partitions(lake.s3, TABLE, hourly(72, datetime(2023, 3, 1)))
     lake.s3.delete_object(Bucket="it-lake", Key="clicks/dt=2023-03-02/hour=07/part-00000.json")
 
+    glue = LimitCheckingGlue(lake.glue)
     report = load_partitions(
-        lake.glue, lake.s3, "clicks", TABLE, "interval", interval=(datetime(2023, 3, 2), datetime(2023, 3, 3))
+        glue, lake.s3, "clicks", TABLE, "interval", interval=(datetime(2023, 3, 2), datetime(2023, 3, 3))
     )
 
     assert set(all_partitions(lake.glue)) == set(day) - {("2023-03-02", "07")}
     assert (report.listed, report.created, report.missing_in_s3) == (24, 23, 1)
     assert report.s3_list_calls == 1, "a day of hourly partitions is one delimiter listing"
+    # An interval asks Glue for just its partitions: one BatchGetPartition, one GetTable, one write.
+    assert glue.calls == {"BatchGetPartition": 1, "GetTable": 1, "BatchCreatePartition": 1}
 
 
 def test_dry_run_registers_nothing(lake):

@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 BATCH_GET_LIMIT = 1000
 BATCH_CREATE_LIMIT = 100
+GET_PARTITIONS_PAGE = 1000
+# BatchCreatePartition calls in flight at once: enough to hide round trips, few enough to stay under
+# Glue's request rate (whole-call throttling is absorbed by botocore's adaptive retries).
+CREATE_CONCURRENCY = 4
 # Per-partition error codes worth another try; anything else is a real failure of that partition.
 _RETRYABLE = {"ThrottlingException", "InternalServiceException", "ConcurrentModificationException"}
 _ALREADY_EXISTS = "AlreadyExistsException"
@@ -100,45 +105,76 @@ def existing_partitions(
     return found, calls
 
 
+def all_partitions(glue, database: str, table: str) -> tuple[set[PartitionValues], int]:
+    """Every partition the table has (GetPartitions, 1,000 a page, without the column schema, which
+    every partition repeats), and how many read calls that took."""
+    found: set[PartitionValues] = set()
+    calls = 0
+    pages = glue.get_paginator("get_partitions").paginate(
+        DatabaseName=database,
+        TableName=table,
+        ExcludeColumnSchema=True,
+        PaginationConfig={"PageSize": GET_PARTITIONS_PAGE},
+    )
+    for page in pages:
+        calls += 1
+        found.update(tuple(partition["Values"]) for partition in page.get("Partitions", []))
+    return found, calls
+
+
 def create_partitions(
     glue,
     descriptor: TableDescriptor,
     partitions: Sequence[tuple[PartitionValues, str]],
     max_attempts: int = 5,
+    concurrency: int = CREATE_CONCURRENCY,
 ) -> CreateResult:
-    """Create partitions (values, S3 location) with BatchCreatePartition, 100 a call.
+    """Create partitions (values, S3 location) with BatchCreatePartition, 100 a call, a few calls at once.
 
     AlreadyExists counts as present (another writer got there first, or a rerun). Throttled partitions are
     retried with backoff. Other per-partition errors are collected and returned, never raised here, so that
     one bad partition does not stop the other 9,999.
     """
     result = CreateResult()
-    for chunk in chunked(list(partitions), BATCH_CREATE_LIMIT):
-        pending = {values: location for values, location in chunk}
-        for attempt in range(1, max_attempts + 1):
-            response = glue.batch_create_partition(
-                DatabaseName=descriptor.database,
-                TableName=descriptor.table,
-                PartitionInputList=[descriptor.partition_input(v, loc) for v, loc in pending.items()],
-            )
-            result.write_calls += 1
-            retry: dict[PartitionValues, str] = {}
-            errors = {tuple(e["PartitionValues"]): e["ErrorDetail"] for e in response.get("Errors", [])}
-            for values, location in pending.items():
-                error = errors.get(values)
-                if error is None:
-                    result.created.append(values)
-                elif error.get("ErrorCode") == _ALREADY_EXISTS:
-                    result.already_present.append(values)
-                elif error.get("ErrorCode") in _RETRYABLE and attempt < max_attempts:
-                    retry[values] = location
-                else:
-                    result.failed[values] = f"{error.get('ErrorCode')}: {error.get('ErrorMessage', '')}"
-            if not retry:
-                break
-            log.warning("retrying %d throttled partitions (attempt %d)", len(retry), attempt)
-            pending = retry
-            _backoff(attempt)
+    chunks = list(chunked(list(partitions), BATCH_CREATE_LIMIT))
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="glue-create") as pool:
+        for chunk_result in pool.map(
+            lambda chunk: _create_chunk(glue, descriptor, chunk, max_attempts), chunks
+        ):
+            result.created += chunk_result.created
+            result.already_present += chunk_result.already_present
+            result.failed.update(chunk_result.failed)
+            result.write_calls += chunk_result.write_calls
+    return result
+
+
+def _create_chunk(glue, descriptor: TableDescriptor, chunk, max_attempts: int) -> CreateResult:
+    result = CreateResult()
+    pending = dict(chunk)
+    for attempt in range(1, max_attempts + 1):
+        response = glue.batch_create_partition(
+            DatabaseName=descriptor.database,
+            TableName=descriptor.table,
+            PartitionInputList=[descriptor.partition_input(v, loc) for v, loc in pending.items()],
+        )
+        result.write_calls += 1
+        retry: dict[PartitionValues, str] = {}
+        errors = {tuple(e["PartitionValues"]): e["ErrorDetail"] for e in response.get("Errors", [])}
+        for values, location in pending.items():
+            error = errors.get(values)
+            if error is None:
+                result.created.append(values)
+            elif error.get("ErrorCode") == _ALREADY_EXISTS:
+                result.already_present.append(values)
+            elif error.get("ErrorCode") in _RETRYABLE and attempt < max_attempts:
+                retry[values] = location
+            else:
+                result.failed[values] = f"{error.get('ErrorCode')}: {error.get('ErrorMessage', '')}"
+        if not retry:
+            break
+        log.warning("retrying %d throttled partitions (attempt %d)", len(retry), attempt)
+        pending = retry
+        _backoff(attempt)
     return result
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from dataplatform.glue.layout import InvalidPartitionPath, PartitionLayout, PartitionValues
 
 log = logging.getLogger(__name__)
+
+# Concurrent ListObjectsV2 calls per discovery; S3 serves 5,500 reads a second per prefix.
+LIST_CONCURRENCY = 16
 
 
 @dataclass
@@ -50,35 +54,46 @@ def list_level(s3, bucket: str, prefix: str) -> tuple[list[str], bool, int]:
     return children, has_objects, calls
 
 
-def discover(s3, location: str, layout: PartitionLayout) -> Discovery:
-    """Walk the table location level by level and return every partition prefix that fits the layout."""
+def discover(s3, location: str, layout: PartitionLayout, concurrency: int = LIST_CONCURRENCY) -> Discovery:
+    """Walk the table location level by level and return every partition prefix that fits the layout.
+
+    The directories of one level are listed concurrently (boto3 clients are thread-safe): each call is
+    latency-bound, so a day-by-hour table of 417 days takes 417 calls' worth of round trips in parallel,
+    not in series."""
     bucket, root = split_s3_uri(location)
     found = Discovery()
     frontier = [""]
-    for level in range(layout.depth):
-        next_frontier = []
-        for relative in frontier:
-            children, has_objects, calls = list_level(s3, bucket, root + relative)
-            found.list_calls += calls
-            if not children and has_objects and relative:
-                found.invalid[relative] = (
-                    f"holds files but no {layout.segments[level].template!r} level below it"
-                )
-            for child in children:
-                if layout.is_ignored(child):
-                    continue
-                path = f"{relative}{child}/"
-                try:
-                    layout.parse_segment(level, child)
-                except InvalidPartitionPath as exc:
-                    found.invalid[path] = str(exc)
-                    continue
-                next_frontier.append(path)
-        frontier = next_frontier
-        log.info("level %d (%s): %d prefixes", level + 1, layout.segments[level].template, len(frontier))
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-list") as pool:
+        for level in range(layout.depth):
+            listings = pool.map(lambda relative: list_level(s3, bucket, root + relative), frontier)
+            next_frontier = []
+            for relative, (children, has_objects, calls) in zip(frontier, listings, strict=True):
+                found.list_calls += calls
+                if not children and has_objects and relative:
+                    found.invalid[relative] = (
+                        f"holds files but no {layout.segments[level].template!r} level below it"
+                    )
+                next_frontier.extend(_valid_children(layout, level, relative, children, found))
+            frontier = next_frontier
+            log.info("level %d (%s): %d prefixes", level + 1, layout.segments[level].template, len(frontier))
     for path in frontier:
         found.partitions[layout.parse(path)] = path
     return found
+
+
+def _valid_children(
+    layout: PartitionLayout, level: int, relative: str, children: list[str], found: Discovery
+):
+    for child in children:
+        if layout.is_ignored(child):
+            continue
+        path = f"{relative}{child}/"
+        try:
+            layout.parse_segment(level, child)
+        except InvalidPartitionPath as exc:
+            found.invalid[path] = str(exc)
+            continue
+        yield path
 
 
 def present_in_s3(

@@ -12,6 +12,7 @@ rerun with nothing new costs just the existence check.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -57,6 +58,8 @@ class LoadReport:
     s3_list_calls: int = 0
     glue_read_calls: int = 0
     glue_write_calls: int = 0
+    s3_seconds: float = 0.0  # finding the partitions in S3
+    glue_seconds: float = 0.0  # existence check and registration
 
     def as_dict(self) -> dict:
         return {**asdict(self), "summary": self.summary()}
@@ -116,7 +119,10 @@ def load_partitions(
 
     layout = PartitionLayout(table)
     report = LoadReport(table=name, mode=mode, dry_run=dry_run)
+    started = time.perf_counter()
     found = _find(s3, table, layout, mode, interval, report)
+    report.s3_seconds = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
     report.s3_list_calls = found.list_calls
     report.invalid = len(found.invalid)
     report.invalid_prefixes = dict(list(found.invalid.items())[:_REPORT_SAMPLE])
@@ -124,9 +130,8 @@ def load_partitions(
         log.warning("%s: not a partition, skipped: %s (%s)", name, prefix, reason)
 
     candidates = list(found.partitions)
-    existing, report.glue_read_calls = catalog.existing_partitions(
-        glue, table.database, table.table, candidates
-    )
+    existing, report.glue_read_calls = _existing(glue, table, mode, candidates)
+    existing &= set(candidates)  # Glue may hold partitions whose prefix is gone from S3: not ours to count
     report.already_present = len(existing)
     to_create = [
         (values, table.location + found.partitions[values]) for values in candidates if values not in existing
@@ -139,6 +144,7 @@ def load_partitions(
     elif to_create:
         _register(glue, table, layout, to_create, report)
 
+    report.glue_seconds = round(time.perf_counter() - started, 3)
     log.info(report.summary())
     if report.failed:
         raise PartitionLoadError(
@@ -147,6 +153,14 @@ def load_partitions(
             report,
         )
     return report
+
+
+def _existing(glue, table: GlueTable, mode: Mode, candidates: list[PartitionValues]):
+    # discover lists the whole location, so it reads the whole table: GetPartitions pages cost what Glue
+    # holds and send no keys. An interval names a few partitions: BatchGetPartition asks for just those.
+    if mode == "discover":
+        return catalog.all_partitions(glue, table.database, table.table)
+    return catalog.existing_partitions(glue, table.database, table.table, candidates)
 
 
 def _find(s3, table: GlueTable, layout: PartitionLayout, mode: Mode, interval, report: LoadReport):
