@@ -13,6 +13,7 @@ import pytest
 
 from dataplatform.config import LocalSparkSettings, SparkSettings
 from dataplatform.spark import SparkJob
+from tests.airflow_helpers import serialize_to_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -106,24 +107,6 @@ def run_job(dag_id: str, job: SparkJob):
     assert sorted(dag.task_dict) == [f"{job.name}.spark_submit"]
     serialize_to_db(dag)
     return dag.test(logical_date=LOGICAL_DATE)
-
-
-def serialize_to_db(dag) -> None:
-    """Write a DAG defined in a test to the metadata database, as the dag processor would.
-
-    ``dag.test()`` in Airflow 3.3 re-parses the configured bundles (the repo's dags/) and refuses a DAG it
-    finds no serialized version of; a DAG built inside a test is in no bundle.
-    """
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    DagBundlesManager().sync_bundles_to_db()
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
 
 
 def test_factory_defaults_come_from_the_config():
