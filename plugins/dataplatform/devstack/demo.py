@@ -115,6 +115,17 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
     print(line)
 
 
+def _quiet_airflow_logging() -> None:
+    """The seeding here goes through Airflow's AWS hook, which logs connection details and deprecation
+    warnings at import; the runs' own logs are in files, so keep this console to the summary."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    # Read by Airflow's logging setup when it is first imported in this process (by the first client);
+    # the `airflow dags test` subprocesses get their own environment and log at INFO to their files.
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+
+
 def run_demo() -> int:
     missing = dag_ids_in_repo() - {run.dag_id for run in DEMO_RUNS}
     if missing:
@@ -149,6 +160,7 @@ def run_demo() -> int:
         from dataplatform.config import settings
         from dataplatform.devstack.seed import seed_demo
 
+        _quiet_airflow_logging()
         s3 = aws.client("s3")
         seeded = seed_demo(s3, aws.client("glue"), settings())
         print(
