@@ -149,7 +149,12 @@ def load_partitions(
     if report.failed:
         raise PartitionLoadError(
             f"{name}: {report.failed} partitions failed to register (the other {report.created} were): "
-            + "; ".join(f"{values} -> {error}" for values, error in report.failed_partitions.items()),
+            + "; ".join(f"{values} -> {error}" for values, error in report.failed_partitions.items())
+            + (
+                f" (first {_REPORT_SAMPLE}; every one is in the task log)"
+                if report.failed > _REPORT_SAMPLE
+                else ""
+            ),
             report,
         )
     return report
@@ -197,6 +202,8 @@ def _register(glue, table: GlueTable, layout: PartitionLayout, to_create: list, 
             f"from the configured keys {list(expected_keys)}; fix glue.tables in the config"
         )
     result = catalog.create_partitions(glue, descriptor, to_create)
+    for values, error in result.failed.items():
+        log.error("%s: partition %s failed to register: %s", report.table, _label(values), error)
     report.created = len(result.created)
     # A partition created by someone else between our read and our write is present, not new.
     report.already_present += len(result.already_present)
