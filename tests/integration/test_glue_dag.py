@@ -8,6 +8,7 @@ import pytest
 
 from dataplatform.config import settings
 from dataplatform.devstack.seed import seed_demo
+from dataplatform.glue.discovery import split_s3_uri
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.reports import report_key
 
@@ -55,7 +56,7 @@ def task_states(dagrun):
 
 
 def read_report(s3, dagrun, table):
-    bucket, _, prefix = settings().reports_uri.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(settings().reports_uri)
     body = s3.get_object(Bucket=bucket, Key=prefix + report_key(DAG_ID, dagrun.run_id, table))["Body"].read()
     return json.loads(body)
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataplatform.config import REPO_ROOT
+from dataplatform.config import REPO_ROOT, settings
 from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 
@@ -126,6 +126,26 @@ def _quiet_airflow_logging() -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 
+def seed_local_lake(moto_url: str):
+    """Point this process's ``aws_default`` connection at the moto server, seed the demo lake, say what
+    was seeded, and return the S3 client (to read run reports with)."""
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
+    _quiet_airflow_logging()
+    from dataplatform import aws
+    from dataplatform.devstack.seed import seed_demo
+
+    s3 = aws.client("s3")
+    seeded = seed_demo(s3, aws.client("glue"), settings())
+    print(
+        "demo lake seeded: "
+        + ", ".join(
+            f"{name} {c['partitions']} partitions + {c['invalid_prefixes']} invalid prefixes"
+            for name, c in seeded.items()
+        )
+    )
+    return s3
+
+
 def run_demo() -> int:
     missing = dag_ids_in_repo() - {run.dag_id for run in DEMO_RUNS}
     if missing:
@@ -140,12 +160,7 @@ def run_demo() -> int:
     with MotoServer(log_path=home / "moto.log") as moto:
         print(f"moto server: {moto.url}")
         env = airflow_env(home, moto.url)
-        os.environ.update(
-            {
-                "AIRFLOW_CONN_AWS_DEFAULT": connection_uri_json(moto.url),
-                "DATAPLATFORM_ENV": env["DATAPLATFORM_ENV"],
-            }
-        )
+        os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
         started = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -156,20 +171,7 @@ def run_demo() -> int:
         )
         print(f"airflow metadata database (SQLite) ready in {time.monotonic() - started:.0f}s: {home}")
 
-        from dataplatform import aws
-        from dataplatform.config import settings
-        from dataplatform.devstack.seed import seed_demo
-
-        _quiet_airflow_logging()
-        s3 = aws.client("s3")
-        seeded = seed_demo(s3, aws.client("glue"), settings())
-        print(
-            "demo lake seeded: "
-            + ", ".join(
-                f"{name} {c['partitions']} partitions + {c['invalid_prefixes']} invalid prefixes"
-                for name, c in seeded.items()
-            )
-        )
+        s3 = seed_local_lake(moto.url)
 
         rows = []
         for number, run in enumerate(DEMO_RUNS, start=1):

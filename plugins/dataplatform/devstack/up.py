@@ -6,12 +6,11 @@ database lives in ``.local/airflow`` and survives restarts; the moto state does 
 
 from __future__ import annotations
 
-import os
 import signal
 
 from dataplatform.devstack.airflow_env import airflow_env
-from dataplatform.devstack.demo import LOCAL_DIR, check_java
-from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
+from dataplatform.devstack.demo import LOCAL_DIR, check_java, seed_local_lake
+from dataplatform.devstack.moto_server import MotoServer
 from dataplatform.devstack.standalone import StandaloneAirflow
 
 
@@ -20,13 +19,8 @@ def run_up(port: int = 8080) -> int:
     home = LOCAL_DIR / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     with MotoServer(log_path=home / "moto.log") as moto:
-        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto.url)
-        from dataplatform import aws
-        from dataplatform.config import settings
-        from dataplatform.devstack.seed import seed_demo
-
-        seeded = seed_demo(aws.client("s3"), aws.client("glue"), settings())
-        print(f"moto server {moto.url}, demo lake seeded: {seeded}")
+        print(f"moto server: {moto.url}")
+        seed_local_lake(moto.url)
         print("starting airflow standalone (about a minute) ...", flush=True)
         with StandaloneAirflow(home, airflow_env(home, moto.url), port=port) as airflow:
             airflow.start_and_wait()

@@ -68,20 +68,20 @@ class GluePartitionLoaderOperator(BaseOperator):
                 "mode 'interval' needs the run's data interval, and this run has none: trigger it with a "
                 "logical date (or use `airflow backfill create`), or use mode=discover"
             )
+        s3 = aws.client("s3")
         if self.mode == "interval" and spec.wait_for_success_marker and not self.dry_run:
-            self._wait_for_success_markers(context, config, spec)
-        return self._register(context, config, spec)
+            self._wait_for_success_markers(context, config, spec, s3)
+        return self._register(context, config, spec, s3)
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
         if not event or event.get("status") != "success":
             raise AirflowException(f"waiting for _SUCCESS markers failed: {event}")
         config = settings()
-        return self._register(context, config, config.glue.tables[self.table])
+        return self._register(context, config, config.glue.tables[self.table], aws.client("s3"))
 
     # -- work ------------------------------------------------------------------------------------------
 
-    def _register(self, context, config: Settings, spec: GlueTable) -> dict:
-        s3 = aws.client("s3")
+    def _register(self, context, config: Settings, spec: GlueTable, s3) -> dict:
         if self.mode in loader.MODES:
             interval = (context.get("data_interval_start"), context.get("data_interval_end"))
             try:
@@ -111,7 +111,7 @@ class GluePartitionLoaderOperator(BaseOperator):
         self.log.info("report written to %s", report["report_uri"])
         return report
 
-    def _wait_for_success_markers(self, context, config: Settings, spec: GlueTable) -> None:
+    def _wait_for_success_markers(self, context, config: Settings, spec: GlueTable, s3) -> None:
         """Defer until every partition of the interval has its ``_SUCCESS`` marker.
 
         The markers are checked here first and the task defers only for those still missing. Besides
@@ -122,7 +122,7 @@ class GluePartitionLoaderOperator(BaseOperator):
         layout = PartitionLayout(spec)
         values = layout.values_for_interval(context["data_interval_start"], context["data_interval_end"])
         bucket, markers = discovery.success_marker_keys(spec.location, layout, values)
-        missing = discovery.missing_objects(aws.client("s3"), bucket, markers)
+        missing = discovery.missing_objects(s3, bucket, markers)
         if not missing:
             self.log.info("all %d _SUCCESS markers present in s3://%s", len(markers), bucket)
             return
