@@ -33,7 +33,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+LOCAL_DIR_ENV = "DATAPLATFORM_LOCAL_DIR"
+
+
+def local_dir() -> Path:
+    """Where local runs keep files (``{local_dir}`` in URIs): ``$DATAPLATFORM_LOCAL_DIR`` or ``.local/``."""
+    return Path(os.environ.get(LOCAL_DIR_ENV) or REPO_ROOT / ".local").resolve()
+
+
 def _require_s3_or_file_uri(value: str) -> str:
+    # ``file://{local_dir}/...`` keeps local paths out of the repository's config and lets the tests
+    # point every local file at their own temporary directory.
+    value = value.replace("{local_dir}", str(local_dir()))
     if not re.match(r"^(s3|file)://[^/]+", value) and not value.startswith("file:///"):
         raise ValueError(f"must be an s3:// or file:// URI, got {value!r}")
     return value.rstrip("/") + "/"
@@ -161,6 +172,68 @@ class GlueSettings(_Strict):
     tables: dict[str, GlueTable] = Field(min_length=1)
 
 
+class BacklogSettings(_Strict):
+    """How many pending batches one stateless run claims: ``batches_per_run`` when there is no backlog,
+    growing by ``growth`` batches per batch of backlog beyond that, never more than
+    ``max_batches_per_run`` (the reference's backlog grouping)."""
+
+    batches_per_run: Annotated[int, Field(ge=1)] = 2
+    growth: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_batches_per_run: Annotated[int, Field(ge=1)] = 24
+
+    @model_validator(mode="after")
+    def _max_covers_base(self) -> BacklogSettings:
+        if self.max_batches_per_run < self.batches_per_run:
+            raise ValueError("max_batches_per_run must be >= batches_per_run")
+        return self
+
+
+class PrefetchSettings(_Strict):
+    # Ranges of one part file closer than this are read with one GET (the bytes between are discarded).
+    coalesce_gap_bytes: Annotated[int, Field(ge=0)] = 65536
+    # A coalesced GET never spans more than this.
+    max_range_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    # Concurrent index reads and GETs per Spark task.
+    threads: Annotated[int, Field(ge=1, le=256)] = 16
+
+
+class ReconciliationSettings(_Strict):
+    # Input batches land here, one folder per batch with a ``_manifest.json`` written last.
+    landing_uri: str
+    # Stateless artifacts, prefetched state, state part files, quarantine and job specs.
+    work_uri: str
+    ledger_table: str = "recon_ledger"
+    index_table: str = "recon_index"
+    # A window is complete when batches cover all of it and every one is indexed.
+    completeness_window_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
+    backlog: BacklogSettings = BacklogSettings()
+    # A claim older than this (its run died) may be taken over by another run.
+    claim_timeout_minutes: Annotated[int, Field(ge=1)] = 120
+    # Event ids are remembered this long to drop redeliveries.
+    dedup_horizon_days: Annotated[int, Field(ge=1)] = 7
+    # Part files the stateful processor writes per run ("a handful", never one object per artifact).
+    state_part_files: Annotated[int, Field(ge=1, le=1000)] = 4
+    prefetch: PrefetchSettings = PrefetchSettings()
+    # Concurrent BatchWriteItem calls per indexer task.
+    index_writers: Annotated[int, Field(ge=1, le=64)] = 8
+    # Stateful runs in flight at once (prefetch of one while earlier ones process and index).
+    max_in_flight: Annotated[int, Field(ge=1, le=16)] = 3
+    # How long a stateful stage waits for the same stage of the previous run.
+    order_wait_timeout_minutes: Annotated[int, Field(ge=1)] = 120
+
+    @field_validator("landing_uri", "work_uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        return _require_s3_or_file_uri(value)
+
+    @field_validator("ledger_table", "index_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.\-]{3,255}$", value):
+            raise ValueError(f"{value!r} is not a valid DynamoDB table name")
+        return value
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -168,6 +241,7 @@ class Settings(_Strict):
     reports_uri: str
     spark: SparkSettings
     glue: GlueSettings
+    reconciliation: ReconciliationSettings
 
     @field_validator("reports_uri")
     @classmethod
