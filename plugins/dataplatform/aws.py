@@ -33,3 +33,13 @@ def client(service: str, conn_id: str | None = None, region: str | None = None):
         config=retry_config(),
     )
     return hook.get_conn()
+
+
+def endpoint_url(conn_id: str | None = None) -> str | None:
+    """The connection's ``endpoint_url`` (the moto server locally; ``None`` in AWS).
+
+    Spark jobs that call AWS from their executors get it in their job spec: they cannot read Airflow
+    connections themselves."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=conn_id or settings().aws.conn_id).conn_config.endpoint_url

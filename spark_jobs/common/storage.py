@@ -101,9 +101,7 @@ class Storage:
                     "s3",
                     endpoint_url=self._endpoint_url,
                     region_name=self._region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                    config=Config(
-                        retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=64
-                    ),
+                    config=Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=64),
                 )
             return self._s3
 
@@ -149,7 +147,7 @@ class Storage:
         if is_s3(uri):
             bucket, key = split_s3(uri)
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"]
-        return open(local_path(uri), "rb")  # noqa: SIM115 - the caller closes it
+        return open(local_path(uri), "rb")
 
     def iter_lines_with_offsets(self, uri: str) -> Iterator[tuple[int, int, bytes]]:
         """``(offset, length, line)`` for every ``\\n``-terminated line; ``length`` excludes the newline.

@@ -1,0 +1,75 @@
+"""Airflow-facing pieces of the reconciliation pipeline: the asset between the two DAGs, the Spark jobs
+and the context the tasks hand to ``dataplatform.reconciliation.pipeline`` (clients from the Airflow
+connection). The stages themselves live in the pipeline module."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from dataplatform.spark import SparkJob, SparkSizing
+
+# Updated by every recon_stateless run that committed a group; recon_stateful is scheduled on it.
+STATELESS_ARTIFACTS = Asset(name="recon_stateless_artifacts")
+
+# Spark's own shuffle width for the reconciliation jobs; the state part files are sized by config.
+_SPARK_CONF = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}
+
+
+def _spec_arg(task_id: str) -> list[str]:
+    return ["--spec", f"{{{{ ti.xcom_pull(task_ids='{task_id}')['spec_uri'] }}}}"]
+
+
+def stateless_job() -> SparkJob:
+    return SparkJob(
+        name="stateless_reduce",
+        entry="spark_jobs.recon_stateless",
+        args=_spec_arg("plan_stateless"),
+        conf=_SPARK_CONF,
+        sizing=SparkSizing(executor_memory="8g"),
+    )
+
+
+def prefetch_job() -> SparkJob:
+    return SparkJob(
+        name="prefetch",
+        entry="spark_jobs.recon_prefetch",
+        args=_spec_arg("begin_stateful"),
+        conf=_SPARK_CONF,
+    )
+
+
+def stateful_job() -> SparkJob:
+    return SparkJob(
+        name="process",
+        entry="spark_jobs.recon_stateful",
+        args=_spec_arg("begin_stateful"),
+        conf=_SPARK_CONF,
+        sizing=SparkSizing(executor_memory="8g"),
+    )
+
+
+def recon_context():
+    """The pipeline context for a task: settings, DynamoDB and S3 clients from the Airflow connection,
+    and the connection's endpoint for the Spark jobs' specs."""
+    from dataplatform import aws
+    from dataplatform.config import settings
+    from dataplatform.reconciliation.pipeline import ReconContext
+    from spark_jobs.common.storage import Storage
+
+    config = settings()
+    return ReconContext(
+        settings=config.reconciliation,
+        dynamodb=aws.client("dynamodb"),
+        storage=Storage(aws.client("s3")),
+        region=config.aws.region,
+        aws_endpoint_url=aws.endpoint_url(),
+    )
+
+
+def write_run_report(dag_id: str, run_id: str, name: str, report: dict) -> str:
+    """The run's JSON report under ``reports_uri`` (the UI shows it as the task's XCom too)."""
+    from dataplatform import aws
+    from dataplatform.config import settings
+    from dataplatform.reports import report_key, write_report
+
+    return write_report(settings().reports_uri, report_key(dag_id, run_id, name), report, s3=aws.client("s3"))

@@ -1,0 +1,1 @@
+"""Reconciliation: batches of financial events -> stateless reduce -> stateful artifacts, indexed by key."""
