@@ -129,27 +129,34 @@ def plan_stateless(
     if not batches:
         log.info("no pending batches (backlog %d): nothing to do", pending)
         return None
-    dedup_groups = [
-        group
-        for group in ledger.dedup_group_ids(ctx.dynamodb, table, now, ctx.settings.dedup_horizon_days)
-        if group != group_id
-    ]
     output_uri = stateless_uri(ctx, group_id)
-    spec = {
-        "group_id": group_id,
-        "batches": [{"batch_id": b["batch_id"], "files": list(b["files"])} for b in batches],
-        "dedup_group_uris": [stateless_uri(ctx, group) for group in dedup_groups],
-        "output_uri": output_uri,
-    }
-    spec_uri = ctx.storage.write_json(join(output_uri, "_job.json"), spec)
-    log.info(
-        "group %s claimed %d of %d pending batches (limit %d): %s",
-        group_id,
-        len(batches),
-        pending,
-        limit,
-        ", ".join(b["batch_id"] for b in batches),
-    )
+    spec_uri = join(output_uri, "_job.json")
+    batch_ids = [b["batch_id"] for b in batches]
+    if ctx.storage.exists(spec_uri) and _spec_batches(ctx.storage.read_json(spec_uri)) == batch_ids:
+        # A retry of this run: keep the spec it wrote, so the job dedups against the same groups even if
+        # other groups have been committed since.
+        log.info("group %s already claimed batches %s (retry): reusing its job spec", group_id, batch_ids)
+    else:
+        dedup_groups = [
+            group
+            for group in ledger.dedup_group_ids(ctx.dynamodb, table, now, ctx.settings.dedup_horizon_days)
+            if group != group_id
+        ]
+        spec = {
+            "group_id": group_id,
+            "batches": [{"batch_id": b["batch_id"], "files": list(b["files"])} for b in batches],
+            "dedup_group_uris": [stateless_uri(ctx, group) for group in dedup_groups],
+            "output_uri": output_uri,
+        }
+        ctx.storage.write_json(spec_uri, spec)
+        log.info(
+            "group %s claimed %d of %d pending batches (limit %d): %s",
+            group_id,
+            len(batches),
+            pending,
+            limit,
+            ", ".join(batch_ids),
+        )
     return {
         "group_id": group_id,
         "spec_uri": spec_uri,
@@ -157,6 +164,10 @@ def plan_stateless(
         "backlog": pending,
         "limit": limit,
     }
+
+
+def _spec_batches(spec: dict) -> list[str]:
+    return [batch["batch_id"] for batch in spec["batches"]]
 
 
 def commit_stateless(ctx: ReconContext, group_id: str, now: datetime | None = None) -> dict:

@@ -1,0 +1,269 @@
+"""Benchmark: the batch reconciliation pipeline against the legacy transactional design, in the same run.
+
+Data: 1,000,000 events over 100,000 order keys (Zipf-skewed: a few hot orders take a large share), in 5
+landed batches, with redeliveries, late corrections and 1% malformed rows (the generator of
+``dataplatform.reconciliation.generator``).
+
+- **pipeline**: its local mode, as ``make demo`` runs it: local Spark (``local[2]``) writing part files to
+  ``file://``, the ledger and the artifact index in DynamoDB on the moto server. Each batch goes through
+  one stateless run and one stateful run (prefetch -> process -> index), as five 10-minute schedules
+  would.
+- **baseline** (the legacy design, written here for the comparison): per event, read-modify-write one
+  S3 object per artifact (GET, apply, PUT) against the moto server, with the applied event ids kept in
+  the object for idempotence. It runs on the first ``--baseline-events`` lines of the same batches;
+  rates are compared. moto answers in about a millisecond where S3 takes 10-30 ms, which flatters the
+  baseline.
+
+Object writes are PUTs (baseline) and files written under the work area (pipeline; Spark's local ``.crc``
+side files, which S3 would not have, are not counted). Reads are requests through the storage layer:
+ranged GETs of the prefetch plus whole-object reads of specs and stats.
+
+    .venv/bin/python benchmarks/reconciliation.py [--events 1000000] [--keys 100000] [--batches 5]
+        [--baseline-events 50000]
+
+Targets (issue #3): object writes per event <= 0.2% of the baseline's, events/s >= 20x the baseline's,
+prefetch GETs per prefetched artifact <= 0.2, driver memory flat in the number of keys (the state is
+never collected to the driver: the figures per run show the driver's JVM heap and Python RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("DATAPLATFORM_CONFIG", str(REPO / "include" / "config" / "local.yaml"))
+
+from dataplatform.config import settings  # noqa: E402
+from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
+from dataplatform.reconciliation import pipeline  # noqa: E402
+from dataplatform.reconciliation.generator import GeneratorConfig, write_batches  # noqa: E402
+from dataplatform.reconciliation.local_runner import LocalRunner  # noqa: E402
+from spark_jobs.common.dynamo import client as aws_client  # noqa: E402
+from spark_jobs.common.storage import Storage  # noqa: E402
+
+START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
+EVENT_TYPES = ("receivable", "payable", "royalty", "amortization", "remittance", "correction")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the legacy transactional baseline ------------------------------------------------------------------
+
+
+def legacy_apply(s3, bucket: str, line: str, counts: dict[str, int]) -> None:
+    """One event, the legacy way: GET the order's object, apply the event, PUT it back."""
+    try:
+        event = json.loads(line)
+        key, event_type, amount = event["artifact_key"], event["event_type"], event["amount"]
+        currency = event["currency"]
+        if event_type not in EVENT_TYPES or not isinstance(amount, int) or isinstance(amount, bool):
+            raise ValueError(event_type)
+    except (ValueError, KeyError, TypeError):
+        counts["malformed"] += 1
+        return
+    object_key = f"legacy/artifacts/{key}.json"
+    try:
+        artifact = json.loads(s3.get_object(Bucket=bucket, Key=object_key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        artifact = {"key": key, "version": 0, "event_ids": [], "totals": {}}
+    counts["gets"] += 1
+    if event["event_id"] in artifact["event_ids"]:
+        counts["duplicates"] += 1
+        return
+    totals = artifact["totals"].setdefault(currency, dict.fromkeys(EVENT_TYPES, 0))
+    totals[event_type] += amount
+    artifact["event_ids"].append(event["event_id"])
+    artifact["version"] += 1
+    s3.put_object(Bucket=bucket, Key=object_key, Body=json.dumps(artifact).encode())
+    counts["puts"] += 1
+
+
+def run_baseline(s3, landing: Path, events: int) -> dict:
+    bucket = "legacy-recon-bench"
+    s3.create_bucket(Bucket=bucket)
+    counts = {"gets": 0, "puts": 0, "malformed": 0, "duplicates": 0}
+    lines = []
+    for manifest_path in sorted(landing.glob("*/_manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        for name in manifest["files"]:
+            lines.extend((manifest_path.parent / name).read_text().splitlines())
+            if len(lines) >= events:
+                break
+        if len(lines) >= events:
+            break
+    lines = lines[:events]
+    started = time.perf_counter()
+    for number, line in enumerate(lines, start=1):
+        legacy_apply(s3, bucket, line, counts)
+        if number % 10_000 == 0:
+            log(f"  baseline: {number:,} events, {number / (time.perf_counter() - started):,.0f} events/s")
+    seconds = time.perf_counter() - started
+    return {"events": len(lines), "seconds": seconds, **counts}
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------
+
+
+def driver_memory(spark) -> dict[str, float]:
+    runtime = spark._jvm.java.lang.Runtime.getRuntime()
+    spark._jvm.java.lang.System.gc()
+    return {
+        "jvm_heap_used_mb": round((runtime.totalMemory() - runtime.freeMemory()) / 2**20, 1),
+        "python_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def files_written(work: Path) -> int:
+    return sum(1 for path in work.rglob("*") if path.is_file() and not path.name.startswith("."))
+
+
+def run_pipeline(runner: LocalRunner, batches: int, work: Path) -> dict:
+    totals = {
+        "events": 0,
+        "prefetched_artifacts": 0,
+        "prefetch_reads": 0,
+        "index_writes": 0,
+        "index_write_calls": 0,
+        "artifacts_written": 0,
+    }
+    per_run = []
+    started = time.perf_counter()
+    for number in range(1, batches + 1):
+        run_started = time.perf_counter()
+        plan = runner.stateless(f"bench-stateless-{number}", max_batches=1)
+        stateless_seconds = time.perf_counter() - run_started
+        report = runner.stateful(f"bench-stateful-{number}")
+        totals["events"] += plan["stats"]["input_rows"]
+        totals["prefetched_artifacts"] += report["prefetch"]["prefetched_artifacts"]
+        totals["prefetch_reads"] += report["prefetch"]["range_reads"]
+        totals["index_writes"] += report["index"]["written"]
+        totals["index_write_calls"] += report["index"]["batch_calls"]
+        totals["artifacts_written"] += report["process"]["artifacts_written"]
+        figures = {
+            "run": number,
+            "events": plan["stats"]["input_rows"],
+            "touched_keys": report["prefetch"]["touched_keys"],
+            "prefetched": report["prefetch"]["prefetched_artifacts"],
+            "range_reads": report["prefetch"]["range_reads"],
+            "stateless_s": round(stateless_seconds, 1),
+            "run_s": round(time.perf_counter() - run_started, 1),
+            **driver_memory(runner.spark),
+        }
+        per_run.append(figures)
+        log(f"  pipeline run {number}: {figures}")
+    totals["seconds"] = time.perf_counter() - started
+    totals["object_writes"] = files_written(work)
+    totals["reads"] = runner.ctx.storage.stats.as_dict()["reads"] + totals["prefetch_reads"]
+    totals["per_run"] = per_run
+    return totals
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--baseline-events", type=int, default=50_000)
+    args = parser.parse_args()
+
+    from pyspark.sql import SparkSession
+
+    tmp = Path(tempfile.mkdtemp(prefix="recon-bench-"))
+    landing, work = tmp / "landing", tmp / "work"
+    with MotoServer(log_path=tmp / "moto.log") as moto:
+        storage = Storage()
+        log(f"generating {args.events:,} events over {args.keys:,} keys in {args.batches} batches ...")
+        generated = time.perf_counter()
+        write_batches(
+            storage,
+            f"file://{landing}/",
+            GeneratorConfig(
+                seed=2024,
+                n_keys=args.keys,
+                events_per_batch=args.events // args.batches,
+                files_per_batch=4,
+            ),
+            batches=args.batches,
+            start=START,
+        )
+        log(f"  generated in {time.perf_counter() - generated:.0f}s")
+
+        config = settings().reconciliation.model_copy(
+            update={"landing_uri": f"file://{landing}/", "work_uri": f"file://{work}/"}
+        )
+        ctx = pipeline.ReconContext(
+            settings=config,
+            dynamodb=aws_client("dynamodb", moto.url, "us-east-1"),
+            storage=Storage(aws_client("s3", moto.url, "us-east-1")),
+            region="us-east-1",
+            aws_endpoint_url=moto.url,
+        )
+        spark = (
+            SparkSession.builder.master("local[2]")
+            .appName("recon-bench")
+            .config("spark.sql.shuffle.partitions", "8")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.memory", "4g")
+            .getOrCreate()
+        )
+        log("pipeline ...")
+        piped = run_pipeline(LocalRunner(ctx, spark), args.batches, work)
+        spark.stop()
+
+        log(f"baseline on the first {args.baseline_events:,} lines ...")
+        base = run_baseline(aws_client("s3", moto.url, "us-east-1"), landing, args.baseline_events)
+
+    pipeline_rate = piped["events"] / piped["seconds"]
+    baseline_rate = base["events"] / base["seconds"]
+    writes_per_event = piped["object_writes"] / piped["events"]
+    baseline_writes_per_event = base["puts"] / base["events"]
+    result = {
+        "benchmark": "reconciliation",
+        "keys": args.keys,
+        "batches": args.batches,
+        "pipeline_events": piped["events"],
+        "pipeline_seconds": round(piped["seconds"], 1),
+        "pipeline_events_per_s": round(pipeline_rate, 1),
+        "pipeline_object_writes": piped["object_writes"],
+        "pipeline_reads": piped["reads"],
+        "pipeline_index_writes": piped["index_writes"],
+        "pipeline_index_write_calls": piped["index_write_calls"],
+        "pipeline_artifacts_written": piped["artifacts_written"],
+        "baseline_events": base["events"],
+        "baseline_seconds": round(base["seconds"], 1),
+        "baseline_events_per_s": round(baseline_rate, 1),
+        "baseline_object_writes": base["puts"],
+        "baseline_reads": base["gets"],
+        "baseline_index_writes": 0,
+        "prefetched_artifacts": piped["prefetched_artifacts"],
+        "prefetch_reads": piped["prefetch_reads"],
+        "prefetch_reads_per_artifact": round(
+            piped["prefetch_reads"] / max(1, piped["prefetched_artifacts"]), 4
+        ),
+        "object_writes_per_event_vs_baseline_pct": round(
+            100 * writes_per_event / baseline_writes_per_event, 4
+        ),
+        "throughput_x": round(pipeline_rate / baseline_rate, 1),
+        "driver_per_run": piped["per_run"],
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

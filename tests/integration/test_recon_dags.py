@@ -1,0 +1,99 @@
+"""The recon_stateless and recon_stateful DAGs run for real (in-process ``dag.test()``): spark-submit of
+the three Spark jobs, the ledger and the index on the moto server, the config's local landing area."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dataplatform.config import settings
+from dataplatform.reconciliation import index, ledger
+from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
+from dataplatform.reports import report_key
+from spark_jobs.common.storage import Storage, local_path, split_s3
+from tests.reconciliation_oracle import expected, read_landing, without_run_fields
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
+
+
+def run_dag(dag_id: str, **kwargs):
+    """Parse the DAG afresh for every run (in-process rendering writes values back onto the tasks)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id).test(**kwargs)
+
+
+def states(dagrun) -> dict[str, str]:
+    return {f"{ti.task_id}[{ti.map_index}]": ti.state for ti in dagrun.get_task_instances()}
+
+
+@pytest.fixture
+def landing(aws, airflow_db):
+    config = settings().reconciliation
+    for uri in (config.landing_uri, config.work_uri):
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+    bucket, _ = split_s3(settings().reports_uri)
+    aws.s3.create_bucket(Bucket=bucket)
+    write_batches(
+        Storage(),
+        config.landing_uri,
+        GeneratorConfig(seed=5, n_keys=200, events_per_batch=400, malformed_share=0.02),
+        batches=3,
+        start=START,
+    )
+    return aws
+
+
+def test_the_dags_reconcile_landed_batches_into_indexed_artifacts(landing):
+    config = settings().reconciliation
+    dynamodb = landing.client("dynamodb")
+
+    first = run_dag("recon_stateless", run_conf={"max_batches": 2})
+    assert first.state == "success", states(first)
+    stateful = run_dag("recon_stateful")
+    assert stateful.state == "success", states(stateful)
+    second = run_dag("recon_stateless")
+    assert second.state == "success", states(second)
+    assert run_dag("recon_stateful").state == "success"
+
+    want, want_stats = expected(read_landing(config.landing_uri))
+    storage = Storage(landing.s3)
+    got = {key: index.get_artifact(dynamodb, storage, config.index_table, key) for key in want}
+    assert {key: without_run_fields(artifact) for key, artifact in got.items()} == want
+    counts = ledger.count_by_state(dynamodb, config.ledger_table)
+    assert counts["INDEXED"] == 3 and counts["PENDING"] == 0
+
+    # The stateless run's report says what it did, in numbers.
+    bucket, prefix = split_s3(settings().reports_uri)
+    key = prefix + report_key("recon_stateless", first.run_id, "commit")
+    report = json.loads(landing.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert report["batches"] == sorted(report["batches"]) and len(report["batches"]) == 2
+    assert report["stats"]["input_rows"] == 800
+    assert "2 batches" in report["summary"]
+    assert want_stats["quarantined_rows"] > 0
+
+
+def test_a_stateful_run_with_nothing_ready_skips_its_work(landing):
+    dagrun = run_dag("recon_stateful")
+    assert dagrun.state == "success"
+    got = states(dagrun)
+    assert got["begin_stateful[-1]"] == "success"
+    assert got["process.spark_submit[-1]"] == "skipped"
+
+
+def test_a_bad_max_batches_fails_before_any_side_effect(landing):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="max_batches"):
+        run_dag("recon_stateless", run_conf={"max_batches": 0})
+    tables = landing.client("dynamodb").list_tables()["TableNames"]
+    assert settings().reconciliation.ledger_table not in tables
