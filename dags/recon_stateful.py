@@ -54,6 +54,14 @@ _WAIT = {
     doc_md=DOC,
 )
 def recon_stateful():
+    @task
+    def setup_tables() -> dict:
+        """The ledger and index exist (recon_stateless creates them; a manual first run may come first)."""
+        from dataplatform.operators.reconciliation import recon_context
+        from dataplatform.reconciliation.pipeline import setup_tables
+
+        return setup_tables(recon_context())
+
     @task.short_circuit
     def begin_stateful(run_id: str) -> dict | None:
         """Claim the READY groups and write the job spec; skip the rest when none is ready."""
@@ -103,6 +111,7 @@ def recon_stateful():
         return report
 
     run = begin_stateful()
+    setup_tables() >> run
     process_turn = wait_for_previous_process(run)
     parts = commit_process(run)
     index_turn = wait_for_previous_index(run)
