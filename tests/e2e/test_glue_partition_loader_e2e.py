@@ -10,9 +10,7 @@ are refused or fail fast without touching Glue.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
 import pytest
 
@@ -22,94 +20,27 @@ from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.seed import INVALID_WEB_EVENT_PREFIXES, seed_demo
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.glue.layout import PartitionLayout
+from tests.e2e.airflow_api import (
+    describe_run,
+    run_path,
+    task_instances,
+    task_log,
+    wait_for,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.e2e
 
 DAG_ID = "glue_partition_loader"
 SEED_START = datetime(2024, 3, 1)  # seed_demo's default start; web_events: 10 days of hours
 SEED_DAYS = 10
-TERMINAL = {"success", "failed"}
 
 
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def run_path(run_id: str) -> str:
-    return f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
-
-
-def task_instances(airflow: StandaloneAirflow, run_id: str) -> list[dict]:
-    return airflow.api("GET", f"{run_path(run_id)}/taskInstances")["task_instances"]
-
-
-def describe_run(airflow: StandaloneAirflow, run_id: str) -> str:
-    """Task states and the logs of failed tasks, for assertion messages."""
-    lines = []
-    for ti in task_instances(airflow, run_id):
-        lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']}")
-        if ti["state"] in ("failed", "up_for_retry") and ti["try_number"]:
-            lines.append(task_log(airflow, run_id, ti))
-    return f"run {run_id}:\n" + "\n".join(lines)
-
-
-def task_log(airflow: StandaloneAirflow, run_id: str, ti: dict) -> str:
-    try:
-        log = airflow.api(
-            "GET",
-            f"{run_path(run_id)}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
-            params={"map_index": ti["map_index"], "full_content": "true"},
-        )
-    except AirflowApiError as exc:
-        return f"    (no log: {exc})"
-    content = log.get("content") if isinstance(log, dict) else log
-    if isinstance(content, list):
-        content = "\n".join(_log_line(entry) for entry in content)
-    return "    " + "\n    ".join(str(content).splitlines()[-40:])
-
-
-def _log_line(entry) -> str:
-    """One structured log entry: the event, plus the exception (type, message, raising frame)."""
-    if not isinstance(entry, dict):
-        return str(entry)
-    line = str(entry.get("event", entry))
-    for error in entry.get("error_detail") or []:
-        frames = error.get("frames") or [{}]
-        where = f"{frames[-1].get('filename')}:{frames[-1].get('lineno')}"
-        line += f"\n  {error.get('exc_type')}: {error.get('exc_value')} (at {where})"
-    return line
-
-
 def trigger(airflow: StandaloneAirflow, conf: dict) -> dict:
     return airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
-
-
-def wait_for_run(airflow: StandaloneAirflow, run_id: str, timeout: float = 180.0) -> dict:
-    """Poll the run until it ends. No task here should need a retry (the 2-minute retry delay would
-    blow the time budget), so a task up for retry fails the test at once, with its log."""
-
-    def finished():
-        run = airflow.api("GET", run_path(run_id))
-        if run["state"] in TERMINAL:
-            return run
-        if any(ti["state"] == "up_for_retry" for ti in task_instances(airflow, run_id)):
-            raise AssertionError(f"a task failed and waits for a retry\n{describe_run(airflow, run_id)}")
-        return None
-
-    try:
-        return wait_for(finished, timeout, f"run {run_id}", interval=2.0)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{describe_run(airflow, run_id)}") from None
 
 
 def dag_runs(airflow: StandaloneAirflow, **params) -> list[dict]:
@@ -119,7 +50,7 @@ def dag_runs(airflow: StandaloneAirflow, **params) -> list[dict]:
 def xcom_report(airflow: StandaloneAirflow, run_id: str, map_index: int) -> dict:
     entry = airflow.api(
         "GET",
-        f"{run_path(run_id)}/taskInstances/load_partitions/xcomEntries/return_value",
+        f"{run_path(DAG_ID, run_id)}/taskInstances/load_partitions/xcomEntries/return_value",
         params={"map_index": map_index},
     )
     value = entry["value"]
@@ -128,10 +59,10 @@ def xcom_report(airflow: StandaloneAirflow, run_id: str, map_index: int) -> dict
 
 def mapped_reports(airflow: StandaloneAirflow, run_id: str) -> dict[str, dict]:
     """The load_partitions report of each mapped task instance of a run, by table."""
-    mapped = airflow.api("GET", f"{run_path(run_id)}/taskInstances/load_partitions/listMapped")
+    mapped = airflow.api("GET", f"{run_path(DAG_ID, run_id)}/taskInstances/load_partitions/listMapped")
     reports = {}
     for ti in mapped["task_instances"]:
-        assert ti["state"] == "success", describe_run(airflow, run_id)
+        assert ti["state"] == "success", describe_run(airflow, DAG_ID, run_id)
         report = xcom_report(airflow, run_id, ti["map_index"])
         assert ti["rendered_map_index"] in (None, report["table"])
         reports[report["table"]] = report
@@ -212,7 +143,7 @@ def discover_run(airflow, dag_ready):
     run = trigger(airflow, {"mode": "discover", "table": "web_events"})
     assert run["conf"] == {"mode": "discover", "table": "web_events"}
     assert run["logical_date"] is None
-    return wait_for_run(airflow, run["dag_run_id"])
+    return wait_for_run(airflow, DAG_ID, run["dag_run_id"])
 
 
 # -- tests -------------------------------------------------------------------------------------------
@@ -220,7 +151,7 @@ def discover_run(airflow, dag_ready):
 
 def test_manual_discover_run_registers_every_web_events_partition(airflow, discover_run, glue):
     run_id = discover_run["dag_run_id"]
-    assert discover_run["state"] == "success", describe_run(airflow, run_id)
+    assert discover_run["state"] == "success", describe_run(airflow, DAG_ID, run_id)
     assert discover_run["run_type"] == "manual"
     assert airflow.api("GET", f"/dags/{DAG_ID}")["is_paused"] is False
 
@@ -284,9 +215,9 @@ def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow
     assert intervals[-1][0] == parse_time(to_date)
     assert all(end - start == timedelta(days=1) for start, end in intervals)
 
-    finished = [wait_for_run(airflow, r["dag_run_id"], timeout=180) for r in runs]
+    finished = [wait_for_run(airflow, DAG_ID, r["dag_run_id"], timeout=180) for r in runs]
     for run in finished:
-        assert run["state"] == "success", describe_run(airflow, run["dag_run_id"])
+        assert run["state"] == "success", describe_run(airflow, DAG_ID, run["dag_run_id"])
     wait_for(
         lambda: airflow.api("GET", f"/backfills/{backfill['id']}")["completed_at"],
         60,
@@ -337,14 +268,14 @@ def test_bad_params_are_refused_or_fail_fast_without_touching_glue(airflow, dag_
 
     # Valid for the schema but not for the config: select_tables fails at once, without retries.
     run = trigger(airflow, {"table": "no_such_table", "mode": "discover"})
-    run = wait_for_run(airflow, run["dag_run_id"], timeout=120)
-    assert run["state"] == "failed", describe_run(airflow, run["dag_run_id"])
-    states = {ti["task_id"]: ti for ti in task_instances(airflow, run["dag_run_id"])}
+    run = wait_for_run(airflow, DAG_ID, run["dag_run_id"], timeout=120)
+    assert run["state"] == "failed", describe_run(airflow, DAG_ID, run["dag_run_id"])
+    states = {ti["task_id"]: ti for ti in task_instances(airflow, DAG_ID, run["dag_run_id"])}
     assert states["select_tables"]["state"] == "failed"
     assert states["select_tables"]["try_number"] == 1, "AirflowFailException: no retry"
     assert states["load_partitions"]["state"] == "upstream_failed"
     # Well inside the 2-minute retry delay a retry would have waited.
     assert parse_time(run["end_date"]) - parse_time(run["start_date"]) < timedelta(seconds=90)
-    assert "no_such_table" in task_log(airflow, run["dag_run_id"], states["select_tables"])
+    assert "no_such_table" in task_log(airflow, DAG_ID, run["dag_run_id"], states["select_tables"])
 
     assert glue_snapshot(glue) == before

@@ -39,6 +39,10 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("glue_partition_loader", "scheduled day 2024-03-05 (interval)", logical_date="2024-03-06"),
     DemoRun("glue_partition_loader", "manual discover, all tables", conf={"mode": "discover"}),
     DemoRun("glue_partition_loader", "rerun of the discover (no-op)", conf={"mode": "discover"}),
+    DemoRun("recon_stateless", "4 batches landed: backlog grouping claims 3"),
+    DemoRun("recon_stateful", "prefetch, process, index (as the asset event would)"),
+    DemoRun("recon_stateless", "the last batch"),
+    DemoRun("recon_stateful", "updates the artifacts of run 1"),
 )
 
 
@@ -132,7 +136,7 @@ def seed_local_lake(moto_url: str):
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
-    from dataplatform.devstack.seed import seed_demo
+    from dataplatform.devstack.seed import seed_demo, seed_recon
 
     s3 = aws.client("s3")
     seeded = seed_demo(s3, aws.client("glue"), settings())
@@ -143,7 +147,20 @@ def seed_local_lake(moto_url: str):
             for name, c in seeded.items()
         )
     )
+    landed = seed_recon(settings())
+    print(
+        f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
+        f"{settings().reconciliation.landing_uri}"
+    )
     return s3
+
+
+def show_recon_commands(env: dict[str, str]) -> None:
+    """The reconciliation CLI on the demo's state: backlog and completeness, and one artifact (the
+    hottest order of the skewed demo data) fetched alone with one index read and one ranged GET."""
+    for args in (["status"], ["get", "ORD-0000000"]):
+        print(f"\n$ python -m dataplatform.reconciliation {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "dataplatform.reconciliation", *args], env=env, timeout=300)
 
 
 def run_demo() -> int:
@@ -198,6 +215,7 @@ def run_demo() -> int:
                     _describe(_reports(s3, settings().reports_uri, run.dag_id, run_id)),
                 )
             )
+        show_recon_commands(env)
 
     print()
     print_table(rows)

@@ -1,4 +1,5 @@
-"""Demo and test data for the Glue partition loader: tables in Glue, partition prefixes in S3.
+"""Demo and test data: for the Glue partition loader, tables in Glue and partition prefixes in S3; for
+reconciliation, landed batches of financial events.
 
 Writes real sample files (JSON lines) so that the prefixes look like what a writer leaves: data files,
 optional ``_SUCCESS`` markers, and a few prefixes that are not partitions at all.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -124,3 +126,30 @@ def seed_demo(s3, glue, config: Settings, start: datetime = datetime(2024, 3, 1)
         put_raw_prefixes(s3, table, invalid)
         counts[name] = {"partitions": len(partitions), "invalid_prefixes": len(invalid)}
     return counts
+
+
+# Demo reconciliation data: 4 ten-minute batches (skewed keys, redeliveries, late corrections, 1%
+# malformed rows), so the first stateless run groups 3 of them (backlog) and the second takes the last.
+RECON_DEMO = {"batches": 4, "events_per_batch": 2_000, "n_keys": 2_000, "start": datetime(2024, 3, 5, 10)}
+
+
+def seed_recon(config: Settings) -> dict:
+    """Land the demo batches under ``reconciliation.landing_uri``, after wiping the local landing and
+    work areas (the ledger and index on a fresh moto server start empty too)."""
+    from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
+    from spark_jobs.common.storage import Storage, local_path
+
+    recon = config.reconciliation
+    for uri in (recon.landing_uri, recon.work_uri):
+        if uri.startswith("file://"):
+            shutil.rmtree(local_path(uri), ignore_errors=True)
+    manifests = write_batches(
+        Storage(),
+        recon.landing_uri,
+        GeneratorConfig(
+            seed=3, n_keys=RECON_DEMO["n_keys"], events_per_batch=RECON_DEMO["events_per_batch"]
+        ),
+        batches=RECON_DEMO["batches"],
+        start=RECON_DEMO["start"],
+    )
+    return {"batches": len(manifests), "events": sum(m["rows"] for m in manifests)}

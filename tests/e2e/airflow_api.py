@@ -1,0 +1,86 @@
+"""Helpers for e2e tests: waiting, and a running Airflow's REST API v2 (runs, task instances, logs)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
+
+TERMINAL = {"success", "failed"}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_path(dag_id: str, run_id: str) -> str:
+    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+
+def task_instances(airflow: StandaloneAirflow, dag_id: str, run_id: str) -> list[dict]:
+    return airflow.api("GET", f"{run_path(dag_id, run_id)}/taskInstances")["task_instances"]
+
+
+def describe_run(airflow: StandaloneAirflow, dag_id: str, run_id: str) -> str:
+    """Task states and the logs of failed tasks, for assertion messages."""
+    lines = []
+    for ti in task_instances(airflow, dag_id, run_id):
+        lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']}")
+        if ti["state"] in ("failed", "up_for_retry") and ti["try_number"]:
+            lines.append(task_log(airflow, dag_id, run_id, ti))
+    return f"{dag_id} run {run_id}:\n" + "\n".join(lines)
+
+
+def task_log(airflow: StandaloneAirflow, dag_id: str, run_id: str, ti: dict) -> str:
+    try:
+        log = airflow.api(
+            "GET",
+            f"{run_path(dag_id, run_id)}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}",
+            params={"map_index": ti["map_index"], "full_content": "true"},
+        )
+    except AirflowApiError as exc:
+        return f"    (no log: {exc})"
+    content = log.get("content") if isinstance(log, dict) else log
+    if isinstance(content, list):
+        content = "\n".join(_log_line(entry) for entry in content)
+    return "    " + "\n    ".join(str(content).splitlines()[-40:])
+
+
+def _log_line(entry) -> str:
+    """One structured log entry: the event, plus the exception (type, message, raising frame)."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    line = str(entry.get("event", entry))
+    for error in entry.get("error_detail") or []:
+        frames = error.get("frames") or [{}]
+        where = f"{frames[-1].get('filename')}:{frames[-1].get('lineno')}"
+        line += f"\n  {error.get('exc_type')}: {error.get('exc_value')} (at {where})"
+    return line
+
+
+def wait_for_run(airflow: StandaloneAirflow, dag_id: str, run_id: str, timeout: float = 180.0) -> dict:
+    """Poll the run until it ends. No task here should need a retry (the 2-minute retry delay would
+    blow the time budget), so a task up for retry fails the test at once, with its log."""
+
+    def finished():
+        run = airflow.api("GET", run_path(dag_id, run_id))
+        if run["state"] in TERMINAL:
+            return run
+        if any(ti["state"] == "up_for_retry" for ti in task_instances(airflow, run_id)):
+            raise AssertionError(
+                f"a task failed and waits for a retry\n{describe_run(airflow, dag_id, run_id)}"
+            )
+        return None
+
+    try:
+        return wait_for(finished, timeout, f"{dag_id} run {run_id}", interval=2.0)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{describe_run(airflow, dag_id, run_id)}") from None
