@@ -17,7 +17,6 @@ recomputes a stage (a lost executor): then the stats may count the recomputed wo
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import zlib
@@ -26,9 +25,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from spark_jobs.common import spark_session
 from spark_jobs.common.dynamo import IndexEntry, check_artifact, client, iter_index_entries, map_in_threads
 from spark_jobs.common.ranges import ReadPlan, iter_coalesced, slice_members
+from spark_jobs.common.recon_schema import main_with_spec
 from spark_jobs.common.storage import Storage, join
 
 STATS = ("touched_keys", "index_hits", "range_reads", "bytes_read", "prefetched_artifacts")
@@ -197,18 +196,8 @@ def _file_partition(hit_key: tuple[str, int, int, str]) -> int:
     return zlib.crc32(hit_key[0].encode())
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="recon_prefetch", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="URI of the stateful run's _job.json")
-    return parser.parse_args(list(argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    spec = Storage().read_json(args.spec)
-    storage = Storage(endpoint_url=spec.get("aws_endpoint_url"), region=spec.get("region"))
-    run(spark_session("recon_prefetch"), spec, storage)
-    return 0
+    return main_with_spec("recon_prefetch", run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Nothing per key reaches the driver: it collects counts, and at most a few offend
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from functools import reduce
@@ -22,7 +21,6 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.common import spark_session
 from spark_jobs.common.recon_schema import (
     ARTIFACT_FIELDS,
     ARTIFACT_JSON_SCHEMA,
@@ -37,8 +35,8 @@ from spark_jobs.common.recon_schema import (
     STATUSES,
     check_spec,
     folder_exists,
+    main_with_spec,
     read_committed_stats,
-    read_spec,
 )
 from spark_jobs.common.storage import Storage, join
 
@@ -453,18 +451,8 @@ def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str
     return stats
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="URI of the job spec (_job.json)")
-    return parser.parse_args(list(argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    spec = read_spec(Storage(), args.spec)
-    storage = Storage(endpoint_url=spec.get("aws_endpoint_url"), region=spec.get("region"))
-    run(spark_session(JOB), spec, storage)
-    return 0
+    return main_with_spec(JOB, run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

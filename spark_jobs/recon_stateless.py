@@ -12,7 +12,6 @@ Nothing per key reaches the driver: it collects counts per reason code and the f
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from functools import reduce
@@ -22,7 +21,6 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from spark_jobs.common import spark_session
 from spark_jobs.common.recon_schema import (
     AMOUNT_NOT_INTEGER,
     AMOUNT_PATTERN,
@@ -42,9 +40,9 @@ from spark_jobs.common.recon_schema import (
     UNKNOWN_EVENT_TYPE,
     check_spec,
     folder_exists,
+    main_with_spec,
     missing,
     read_committed_stats,
-    read_spec,
 )
 from spark_jobs.common.storage import Storage, join
 
@@ -367,18 +365,8 @@ def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str
     return stats
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="URI of the job spec (_job.json)")
-    return parser.parse_args(list(argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    storage = Storage()
-    spec = read_spec(storage, args.spec)
-    run(spark_session(JOB), spec, storage)
-    return 0
+    return main_with_spec(JOB, run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

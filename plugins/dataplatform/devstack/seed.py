@@ -146,9 +146,7 @@ def seed_recon(config: Settings) -> dict:
     manifests = write_batches(
         Storage(),
         recon.landing_uri,
-        GeneratorConfig(
-            seed=3, n_keys=RECON_DEMO["n_keys"], events_per_batch=RECON_DEMO["events_per_batch"]
-        ),
+        GeneratorConfig(seed=3, n_keys=RECON_DEMO["n_keys"], events_per_batch=RECON_DEMO["events_per_batch"]),
         batches=RECON_DEMO["batches"],
         start=RECON_DEMO["start"],
     )

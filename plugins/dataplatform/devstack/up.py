@@ -10,7 +10,7 @@ import signal
 
 from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.demo import LOCAL_DIR, check_java, seed_local_lake
-from dataplatform.devstack.moto_server import MotoServer
+from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 from dataplatform.devstack.standalone import StandaloneAirflow
 
 
@@ -29,6 +29,8 @@ def run_up(port: int = 8080) -> int:
             print(f"  login:              {airflow.username} / {airflow.password}")
             print(f"  AWS (moto):         {moto.url}   logs: {home}")
             print("  DAGs start paused: unpause one, or trigger it with a config, in the UI.")
+            print("  CLI (another shell, e.g. `python -m dataplatform.reconciliation status`):")
+            print(f"    export AIRFLOW_CONN_AWS_DEFAULT='{connection_uri_json(moto.url)}'")
             print("  Ctrl-C stops everything.", flush=True)
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             signal.sigwait({signal.SIGINT, signal.SIGTERM})

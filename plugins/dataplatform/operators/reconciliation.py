@@ -15,36 +15,30 @@ STATELESS_ARTIFACTS = Asset(name="recon_stateless_artifacts")
 _SPARK_CONF = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}
 
 
-def _spec_arg(task_id: str) -> list[str]:
-    return ["--spec", f"{{{{ ti.xcom_pull(task_ids='{task_id}')['spec_uri'] }}}}"]
+def _recon_job(name: str, entry: str, spec_task: str, sizing: SparkSizing | None = None) -> SparkJob:
+    """A reconciliation Spark job; its one argument is the job spec the task ``spec_task`` wrote."""
+    return SparkJob(
+        name=name,
+        entry=entry,
+        args=["--spec", f"{{{{ ti.xcom_pull(task_ids='{spec_task}')['spec_uri'] }}}}"],
+        conf=_SPARK_CONF,
+        sizing=sizing or SparkSizing(),
+    )
 
 
 def stateless_job() -> SparkJob:
-    return SparkJob(
-        name="stateless_reduce",
-        entry="spark_jobs.recon_stateless",
-        args=_spec_arg("plan_stateless"),
-        conf=_SPARK_CONF,
-        sizing=SparkSizing(executor_memory="8g"),
+    return _recon_job(
+        "stateless_reduce", "spark_jobs.recon_stateless", "plan_stateless", SparkSizing(executor_memory="8g")
     )
 
 
 def prefetch_job() -> SparkJob:
-    return SparkJob(
-        name="prefetch",
-        entry="spark_jobs.recon_prefetch",
-        args=_spec_arg("begin_stateful"),
-        conf=_SPARK_CONF,
-    )
+    return _recon_job("prefetch", "spark_jobs.recon_prefetch", "begin_stateful")
 
 
 def stateful_job() -> SparkJob:
-    return SparkJob(
-        name="process",
-        entry="spark_jobs.recon_stateful",
-        args=_spec_arg("begin_stateful"),
-        conf=_SPARK_CONF,
-        sizing=SparkSizing(executor_memory="8g"),
+    return _recon_job(
+        "process", "spark_jobs.recon_stateful", "begin_stateful", SparkSizing(executor_memory="8g")
     )
 
 
