@@ -55,6 +55,7 @@ from spark_jobs.common.storage import Storage  # noqa: E402
 
 START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 EVENT_TYPES = ("receivable", "payable", "royalty", "amortization", "remittance", "correction")
+FIELDS = ("event_id", "artifact_key", "entity", "event_type", "amount", "currency", "event_time")
 
 
 def log(message: str) -> None:
@@ -68,6 +69,8 @@ def legacy_apply(s3, bucket: str, line: str, counts: dict[str, int]) -> None:
     """One event, the legacy way: GET the order's object, apply the event, PUT it back."""
     try:
         event = json.loads(line)
+        if not isinstance(event, dict) or not all(event.get(field) for field in FIELDS if field != "amount"):
+            raise ValueError("missing field")
         key, event_type, amount = event["artifact_key"], event["event_type"], event["amount"]
         currency = event["currency"]
         if event_type not in EVENT_TYPES or not isinstance(amount, int) or isinstance(amount, bool):
