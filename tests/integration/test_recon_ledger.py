@@ -9,6 +9,7 @@ import pytest
 from dataplatform.reconciliation import ledger
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from spark_jobs.common.storage import Storage
+from tests.moto_helpers import AtomicWrites
 
 pytestmark = pytest.mark.integration
 
@@ -17,35 +18,6 @@ START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 NOW = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=120)
 TINY = GeneratorConfig(seed=5, n_keys=10, events_per_batch=4, files_per_batch=1)
-
-
-class AtomicWrites:
-    """The DynamoDB client with each write applied alone, for the tests that race threads.
-
-    DynamoDB applies every conditional write and transaction atomically. moto evaluates the condition and
-    applies the write in separate Python steps, and cancels a transaction by restoring a snapshot of the
-    whole table (undoing writes that other requests made meanwhile), so concurrent requests can interleave
-    inside it. The lock restores DynamoDB's per-request atomicity; reads, decisions and the order in which
-    the threads attempt their writes still race."""
-
-    _WRITES = frozenset(
-        {"put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"}
-    )
-
-    def __init__(self, client):
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name):
-        attribute = getattr(self._client, name)
-        if name not in self._WRITES:
-            return attribute
-
-        def write(*args, **kwargs):
-            with self._lock:
-                return attribute(*args, **kwargs)
-
-        return write
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ the DAGs themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reconciliation.local_runner import LocalRunner
 from dataplatform.reconciliation.pipeline import ReconContext, StageError
 from spark_jobs.common.storage import Storage, join
+from tests.moto_helpers import AtomicWrites
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -202,12 +204,14 @@ def test_each_stage_killed_and_rerun_converges_to_the_same_state(recon):
 def test_two_runs_claiming_at_once_never_take_the_same_batch(recon):
     land(recon, batches=6)
     pipeline.register_batches(recon.ctx)
+    # DynamoDB applies each conditional write atomically; moto needs the wrapper for that (see it).
+    racing = dataclasses.replace(recon.ctx, dynamodb=AtomicWrites(recon.ctx.dynamodb))
     plans: dict[str, dict | None] = {}
     barrier = threading.Barrier(3)
 
     def claim(run_id: str) -> None:
         barrier.wait()
-        plans[run_id] = pipeline.plan_stateless(recon.ctx, run_id, 6)
+        plans[run_id] = pipeline.plan_stateless(racing, run_id, 6)
 
     threads = [threading.Thread(target=claim, args=(f"race-{n}",)) for n in range(3)]
     for thread in threads:

@@ -39,9 +39,9 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("glue_partition_loader", "scheduled day 2024-03-05 (interval)", logical_date="2024-03-06"),
     DemoRun("glue_partition_loader", "manual discover, all tables", conf={"mode": "discover"}),
     DemoRun("glue_partition_loader", "rerun of the discover (no-op)", conf={"mode": "discover"}),
-    DemoRun("recon_stateless", "4 batches landed: backlog grouping claims 3"),
+    DemoRun("recon_stateless", "6 batches landed: backlog grouping claims 4"),
     DemoRun("recon_stateful", "prefetch, process, index (as the asset event would)"),
-    DemoRun("recon_stateless", "the last batch"),
+    DemoRun("recon_stateless", "the other 2 batches"),
     DemoRun("recon_stateful", "updates the artifacts of run 1"),
 )
 

@@ -128,9 +128,10 @@ def seed_demo(s3, glue, config: Settings, start: datetime = datetime(2024, 3, 1)
     return counts
 
 
-# Demo reconciliation data: 4 ten-minute batches (skewed keys, redeliveries, late corrections, 1%
-# malformed rows), so the first stateless run groups 3 of them (backlog) and the second takes the last.
-RECON_DEMO = {"batches": 4, "events_per_batch": 2_000, "n_keys": 2_000, "start": datetime(2024, 3, 5, 10)}
+# Demo reconciliation data: an hour of ten-minute batches (skewed keys, redeliveries, late corrections,
+# 1% malformed rows): the first stateless run groups 4 of the 6 (backlog), the second takes the other 2,
+# and then the hour 10:00-11:00 is complete.
+RECON_DEMO = {"batches": 6, "events_per_batch": 1_500, "n_keys": 2_000, "start": datetime(2024, 3, 5, 10)}
 
 
 def seed_recon(config: Settings) -> dict:

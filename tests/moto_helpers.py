@@ -1,0 +1,34 @@
+"""Helpers for tests against the moto server."""
+
+from __future__ import annotations
+
+import threading
+
+
+class AtomicWrites:
+    """The DynamoDB client with each write applied alone, for the tests that race threads.
+
+    DynamoDB applies every conditional write and transaction atomically. moto evaluates the condition and
+    applies the write in separate Python steps, and cancels a transaction by restoring a snapshot of the
+    whole table (undoing writes that other requests made meanwhile), so concurrent requests can interleave
+    inside it. The lock restores DynamoDB's per-request atomicity; reads, decisions and the order in which
+    the threads attempt their writes still race."""
+
+    _WRITES = frozenset(
+        {"put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"}
+    )
+
+    def __init__(self, client):
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if name not in self._WRITES:
+            return attribute
+
+        def write(*args, **kwargs):
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return write
