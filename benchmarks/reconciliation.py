@@ -29,6 +29,7 @@ never collected to the driver: the figures per run show the driver's JVM heap an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -225,7 +226,9 @@ def main() -> int:
             .getOrCreate()
         )
         log("pipeline ...")
-        piped = run_pipeline(LocalRunner(ctx, spark), args.batches, work)
+        # The jobs print a summary line each: keep stdout to the one JSON line.
+        with contextlib.redirect_stdout(sys.stderr):
+            piped = run_pipeline(LocalRunner(ctx, spark), args.batches, work)
         spark.stop()
 
         log(f"baseline on the first {args.baseline_events:,} lines ...")
