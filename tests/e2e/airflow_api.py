@@ -74,7 +74,7 @@ def wait_for_run(airflow: StandaloneAirflow, dag_id: str, run_id: str, timeout: 
         run = airflow.api("GET", run_path(dag_id, run_id))
         if run["state"] in TERMINAL:
             return run
-        if any(ti["state"] == "up_for_retry" for ti in task_instances(airflow, run_id)):
+        if any(ti["state"] == "up_for_retry" for ti in task_instances(airflow, dag_id, run_id)):
             raise AssertionError(
                 f"a task failed and waits for a retry\n{describe_run(airflow, dag_id, run_id)}"
             )
