@@ -83,4 +83,12 @@ def wait_for_run(airflow: StandaloneAirflow, dag_id: str, run_id: str, timeout: 
     try:
         return wait_for(finished, timeout, f"{dag_id} run {run_id}", interval=2.0)
     except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{describe_run(airflow, dag_id, run_id)}") from None
+        # A run that never started usually waits behind another run of the DAG (max_active_runs): show those.
+        others = [
+            describe_run(airflow, dag_id, other["dag_run_id"])
+            for other in airflow.api("GET", f"/dags/{dag_id}/dagRuns", params={"state": "running"})[
+                "dag_runs"
+            ]
+            if other["dag_run_id"] != run_id
+        ]
+        raise AssertionError("\n".join([str(exc), describe_run(airflow, dag_id, run_id), *others])) from None

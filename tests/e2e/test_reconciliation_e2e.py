@@ -16,7 +16,7 @@ from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.reconciliation import index
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
-from spark_jobs.common.storage import Storage, local_path
+from spark_jobs.common.storage import Storage, local_path, split_s3
 from tests.e2e.airflow_api import describe_run, wait_for, wait_for_run
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
@@ -29,6 +29,9 @@ STATELESS, STATEFUL = "recon_stateless", "recon_stateful"
 def airflow(moto_server, tmp_path_factory):
     config = settings().reconciliation
     moto_server.reset()
+    # The run reports go to the lake bucket, which exists in every environment before any DAG runs.
+    bucket, _ = split_s3(settings().reports_uri)
+    aws_clients.client("s3").create_bucket(Bucket=bucket)
     for uri in (config.landing_uri, config.work_uri):
         shutil.rmtree(local_path(uri), ignore_errors=True)
     write_batches(
@@ -67,7 +70,8 @@ def test_a_triggered_stateless_run_schedules_the_stateful_run_through_its_asset(
     unpause(airflow, STATEFUL)
     unpause(airflow, STATELESS)  # its own schedule may start a run too: max_active_runs=1 serialises them
     run = airflow.api("POST", f"/dags/{STATELESS}/dagRuns", json={"logical_date": None, "conf": {}})
-    stateless = wait_for_run(airflow, STATELESS, run["dag_run_id"], timeout=300)
+    # Unpausing starts a scheduled run for the latest cron tick, and the manual run queues behind it.
+    stateless = wait_for_run(airflow, STATELESS, run["dag_run_id"], timeout=480)
     assert stateless["state"] == "success", describe_run(airflow, STATELESS, run["dag_run_id"])
 
     def asset_triggered_run_done():
