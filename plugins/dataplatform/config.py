@@ -234,6 +234,144 @@ class ReconciliationSettings(_Strict):
         return value
 
 
+# -- Iceberg maintenance ------------------------------------------------------------------------------------
+
+_TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_S3_TAG_KEY = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{1,128}$")
+_S3_TAG_VALUE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{0,256}$")
+
+
+class TagRule(_Strict):
+    """A snapshot tag made for each period: ``name`` is a template over ``{date}`` (a strftime format
+    after the colon, e.g. ``daily-{date:%Y-%m-%d}``), ``every`` says which dates get one, ``keep_days`` is
+    the tag's max_ref_age (the expiry step removes it after that)."""
+
+    name: str
+    every: Literal["day", "month_end"]
+    keep_days: Annotated[int, Field(ge=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _renders_to_a_valid_tag(cls, value: str) -> str:
+        from datetime import date
+
+        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        if fields != ["date"]:
+            raise ValueError(
+                f"tag name {value!r} must contain exactly one {{date}} or {{date:<strftime>}} field"
+            )
+        try:
+            rendered = value.format(date=date(2024, 12, 31))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"tag name {value!r} does not render: {exc}") from None
+        if not _TAG_NAME.match(rendered):
+            raise ValueError(
+                f"tag name {value!r} renders to {rendered!r}: a tag name is 1-128 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        return value
+
+
+class S3Tag(_Strict):
+    key: str
+    value: str
+
+    @model_validator(mode="after")
+    def _valid_s3_tag(self) -> S3Tag:
+        if not _S3_TAG_KEY.match(self.key) or self.key.lower().startswith("aws:"):
+            raise ValueError(f"{self.key!r} is not a valid S3 tag key")
+        if not _S3_TAG_VALUE.match(self.value):
+            raise ValueError(f"{self.value!r} is not a valid S3 tag value")
+        return self
+
+
+class UnreferencedFiles(_Strict):
+    """What happens to files no retained snapshot references any more: ``delete`` (DeleteObjects), or
+    ``tag`` (Iceberg's ``s3.delete-enabled=false`` with ``s3.delete.tags``): the lifecycle rule below
+    archives and later expires them."""
+
+    action: Literal["delete", "tag"] = "tag"
+    tag: S3Tag = S3Tag(key="delete-tag-name", value="deleted")
+
+
+class LifecycleRule(_Strict):
+    """The bucket lifecycle rule for objects carrying the delete tag under the table location."""
+
+    enabled: bool = True
+    transition_days: Annotated[int, Field(ge=0)] = 30
+    storage_class: Literal["GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "STANDARD_IA"] = "GLACIER_IR"
+    expiration_days: Annotated[int, Field(ge=1)] = 365
+
+    @model_validator(mode="after")
+    def _expires_after_transition(self) -> LifecycleRule:
+        if self.expiration_days <= self.transition_days:
+            raise ValueError("expiration_days must be greater than transition_days")
+        return self
+
+
+class CreatedFiles(_Strict):
+    """Tag files written since the last maintenance run (Iceberg's ``s3.write.tags``)."""
+
+    enabled: bool = True
+    tag: S3Tag = S3Tag(key="write-tag-name", value="created")
+
+
+class IcebergTablePolicy(_Strict):
+    """Maintenance policy of one Iceberg table in the Glue catalog."""
+
+    database: str
+    table: str
+    # ``pyiceberg`` runs in the Airflow worker; ``spark`` runs Iceberg's Spark procedures on the configured
+    # Spark backend (EMR / EMR Serverless), for tables too big for one worker.
+    backend: Literal["pyiceberg", "spark"] = "pyiceberg"
+    retain_last: Annotated[int, Field(ge=1)] = 10
+    max_snapshot_age_hours: Annotated[float, Field(ge=0)] = 120.0
+    tag_rules: list[TagRule] = Field(default_factory=list)
+    unreferenced: UnreferencedFiles = UnreferencedFiles()
+    lifecycle: LifecycleRule = LifecycleRule()
+    created: CreatedFiles = CreatedFiles()
+    # Younger unreferenced objects may belong to a write still in progress (Iceberg's default is 3 days).
+    orphan_min_age_hours: Annotated[float, Field(ge=1)] = 72.0
+
+    @field_validator("database", "table")
+    @classmethod
+    def _glue_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a lower-case Glue identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_tags(self) -> IcebergTablePolicy:
+        names = [rule.name for rule in self.tag_rules]
+        if len(set(names)) != len(names):
+            raise ValueError("tag_rules names must be distinct")
+        if self.created.enabled and self.created.tag.key == self.unreferenced.tag.key:
+            raise ValueError("created.tag.key and unreferenced.tag.key must differ")
+        return self
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+class IcebergSettings(_Strict):
+    # Where each table's maintenance state (what the last run saw, pending file actions) is kept.
+    state_uri: str
+    # S3 requests in flight at once when tagging files.
+    tag_workers: Annotated[int, Field(ge=1, le=256)] = 32
+    # A commit that lost a race to another writer is re-planned on fresh metadata this many times.
+    commit_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    tables: dict[str, IcebergTablePolicy] = Field(min_length=1)
+
+    @field_validator("state_uri")
+    @classmethod
+    def _state_uri(cls, value: str) -> str:
+        value = _require_s3_or_file_uri(value)
+        if not value.startswith("s3://"):
+            raise ValueError("must be an s3:// URI")
+        return value
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -242,6 +380,7 @@ class Settings(_Strict):
     spark: SparkSettings
     glue: GlueSettings
     reconciliation: ReconciliationSettings
+    iceberg: IcebergSettings
 
     @field_validator("reports_uri")
     @classmethod

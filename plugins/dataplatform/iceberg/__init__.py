@@ -1,0 +1,10 @@
+"""Iceberg table maintenance with pyiceberg (Glue catalog, S3): snapshot tags, expiry with retain-last,
+S3 tags and lifecycle for unreferenced and created files, orphan files, archive tables.
+
+Modules, in the order a run uses them: ``catalog`` (pyiceberg catalog from connection properties),
+``snapshots`` (which tags to make, which snapshots to expire: pure functions of the table metadata),
+``files`` (every file a set of snapshots reaches), ``s3`` (batched deletes, parallel merged tagging,
+lifecycle rules, listings), ``state`` (what the last run saw), ``maintenance`` (the steps of one run),
+``spark_sql`` (the same steps as Iceberg Spark procedures, for the EMR backend), ``archive`` (register an
+older metadata file as a table). Nothing here imports Airflow.
+"""

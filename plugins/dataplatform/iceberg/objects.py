@@ -1,0 +1,216 @@
+"""S3 operations on many objects: batched deletes, parallel tagging that keeps existing tags, the
+lifecycle rule for the delete tag (merged with the bucket's other rules), listings.
+
+S3 limits that shape this (field notes): DeleteObjects takes at most 1,000 keys; there is no batch tagging
+call and PutObjectTagging replaces the whole tag set (so read, merge, write; an object holds at most 10
+tags); PutBucketLifecycleConfiguration replaces the whole configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
+
+DELETE_BATCH = 1000
+MAX_TAGS_PER_OBJECT = 10
+
+
+class ObjectActionError(RuntimeError):
+    """Some objects could not be deleted or tagged; ``failures`` maps URI -> reason."""
+
+    def __init__(self, what: str, failures: dict[str, str]):
+        sample = "; ".join(f"{uri}: {reason}" for uri, reason in list(failures.items())[:5])
+        super().__init__(f"{what} failed for {len(failures)} objects, e.g. {sample}")
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class S3Object:
+    uri: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass
+class CallCounter:
+    """S3 calls by operation name (thread-safe), for the run report and the benchmark."""
+
+    counts: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, operation: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[operation] += n
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("s3", "s3a", "s3n") or not parsed.netloc:
+        raise ValueError(f"not an S3 URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def list_objects(s3, location: str, calls: CallCounter | None = None) -> dict[str, S3Object]:
+    """Every object under ``location`` (a table location), by URI."""
+    bucket, prefix = split_uri(location.rstrip("/") + "/")
+    found: dict[str, S3Object] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        if calls:
+            calls.add("ListObjectsV2")
+        for obj in page.get("Contents", []):
+            uri = f"s3://{bucket}/{obj['Key']}"
+            found[uri] = S3Object(uri, obj["Size"], obj["LastModified"])
+    return found
+
+
+def delete_objects(s3, uris: Iterable[str], calls: CallCounter | None = None) -> int:
+    """Delete with DeleteObjects, 1,000 keys a call per bucket; returns the number deleted. Keys that do
+    not exist count as deleted (S3 says so too), so a rerun is harmless; any other error raises after
+    every batch has been tried."""
+    by_bucket: dict[str, list[str]] = {}
+    for uri in uris:
+        bucket, key = split_uri(uri)
+        by_bucket.setdefault(bucket, []).append(key)
+    deleted, failures = 0, {}
+    for bucket, keys in by_bucket.items():
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            response = s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+            if calls:
+                calls.add("DeleteObjects")
+            errors = response.get("Errors", [])
+            for error in errors:
+                failures[f"s3://{bucket}/{error['Key']}"] = f"{error.get('Code')}: {error.get('Message')}"
+            deleted += len(batch) - len(errors)
+    if failures:
+        raise ObjectActionError("DeleteObjects", failures)
+    return deleted
+
+
+@dataclass
+class TagResult:
+    tagged: int = 0
+    already_tagged: int = 0
+    missing: int = 0
+
+
+def tag_objects(
+    s3, uris: Sequence[str], key: str, value: str, workers: int = 32, calls: CallCounter | None = None
+) -> TagResult:
+    """Add ``key=value`` to each object's tags, keeping the tags it has; objects that carry it already are
+    not written again (a rerun makes only reads), missing objects are counted, not errors."""
+    result = TagResult()
+    lock = threading.Lock()
+    failures: dict[str, str] = {}
+
+    def tag_one(uri: str) -> None:
+        outcome = "failed"
+        try:
+            outcome = _merge_tag(s3, uri, key, value, calls)
+        except ClientError as exc:
+            failures[uri] = str(exc)
+        except ValueError as exc:
+            failures[uri] = str(exc)
+        with lock:
+            if outcome == "tagged":
+                result.tagged += 1
+            elif outcome == "already":
+                result.already_tagged += 1
+            elif outcome == "missing":
+                result.missing += 1
+
+    if workers <= 1:
+        for uri in uris:
+            tag_one(uri)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(tag_one, uris))
+    if failures:
+        raise ObjectActionError("tagging", failures)
+    return result
+
+
+def _merge_tag(s3, uri: str, key: str, value: str, calls: CallCounter | None) -> str:
+    bucket, object_key = split_uri(uri)
+    try:
+        tags = s3.get_object_tagging(Bucket=bucket, Key=object_key)["TagSet"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return "missing"
+        raise
+    finally:
+        if calls:
+            calls.add("GetObjectTagging")
+    current = {tag["Key"]: tag["Value"] for tag in tags}
+    if current.get(key) == value:
+        return "already"
+    current[key] = value
+    if len(current) > MAX_TAGS_PER_OBJECT:
+        raise ValueError(f"would carry {len(current)} tags, S3 allows {MAX_TAGS_PER_OBJECT}")
+    s3.put_object_tagging(
+        Bucket=bucket,
+        Key=object_key,
+        Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in current.items()]},
+    )
+    if calls:
+        calls.add("PutObjectTagging")
+    return "tagged"
+
+
+def lifecycle_rule(
+    rule_id: str,
+    prefix: str,
+    tag_key: str,
+    tag_value: str,
+    transition_days: int,
+    storage_class: str,
+    expiration_days: int,
+) -> dict:
+    """A rule for objects under ``prefix`` that carry the tag: transition, then expiry."""
+    return {
+        "ID": rule_id,
+        "Status": "Enabled",
+        "Filter": {"And": {"Prefix": prefix, "Tags": [{"Key": tag_key, "Value": tag_value}]}},
+        "Transitions": [{"Days": transition_days, "StorageClass": storage_class}],
+        "Expiration": {"Days": expiration_days},
+    }
+
+
+def ensure_lifecycle_rule(s3, bucket: str, rule: dict, calls: CallCounter | None = None) -> str:
+    """Make the bucket's rule ``rule["ID"]`` equal to ``rule``, keeping every other rule; returns
+    ``created``, ``updated`` or ``unchanged`` (nothing written)."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    finally:
+        if calls:
+            calls.add("GetBucketLifecycleConfiguration")
+    current = next((r for r in rules if r.get("ID") == rule["ID"]), None)
+    if current is not None and _same_rule(current, rule):
+        return "unchanged"
+    merged = [r for r in rules if r.get("ID") != rule["ID"]] + [rule]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": merged})
+    if calls:
+        calls.add("PutBucketLifecycleConfiguration")
+    return "created" if current is None else "updated"
+
+
+def _same_rule(current: dict, wanted: dict) -> bool:
+    # S3 echoes rules back with defaults filled in (e.g. an empty NoncurrentVersion section): compare the
+    # fields this module sets.
+    return all(current.get(key) == value for key, value in wanted.items())
