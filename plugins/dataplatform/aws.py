@@ -43,3 +43,15 @@ def endpoint_url(conn_id: str | None = None) -> str | None:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     return AwsBaseHook(aws_conn_id=conn_id or settings().aws.conn_id).conn_config.endpoint_url
+
+
+def explicit_credentials(conn_id: str | None = None) -> tuple[str | None, str | None, str | None]:
+    """(access key, secret key, session token) when the connection holds them (the moto connection does),
+    else ``(None, None, None)``: libraries that are not boto3 (pyiceberg's S3 FileIO) then use the
+    default credential chain, the MWAA execution role in AWS."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    conn = AwsBaseHook(aws_conn_id=conn_id or settings().aws.conn_id).conn_config
+    if not conn.aws_access_key_id:
+        return None, None, None
+    return conn.aws_access_key_id, conn.aws_secret_access_key, conn.aws_session_token

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dataplatform.config import REPO_ROOT, settings
@@ -33,6 +34,8 @@ class DemoRun:
     conf: dict = field(default_factory=dict)
 
 
+_TOMORROW = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+
 # One or more runs per DAG in dags/; run_demo refuses to start if a DAG has none, so a new DAG cannot be
 # forgotten here.
 DEMO_RUNS: tuple[DemoRun, ...] = (
@@ -43,6 +46,15 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("recon_stateful", "prefetch, process, index (as the asset event would)"),
     DemoRun("recon_stateless", "the other 2 batches"),
     DemoRun("recon_stateful", "updates the artifacts of run 1"),
+    # Logical date tomorrow: the tag rules tag "the day before the logical date", i.e. today's snapshots.
+    DemoRun("iceberg_maintenance", "dry run: reports, changes nothing", _TOMORROW, {"dry_run": True}),
+    DemoRun("iceberg_maintenance", "tags, expiry, unreferenced files, lifecycle", _TOMORROW),
+    DemoRun("iceberg_maintenance", "rerun (no-op)", _TOMORROW),
+    DemoRun(
+        "iceberg_archive_register",
+        "oldest kept metadata of orders as demo_lake.orders_archive",
+        conf={"table": "orders", "metadata_file": "oldest", "archive_table": "orders_archive"},
+    ),
 )
 
 
@@ -136,7 +148,7 @@ def seed_local_lake(moto_url: str):
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
-    from dataplatform.devstack.seed import seed_demo, seed_recon
+    from dataplatform.devstack.seed import seed_demo, seed_iceberg, seed_recon
 
     s3 = aws.client("s3")
     seeded = seed_demo(s3, aws.client("glue"), settings())
@@ -147,12 +159,23 @@ def seed_local_lake(moto_url: str):
             for name, c in seeded.items()
         )
     )
+    iceberg = seed_iceberg(_demo_catalog(moto_url), s3, settings())
+    print(
+        "iceberg tables written by pyiceberg: "
+        + ", ".join(f"{n} ({c} snapshots)" for n, c in iceberg.items())
+    )
     landed = seed_recon(settings())
     print(
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
         f"{settings().reconciliation.landing_uri}"
     )
     return s3
+
+
+def _demo_catalog(moto_url: str):
+    from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
+
+    return load_glue_catalog(AwsAccess(settings().aws.region, moto_url, "testing", "testing"))
 
 
 def show_recon_commands(env: dict[str, str]) -> None:
