@@ -1,0 +1,318 @@
+"""Iceberg maintenance on real tables: pyiceberg writes them to the moto server (Glue catalog + S3), the
+maintenance run expires, tags and deletes, and the tests read the tables and S3 back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dataplatform.config import IcebergTablePolicy
+from dataplatform.iceberg import snapshots
+from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
+from dataplatform.iceberg.files import FileIndex, reachable_files
+from dataplatform.iceberg.maintenance import MaintenanceContext, MaintenanceError, RunClock, maintain_table
+from dataplatform.iceberg.objects import list_objects, split_uri
+from dataplatform.iceberg.sample import append_rows, write_sample_table
+from dataplatform.iceberg.state import load_state, state_uri_for
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "lake"
+STATE_ROOT = f"s3://{BUCKET}/_state/iceberg/"
+IDENTIFIER = "db.orders"
+LOCATION = f"s3://{BUCKET}/warehouse/db/orders"
+
+
+@pytest.fixture
+def lake(aws):
+    aws.s3.create_bucket(Bucket=BUCKET)
+    aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
+    return aws
+
+
+def policy(**overrides) -> IcebergTablePolicy:
+    base = {
+        "database": "db",
+        "table": "orders",
+        "retain_last": 2,
+        "max_snapshot_age_hours": 0,
+        "unreferenced": {"action": "tag"},
+    }
+    return IcebergTablePolicy.model_validate({**base, **overrides})
+
+
+def run(
+    lake, table_policy: IcebergTablePolicy, *, now: datetime | None = None, dry_run: bool = False
+) -> dict:
+    now = now or datetime.now(UTC)
+    ctx = MaintenanceContext(lake.catalog, lake.s3, STATE_ROOT, tag_workers=8)
+    return maintain_table(ctx, "orders", table_policy, RunClock(now.date(), now), dry_run=dry_run)
+
+
+def rows_at(table, snapshot_id: int) -> list[dict]:
+    return sorted(table.scan(snapshot_id=snapshot_id).to_arrow().to_pylist(), key=lambda r: r["order_id"])
+
+
+def object_tags(s3, uri: str) -> dict[str, str]:
+    bucket, key = split_uri(uri)
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+
+
+def all_tags(s3) -> dict[str, dict[str, str]]:
+    return {uri: object_tags(s3, uri) for uri in list_objects(s3, LOCATION)}
+
+
+def reachable(table) -> dict:
+    return reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
+
+
+@pytest.mark.parametrize("action", ["tag", "delete"])
+def test_retained_snapshots_read_as_before_and_every_file_they_reach_exists(lake, action):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=5, n_regions=2)
+    before = {s.snapshot_id: rows_at(table, s.snapshot_id) for s in table.snapshots()}
+    files_before = reachable(table)
+
+    report = run(lake, policy(unreferenced={"action": action}))
+
+    table = lake.catalog.load_table(IDENTIFIER)
+    retained = {s.snapshot_id for s in table.snapshots()}
+    assert len(retained) == 2 and retained == set(snapshots.main_ancestry(table.metadata)[:2])
+    assert retained.isdisjoint(report["expiry"]["expired_ids"])
+    assert len(report["expiry"]["expired_ids"]) == len(before) - 2
+    for snapshot_id in retained:
+        assert rows_at(table, snapshot_id) == before[snapshot_id]
+    listed = list_objects(lake.s3, LOCATION)
+    files_after = reachable(table)
+    assert set(files_after) <= set(listed)
+
+    unreferenced = set(files_before) - set(files_after)
+    assert report["unreferenced"]["files"] == len(unreferenced) > 0
+    assert {"data", "manifest", "manifest_list"} <= set(report["unreferenced"]["by_kind"])
+    if action == "delete":
+        assert unreferenced.isdisjoint(listed)
+        assert report["unreferenced"]["deleted"] == len(unreferenced)
+    else:
+        assert unreferenced <= set(listed)
+        assert all(object_tags(lake.s3, uri).get("delete-tag-name") == "deleted" for uri in unreferenced)
+        assert all("delete-tag-name" not in object_tags(lake.s3, uri) for uri in files_after)
+
+
+def test_a_tagged_snapshot_survives_expiry_and_the_expired_ones_leave_the_metadata(lake):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    pinned = table.snapshots()[1]
+    pinned_rows = rows_at(table, pinned.snapshot_id)
+    table.manage_snapshots().create_tag(pinned.snapshot_id, "audit-2024").commit()
+
+    report = run(lake, policy(retain_last=1))
+
+    table = lake.catalog.load_table(IDENTIFIER)
+    ids = {s.snapshot_id for s in table.snapshots()}
+    assert ids == {pinned.snapshot_id, table.current_snapshot().snapshot_id}
+    assert table.metadata.refs["audit-2024"].snapshot_id == pinned.snapshot_id
+    assert rows_at(table, pinned.snapshot_id) == pinned_rows
+    assert set(report["expiry"]["expired_ids"]).isdisjoint(ids)
+    assert not {entry.snapshot_id for entry in table.metadata.snapshot_log} - ids
+    # Files of the tagged snapshot are still there, untagged.
+    for uri in reachable_files(
+        FileIndex(table.io), table.metadata, table.metadata_location, [pinned.snapshot_id]
+    ):
+        assert "delete-tag-name" not in object_tags(lake.s3, uri)
+
+
+def test_tagging_keeps_the_objects_earlier_tags_and_created_files_get_the_created_tag(lake):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=3, n_regions=2)
+    old_data = next(
+        f
+        for f in reachable_files(
+            FileIndex(table.io), table.metadata, table.metadata_location, [table.snapshots()[0].snapshot_id]
+        ).values()
+        if f.kind == "data"
+    )
+    bucket, key = split_uri(old_data.path)
+    lake.s3.put_object_tagging(
+        Bucket=bucket, Key=key, Tagging={"TagSet": [{"Key": "owner", "Value": "finance"}]}
+    )
+
+    report = run(lake, policy())
+
+    tags = object_tags(lake.s3, old_data.path)
+    assert tags["owner"] == "finance" and tags["delete-tag-name"] == "deleted"
+    # First run: every file the table still reaches is "created since the last run".
+    table = lake.catalog.load_table(IDENTIFIER)
+    current = reachable(table)
+    assert report["created"]["first_run"] and report["created"]["files"] == len(current)
+    assert all(object_tags(lake.s3, uri).get("write-tag-name") == "created" for uri in current)
+
+    # Files of a later append are the only ones tagged by the next run.
+    append_rows(table, version=7)
+    table = lake.catalog.load_table(IDENTIFIER)
+    new_files = set(reachable(table)) - set(current)
+    second = run(lake, policy(retain_last=10))
+    assert second["created"]["files"] == len(new_files) and second["created"]["tagged"] == len(new_files)
+
+
+def test_dry_run_changes_nothing(lake):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    tags_before = all_tags(lake.s3)
+    rule = [{"name": "daily-{date:%Y-%m-%d}", "every": "day", "keep_days": 7}]
+
+    report = run(lake, policy(tag_rules=rule), dry_run=True)
+
+    assert report["expiry"]["snapshots_expired"] == len(table.snapshots()) - 2
+    assert report["unreferenced"]["files"] > 0 and report["tags"]["created"] == [
+        f"daily-{datetime.now(UTC):%Y-%m-%d}"
+    ]
+    after = lake.catalog.load_table(IDENTIFIER)
+    assert after.metadata_location == table.metadata_location
+    assert all_tags(lake.s3) == tags_before
+    assert load_state(lake.s3, state_uri_for(STATE_ROOT, IDENTIFIER)).files is None
+    assert "Rules" not in _lifecycle(lake.s3)
+    assert not {"PutObjectTagging", "DeleteObjects", "PutBucketLifecycleConfiguration"} & set(
+        report["s3_calls"]
+    )
+
+
+def test_a_rerun_changes_nothing(lake):
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    rule = [{"name": "daily-{date:%Y-%m-%d}", "every": "day", "keep_days": 7}]
+    first = run(lake, policy(tag_rules=rule))
+    table = lake.catalog.load_table(IDENTIFIER)
+    tags = all_tags(lake.s3)
+    lifecycle = _lifecycle(lake.s3)
+
+    second = run(lake, policy(tag_rules=rule))
+
+    assert first["tags"]["created"] and second["tags"] == {
+        **first["tags"],
+        "created": [],
+        "existing": first["tags"]["created"],
+        "commits": 0,
+    }
+    assert second["expiry"]["snapshots_expired"] == 0 and second["expiry"]["commits"] == 0
+    assert lake.catalog.load_table(IDENTIFIER).metadata_location == table.metadata_location
+    assert all_tags(lake.s3) == tags and _lifecycle(lake.s3) == lifecycle
+    assert second["lifecycle"]["status"] == "unchanged"
+    assert not {"PutObjectTagging", "DeleteObjects", "PutBucketLifecycleConfiguration"} & set(
+        second["s3_calls"]
+    )
+
+
+def test_an_append_committed_during_maintenance_stays_readable_and_untouched(lake, monkeypatch):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    writer = load_glue_catalog(AwsAccess("us-east-1", lake.url, "testing", "testing"))
+    real_plan = snapshots.plan_expiry
+    appended = {}
+
+    def plan_then_let_another_writer_append(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        if not appended:  # the first plan only: the append lands between planning and committing
+            appended["table"] = append_rows(writer.load_table(IDENTIFIER), version=9)
+        return plan
+
+    monkeypatch.setattr(snapshots, "plan_expiry", plan_then_let_another_writer_append)
+    report = run(lake, policy(unreferenced={"action": "delete"}))
+
+    assert report["expiry"]["conflicts_retried"] == 1 and report["expiry"]["commits"] == 1
+    table = lake.catalog.load_table(IDENTIFIER)
+    head = table.current_snapshot()
+    assert head.snapshot_id == appended["table"].current_snapshot().snapshot_id
+    rows = table.scan().to_arrow().to_pylist()
+    assert {r["order_id"] for r in rows} >= {90_000}
+    listed = list_objects(lake.s3, LOCATION)
+    assert set(reachable(table)) <= set(listed)
+
+
+def test_orphans_older_than_the_minimum_age_get_the_action_younger_ones_are_left(lake):
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=2, n_regions=2)
+    orphan = f"{LOCATION}/data/region=r00/00000-crashed-writer.parquet"
+    bucket, key = split_uri(orphan)
+    lake.s3.put_object(Bucket=bucket, Key=key, Body=b"not committed")
+
+    now_report = run(lake, policy(unreferenced={"action": "delete"}))
+    assert now_report["orphans"]["found"] == 0 and now_report["orphans"]["younger_than_min_age"] == 1
+    assert orphan in list_objects(lake.s3, LOCATION)
+
+    later = datetime.now(UTC) + timedelta(hours=73)
+    dry = run(lake, policy(unreferenced={"action": "delete"}), now=later, dry_run=True)
+    assert dry["orphans"]["found"] == 1 and dry["orphans"]["sample"] == [orphan]
+    assert orphan in list_objects(lake.s3, LOCATION)
+
+    report = run(lake, policy(unreferenced={"action": "delete"}), now=later)
+    assert report["orphans"]["found"] == 1 and report["orphans"]["deleted"] == 1
+    assert orphan not in list_objects(lake.s3, LOCATION)
+    assert lake.catalog.load_table(IDENTIFIER).scan().to_arrow().num_rows == 4
+
+
+def test_tags_past_their_age_are_removed_and_their_snapshots_expire(lake):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=3, n_regions=2)
+    old = table.snapshots()[0]
+    table.manage_snapshots().create_tag(
+        old.snapshot_id, "daily-2024-03-01", max_ref_age_ms=snapshots.DAY_MS
+    ).commit()
+
+    kept = run(lake, policy())
+    assert "daily-2024-03-01" in lake.catalog.load_table(IDENTIFIER).metadata.refs
+    assert old.snapshot_id not in kept["expiry"]["expired_ids"]
+
+    report = run(lake, policy(), now=datetime.now(UTC) + timedelta(days=2))
+    table = lake.catalog.load_table(IDENTIFIER)
+    assert report["expiry"]["tags_removed"] == ["daily-2024-03-01"]
+    assert "daily-2024-03-01" not in table.metadata.refs
+    assert old.snapshot_id in report["expiry"]["expired_ids"]
+    assert table.metadata.snapshot_by_id(old.snapshot_id) is None
+
+
+def test_metadata_files_the_expiry_drops_from_the_log_are_unreferenced(lake):
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=3, n_regions=2)
+    with table.transaction() as tx:
+        tx.set_properties({"write.metadata.previous-versions-max": "2"})
+    table = lake.catalog.load_table(IDENTIFIER)
+    log_before = [entry.metadata_file for entry in table.metadata.metadata_log]
+    assert len(log_before) == 2
+
+    report = run(lake, policy(unreferenced={"action": "delete"}))
+
+    assert report["unreferenced"]["by_kind"]["metadata"] == 1
+    assert log_before[0] not in list_objects(lake.s3, LOCATION)
+    assert lake.catalog.load_table(IDENTIFIER).scan().to_arrow().num_rows == 4
+
+
+def test_the_lifecycle_rule_is_merged_with_the_buckets_other_rules(lake):
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=2, n_regions=1)
+    other = {"ID": "expire-tmp", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 1}}
+    lake.s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [other]})
+
+    report = run(lake, policy(lifecycle={"transition_days": 30, "expiration_days": 365}))
+
+    rules = {rule["ID"]: rule for rule in _lifecycle(lake.s3)["Rules"]}
+    assert report["lifecycle"]["status"] == "created"
+    assert rules["expire-tmp"]["Expiration"] == {"Days": 1}
+    ours = rules["iceberg-unreferenced-db.orders"]
+    assert ours["Filter"] == {
+        "And": {"Prefix": "warehouse/db/orders/", "Tags": [{"Key": "delete-tag-name", "Value": "deleted"}]}
+    }
+    assert ours["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER_IR"}] and ours["Expiration"] == {
+        "Days": 365
+    }
+
+    changed = run(lake, policy(lifecycle={"transition_days": 7, "expiration_days": 90}))
+    rules = {rule["ID"]: rule for rule in _lifecycle(lake.s3)["Rules"]}
+    assert changed["lifecycle"]["status"] == "updated" and set(rules) == {
+        "expire-tmp",
+        "iceberg-unreferenced-db.orders",
+    }
+    assert rules["iceberg-unreferenced-db.orders"]["Expiration"] == {"Days": 90}
+
+
+def test_an_unknown_table_fails_before_any_change(lake):
+    with pytest.raises(MaintenanceError, match=r"db\.missing does not exist"):
+        run(lake, policy(table="missing"))
+    assert lake.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def _lifecycle(s3) -> dict:
+    try:
+        return {"Rules": s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    except s3.exceptions.ClientError:
+        return {}
