@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
+
+
+def run_repo_dag(dag_id: str, **kwargs):
+    """``dag.test(**kwargs)`` of ``dags/<dag_id>.py``, parsed afresh for every run (in-process rendering
+    writes values back onto the tasks)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_DIR / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id).test(**kwargs)
+
+
+def task_states(dagrun) -> dict[str, str]:
+    return {f"{ti.task_id}[{ti.map_index}]": ti.state for ti in dagrun.get_task_instances()}
+
 
 def serialize_to_db(dag) -> None:
     """Write a DAG defined in a test to the metadata database, as the dag processor would.

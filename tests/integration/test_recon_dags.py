@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -15,25 +14,13 @@ from dataplatform.reconciliation import index, ledger
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reports import report_key
 from spark_jobs.common.storage import Storage, local_path, split_s3
+from tests.airflow_helpers import run_repo_dag as run_dag
+from tests.airflow_helpers import task_states as states
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
-
-
-def run_dag(dag_id: str, **kwargs):
-    """Parse the DAG afresh for every run (in-process rendering writes values back onto the tasks)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / f"{dag_id}.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id).test(**kwargs)
-
-
-def states(dagrun) -> dict[str, str]:
-    return {f"{ti.task_id}[{ti.map_index}]": ti.state for ti in dagrun.get_task_instances()}
 
 
 @pytest.fixture
