@@ -316,3 +316,30 @@ def _lifecycle(s3) -> dict:
         return {"Rules": s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     except s3.exceptions.ClientError:
         return {}
+
+
+def test_a_run_killed_after_the_expiry_commit_is_finished_by_the_next_run(lake, monkeypatch):
+    from dataplatform.iceberg import objects
+
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    real_delete = objects.delete_objects
+
+    def worker_dies(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")
+
+    monkeypatch.setattr(objects, "delete_objects", worker_dies)
+    with pytest.raises(KeyboardInterrupt):
+        run(lake, policy(unreferenced={"action": "delete"}))
+    pending = load_state(lake.s3, state_uri_for(STATE_ROOT, IDENTIFIER)).pending
+    assert pending["action"] == "delete" and pending["files"]
+    assert set(pending["files"]) <= set(list_objects(lake.s3, LOCATION))  # committed, not yet deleted
+
+    monkeypatch.setattr(objects, "delete_objects", real_delete)
+    report = run(lake, policy(unreferenced={"action": "delete"}))
+
+    assert report["resumed_pending"]["deleted"] == len(pending["files"])
+    assert set(pending["files"]).isdisjoint(list_objects(lake.s3, LOCATION))
+    assert load_state(lake.s3, state_uri_for(STATE_ROOT, IDENTIFIER)).pending is None
+    table = lake.catalog.load_table(IDENTIFIER)
+    assert set(reachable(table)) <= set(list_objects(lake.s3, LOCATION))
+    assert table.scan().to_arrow().num_rows == 4

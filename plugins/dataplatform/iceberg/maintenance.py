@@ -258,7 +258,8 @@ def finish_pending(
     """Finish the file action an earlier run committed to but did not complete."""
     files = state.pending["files"]
     log.info("finishing %d unreferenced files left pending by an earlier run", len(files))
-    result = apply_file_action(ctx, policy, table, index, state, files)
+    # The action recorded with the list, even if the policy changed since: the earlier run committed to it.
+    result = apply_file_action(ctx, policy, table, index, state, files, action=state.pending["action"])
     state.pending = None
     save_state(ctx.s3, state_uri, state)
     return {"files": len(files), **result}
@@ -271,15 +272,17 @@ def apply_file_action(
     index: FileIndex,
     state: TableState,
     uris: list[str],
+    action: str | None = None,
 ) -> dict:
-    """Delete or tag ``uris``, after checking against freshly loaded metadata that none is referenced."""
+    """Delete or tag ``uris`` (``action``, default the policy's), after checking against freshly loaded
+    metadata that none is referenced."""
     current = ctx.catalog.load_table(policy.identifier)
     still_referenced = set(uris) & set(reachable_files(index, current.metadata, current.metadata_location))
     if still_referenced:
         log.warning("%d files are referenced again and are left alone", len(still_referenced))
     targets = [uri for uri in uris if uri not in still_referenced]
     result: dict[str, Any] = {"skipped_referenced": len(still_referenced)}
-    if policy.unreferenced.action == "delete":
+    if (action or policy.unreferenced.action) == "delete":
         result["deleted"] = objects.delete_objects(ctx.s3, targets, ctx.calls)
         log.info("deleted %d unreferenced files", result["deleted"])
     else:
