@@ -1,4 +1,5 @@
-"""Nightly Iceberg table maintenance. Wiring only: see dataplatform.iceberg.maintenance."""
+"""Nightly Iceberg table maintenance. Wiring only: see dataplatform.iceberg.maintenance (pyiceberg) and
+dataplatform.iceberg.spark_sql with spark_jobs/iceberg_maintenance.py (Spark procedures)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
+from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
 
 DOC = """
 ### Iceberg maintenance
@@ -30,6 +32,30 @@ per table:
 7. **Report** per table: XCom and a JSON file under `reports_uri`.
 
 Manual trigger: `tables` (empty: all) and `dry_run` (read and report, change nothing).
+
+#### Tables with `backend: spark`
+
+Tables too big for one worker run the same steps as Iceberg's Spark procedures on the configured Spark
+backend (EMR steps on a transient or existing cluster, or EMR Serverless), one task group
+`spark_<table>` each: `plan` (skipped when the run's `tables` leave the table out) writes the job spec
+under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and publishes the report.
+
+1. `ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION <main's snapshot at the end of the day>
+   RETAIN <keep_days> DAYS`.
+2. `CALL glue_catalog.system.expire_snapshots(older_than, retain_last)`; it also drops aged tags.
+3. Unreferenced files are deleted by Iceberg itself, or, with `action: tag`, tagged instead
+   (catalog properties `s3.delete-enabled=false`, `s3.delete.tags.<key>=<value>`).
+4. Created files: catalog property `s3.write.tags.<key>=<value>` tags files *as they are written*: those
+   of the maintenance job and of every writer configured with the same property, not files written
+   before (unlike the pyiceberg path, which tags them after the fact).
+5. Lifecycle: the same bucket rule as above, from the `finish` task (table location from Glue).
+6. `CALL glue_catalog.system.remove_orphan_files(older_than, dry_run)`; Iceberg refuses an
+   `orphan_min_age_hours` under 24.
+7. The job's JSON report, completed by `finish`, under `reports_uri` as for the other tables.
+
+A dry run creates no tag and does not call expire_snapshots (it has no dry run): it reports the tags it
+would create and the snapshots expiry would remove, from the metadata tables, and lists orphans with
+`dry_run => true`.
 """
 
 
@@ -76,11 +102,16 @@ def iceberg_maintenance():
             check_tables(params["tables"], params["dry_run"], config), config, "pyiceberg"
         )
 
+    selected = select_tables()
     IcebergMaintenanceOperator.partial(
         task_id="maintain_table",
         dry_run="{{ params.dry_run }}",
         map_index_template="{{ task.table }}",
-    ).expand(table=select_tables())
+    ).expand(table=selected)
+
+    # One group per `backend: spark` table, known from the config at parse time.
+    for table in spark_tables():
+        selected >> spark_maintenance_tasks(table)
 
 
 iceberg_maintenance()

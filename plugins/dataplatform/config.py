@@ -347,6 +347,14 @@ class IcebergTablePolicy(_Strict):
             raise ValueError("tag_rules names must be distinct")
         if self.created.enabled and self.created.tag.key == self.unreferenced.tag.key:
             raise ValueError("created.tag.key and unreferenced.tag.key must differ")
+        if self.backend == "spark":
+            # Iceberg's remove_orphan_files refuses a younger cutoff, and the tags travel as Spark conf
+            # keys and values (``s3.delete.tags.<key>=<value>``), which cannot hold spaces or '='.
+            if self.orphan_min_age_hours < 24:
+                raise ValueError("orphan_min_age_hours must be >= 24 with backend 'spark'")
+            for tag in (self.unreferenced.tag, self.created.tag):
+                if any(c in tag.key + tag.value for c in " ="):
+                    raise ValueError(f"tag {tag.key}={tag.value}: no spaces or '=' with backend 'spark'")
         return self
 
     @property
@@ -362,6 +370,15 @@ class IcebergSettings(_Strict):
     # A commit that lost a race to another writer is re-planned on fresh metadata this many times.
     commit_retries: Annotated[int, Field(ge=0, le=20)] = 4
     tables: dict[str, IcebergTablePolicy] = Field(min_length=1)
+
+    @field_validator("tables")
+    @classmethod
+    def _table_keys(cls, value: dict[str, IcebergTablePolicy]) -> dict[str, IcebergTablePolicy]:
+        # A key names mapped tasks, task groups and report files.
+        bad = [key for key in value if not _IDENTIFIER.match(key)]
+        if bad:
+            raise ValueError(f"table keys must be lower-case identifiers, got {bad}")
+        return value
 
     @field_validator("state_uri")
     @classmethod

@@ -158,3 +158,26 @@ def _check_bad_table(tmp_path, change: dict, message: str) -> None:
 
 def test_the_policy_names_its_table():
     assert IcebergTablePolicy(database="lake", table="orders").identifier == "lake.orders"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"backend": "spark", "orphan_min_age_hours": 12}, "orphan_min_age_hours must be >= 24"),
+        (
+            {"backend": "spark", "unreferenced": {"action": "tag", "tag": {"key": "a b", "value": "x"}}},
+            "no spaces",
+        ),
+    ],
+)
+def test_the_spark_backend_refuses_what_its_procedures_cannot_carry(tmp_path, change, message):
+    _check_bad_table(tmp_path, change, message)
+
+
+def test_a_table_key_that_cannot_name_a_task_is_refused(tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    raw["iceberg"]["tables"]["Big Orders"] = raw["iceberg"]["tables"].pop("orders")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="table keys must be lower-case identifiers"):
+        load_settings(path)

@@ -1,0 +1,178 @@
+"""Iceberg maintenance of one table with Iceberg's Spark procedures (the ``backend: spark`` tables).
+
+``spark_jobs/iceberg_maintenance.py --spec <uri of the spec JSON>``; the spec (written by the Airflow
+task that plans the run, see ``dataplatform.iceberg.spark_sql``) names the table, the tags due, the
+expiry and orphan cutoffs, dry_run and where the report goes. The catalog itself (Glue, S3FileIO, the
+S3 delete and write tags) comes from the Spark conf the job is submitted with. The steps:
+
+1. tags: for each tag due, main's snapshot as of the end of the tagged day, then
+   ``ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION ... RETAIN n DAYS``;
+2. expiry: ``CALL <catalog>.system.expire_snapshots`` (older_than, retain_last); it also drops tags past
+   their retention;
+3. unreferenced files: handled inside the procedures by the catalog's FileIO (deleted, or tagged when
+   the conf sets ``s3.delete-enabled=false`` with ``s3.delete.tags``);
+6. orphans: ``CALL <catalog>.system.remove_orphan_files`` (older_than, dry_run);
+7. the report, JSON, at the spec's ``report_uri``.
+
+(4, created files, is the ``s3.write.tags`` conf; 5, the lifecycle rule, is an Airflow task.)
+
+A dry run reads metadata tables only, to report the tags it would make and the snapshots expiry would
+remove (expire_snapshots has no dry run), and lists orphans with ``dry_run => true``: it creates no tag
+and expires nothing. Everything is safe to rerun: tags are ``IF NOT EXISTS``, and expiry and orphan
+removal find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from spark_jobs.common import iceberg_sql
+from spark_jobs.common.storage import Storage
+
+JOB = "iceberg_maintenance"
+
+
+class Statements:
+    """Runs SQL on the session, keeping every statement for the report; rows come back as dicts."""
+
+    def __init__(self, spark: Any) -> None:
+        self.spark = spark
+        self.executed: list[str] = []
+
+    def rows(self, statement: str) -> list[dict[str, Any]]:
+        print(f"{JOB}: {statement}", flush=True)
+        self.executed.append(statement)
+        return [row.asDict(recursive=True) for row in self.spark.sql(statement).collect()]
+
+
+def check_session(spark: Any, catalog: str) -> None:
+    """Fail at once, naming the missing conf, when the job was submitted without the Iceberg catalog."""
+    missing = [
+        key
+        for key, wanted in (
+            ("spark.sql.extensions", "IcebergSparkSessionExtensions"),
+            (f"spark.sql.catalog.{catalog}", "SparkCatalog"),
+        )
+        if wanted not in (spark.conf.get(key, None) or "")
+    ]
+    if missing:
+        raise RuntimeError(
+            f"{JOB}: the Spark session lacks the Iceberg catalog conf {missing} (submit the job with "
+            "dataplatform.iceberg.spark_sql.spark_conf(policy))"
+        )
+
+
+def create_tags(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {"created": [], "existing": [], "no_snapshot_yet": [], "snapshot_ids": {}}
+    if not spec["tags"]:
+        return result
+    existing = {row["name"] for row in sql.rows(iceberg_sql.ref_names_sql(spec))}
+    for tag in spec["tags"]:
+        name = tag["name"]
+        if name in existing:
+            result["existing"].append(name)
+            continue
+        found = sql.rows(iceberg_sql.snapshot_as_of_sql(spec, tag["as_of_before"]))
+        if not found:
+            result["no_snapshot_yet"].append(name)
+            continue
+        snapshot_id = int(found[0]["snapshot_id"])
+        if not spec["dry_run"]:
+            sql.rows(iceberg_sql.create_tag_sql(spec, name, snapshot_id, tag["keep_days"]))
+        result["created"].append(name)
+        result["snapshot_ids"][name] = snapshot_id
+    return result
+
+
+def expire(sql: Statements, spec: dict[str, Any], new_tag_heads: Sequence[int]) -> tuple[dict, dict]:
+    """(expiry report, unreferenced-files report)."""
+    before = sql.rows(iceberg_sql.snapshots_sql(spec))
+    action = spec["unreferenced_action"]
+    if spec["dry_run"]:
+        estimate = iceberg_sql.expiry_estimate(
+            before,
+            sql.rows(iceberg_sql.refs_sql(spec)),
+            [row["snapshot_id"] for row in sql.rows(iceberg_sql.last_ancestors_sql(spec))],
+            spec["now"],
+            also_kept=new_tag_heads,
+        )
+        # Which files the expiry would leave unreferenced is only known once it runs.
+        return {**estimate, "estimate": True}, {"action": action, "files": None}
+    refs_before = {row["name"] for row in sql.rows(iceberg_sql.ref_names_sql(spec))}
+    result = sql.rows(iceberg_sql.expire_snapshots_sql(spec))
+    counts = iceberg_sql.deleted_counts(result[0] if result else {})
+    after = {row["snapshot_id"] for row in sql.rows(iceberg_sql.snapshots_sql(spec))}
+    refs_after = {row["name"] for row in sql.rows(iceberg_sql.ref_names_sql(spec))}
+    # Compared by id, not by count: a writer that commits meanwhile adds snapshots (and maybe refs).
+    expired = sorted({row["snapshot_id"] for row in before} - after)
+    expiry = {
+        "snapshots_before": len(before),
+        "snapshots_expired": len(expired),
+        "expired_ids": expired,
+        "tags_removed": sorted(refs_before - refs_after),
+        "snapshots_after": len(after),
+    }
+    return expiry, {"action": action, "files": sum(counts.values()), "by_kind": counts}
+
+
+def remove_orphans(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
+    rows = sql.rows(iceberg_sql.remove_orphan_files_sql(spec))
+    return iceberg_sql.orphan_summary([row["orphan_file_location"] for row in rows], spec)
+
+
+def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    """Maintain the spec's table; the report, also written to the spec's ``report_uri``."""
+    iceberg_sql.check_spec(spec)
+    check_session(spark, spec["catalog"])
+    started = datetime.now(UTC)
+    sql = Statements(spark)
+    tags = create_tags(sql, spec)
+    expiry, unreferenced = expire(sql, spec, list(tags["snapshot_ids"].values()))
+    orphans = remove_orphans(sql, spec)
+    report = {
+        "job": JOB,
+        "table": spec["table_key"],
+        "identifier": f"{spec['database']}.{spec['table']}",
+        "dry_run": spec["dry_run"],
+        "day": spec["day"],
+        "tags": tags,
+        "expiry": expiry,
+        "unreferenced": unreferenced,
+        "orphans": orphans,
+        "statements": sql.executed,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    storage.write_json(spec["report_uri"], report)
+    verb = "would " if spec["dry_run"] else ""
+    print(
+        f"{JOB}: {report['identifier']}: {verb}create tags {tags['created'] or 'none'} "
+        f"({len(tags['existing'])} existing), {verb}expire {expiry['snapshots_expired']} of "
+        f"{expiry['snapshots_before']} snapshots, {unreferenced['files']} unreferenced files "
+        f"({unreferenced['action']}), {orphans['found']} orphans ({orphans['action']}); "
+        f"{len(sql.executed)} statements; report {spec['report_uri']}",
+        flush=True,
+    )
+    return report
+
+
+def main(argv: Sequence[str] | None = None, spark: Any = None) -> int:
+    parser = argparse.ArgumentParser(prog=JOB)
+    parser.add_argument("--spec", required=True, help="URI of the job spec (JSON)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    spec = iceberg_sql.check_spec(Storage().read_json(args.spec))
+    storage = Storage(endpoint_url=spec.get("aws_endpoint_url"), region=spec.get("region"))
+    if spark is None:
+        from spark_jobs.common import spark_session
+
+        spark = spark_session(f"{JOB}:{spec['table_key']}")
+    run(spark, spec, storage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
