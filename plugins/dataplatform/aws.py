@@ -15,7 +15,12 @@ from botocore.config import Config
 from dataplatform.config import settings
 
 # Passed as ``botocore_config`` to the provider's operators too, so they retry the same way.
-RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "adaptive", "max_attempts": 10}}
+# The connection pool is sized for the thread pools that share one client (Iceberg tagging: 32 workers);
+# botocore's default of 10 would make the others wait for a connection.
+RETRY_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "adaptive", "max_attempts": 10},
+    "max_pool_connections": 64,
+}
 
 
 def retry_config() -> Config:

@@ -343,3 +343,38 @@ def test_a_run_killed_after_the_expiry_commit_is_finished_by_the_next_run(lake, 
     table = lake.catalog.load_table(IDENTIFIER)
     assert set(reachable(table)) <= set(list_objects(lake.s3, LOCATION))
     assert table.scan().to_arrow().num_rows == 4
+
+
+def test_files_of_an_archive_table_are_never_deleted_tagged_or_called_orphans(lake):
+    from dataplatform.iceberg.archive import archive_register, release_from_lifecycle
+
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    old_metadata = lake.catalog.load_table(IDENTIFIER).metadata.metadata_log[2].metadata_file
+    assert archive_register(lake.catalog, lake.s3, IDENTIFIER, old_metadata, "orders_archive")["registered"]
+    archive = lake.catalog.load_table("db.orders_archive")
+    archive_rows = archive.scan().to_arrow().sort_by("order_id")
+    archive_files = set(reachable(archive))
+    expired_before = {s.snapshot_id for s in lake.catalog.load_table(IDENTIFIER).snapshots()}
+
+    later = datetime.now(UTC) + timedelta(days=4)  # every unreferenced object is old enough to be an orphan
+    report = run(lake, policy(unreferenced={"action": "delete"}), now=later)
+
+    table = lake.catalog.load_table(IDENTIFIER)
+    only_archive = archive_files - set(reachable(table))
+    assert report["archive_tables"] == ["db.orders_archive"] and only_archive
+    assert report["expiry"]["snapshots_expired"] == len(expired_before) - 2
+    assert report["unreferenced"]["deleted"] > 0  # files neither table reaches went
+    assert set(list_objects(lake.s3, LOCATION)) == archive_files | set(reachable(table))
+    assert lake.catalog.load_table("db.orders_archive").scan().to_arrow().sort_by("order_id") == archive_rows
+
+    # With the tag action nothing of the archive gets the delete tag, and untagging leaves it alone.
+    tagged = run(lake, policy(unreferenced={"action": "tag"}), now=later)
+    assert tagged["orphans"]["found"] == 0 and tagged["unreferenced"]["files"] == 0
+    assert all("delete-tag-name" not in object_tags(lake.s3, uri) for uri in archive_files)
+    assert release_from_lifecycle(lake.catalog, lake.s3, "db.orders_archive", "delete-tag-name") == 0
+    one = sorted(archive_files)[0]
+    bucket, key = split_uri(one)
+    both = [{"Key": "owner", "Value": "finance"}, {"Key": "delete-tag-name", "Value": "deleted"}]
+    lake.s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": both})
+    assert release_from_lifecycle(lake.catalog, lake.s3, "db.orders_archive", "delete-tag-name") == 1
+    assert object_tags(lake.s3, one) == {"owner": "finance"}

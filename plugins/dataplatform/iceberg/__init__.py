@@ -3,8 +3,9 @@ S3 tags and lifecycle for unreferenced and created files, orphan files, archive 
 
 Modules, in the order a run uses them: ``catalog`` (pyiceberg catalog from connection properties),
 ``snapshots`` (which tags to make, which snapshots to expire: pure functions of the table metadata),
-``files`` (every file a set of snapshots reaches), ``s3`` (batched deletes, parallel merged tagging,
-lifecycle rules, listings), ``state`` (what the last run saw), ``maintenance`` (the steps of one run),
-``spark_sql`` (the same steps as Iceberg Spark procedures, for the EMR backend), ``archive`` (register an
-older metadata file as a table). Nothing here imports Airflow.
+``files`` (every file a set of snapshots reaches), ``objects`` (batched deletes, parallel merged
+tagging, lifecycle rules, listings), ``state`` (what the last run saw), ``maintenance`` (the steps of one
+run), ``spark_sql`` (the same steps as Iceberg Spark procedures, for the EMR backend; the SQL itself is
+in ``spark_jobs.common.iceberg_sql``, shipped with the job), ``archive`` (register an older metadata file
+as a table), ``sample`` (tables for the demo, tests and benchmark). Nothing here imports Airflow.
 """

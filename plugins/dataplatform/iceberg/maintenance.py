@@ -85,19 +85,21 @@ def maintain_table(
     report: dict[str, Any] = {"table": name, "identifier": policy.identifier, "dry_run": dry_run}
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
 
+    protected, report["archive_tables"] = archive_table_files(ctx, table, index)
     if state.pending and not dry_run:
-        report["resumed_pending"] = finish_pending(ctx, policy, table, index, state, state_uri)
+        report["resumed_pending"] = finish_pending(ctx, policy, table, index, state, state_uri, protected)
 
     table, report["tags"] = create_tags(ctx, table, policy, clock, dry_run)
     table, expiry, unreferenced = expire_snapshots(ctx, table, policy, clock, index, dry_run)
     report["expiry"] = expiry
+    unreferenced = {path: f for path, f in unreferenced.items() if path not in protected}
     report["unreferenced"] = handle_unreferenced(
-        ctx, policy, table, index, state, state_uri, unreferenced, sizes, dry_run
+        ctx, policy, table, index, state, state_uri, unreferenced, sizes, dry_run, protected
     )
     reachable = reachable_files(index, table.metadata, table.metadata_location)
     report["created"] = tag_created(ctx, policy, state, reachable, dry_run)
     report["lifecycle"] = ensure_lifecycle(ctx, policy, table, dry_run)
-    report["orphans"] = handle_orphans(ctx, policy, table, index, state, state_uri, clock, dry_run)
+    report["orphans"] = handle_orphans(ctx, policy, table, index, state, state_uri, clock, dry_run, protected)
     if not dry_run:
         state.files = sorted(reachable_files(index, table.metadata, table.metadata_location))
         state.metadata_location = table.metadata_location
@@ -108,6 +110,40 @@ def maintain_table(
     report["summary"] = summarize(report)
     log.info("%s", report["summary"])
     return report
+
+
+# -- archive tables ---------------------------------------------------------------------------------------
+
+
+def archive_table_files(
+    ctx: MaintenanceContext, table: Table, index: FileIndex
+) -> tuple[set[str], list[str]]:
+    """Files of the archive tables registered on older metadata files of ``table`` (by
+    ``iceberg_archive_register``; found in the Glue database as Iceberg tables whose metadata file lies
+    in this table's metadata folder). The table no longer reaches them, but they are not unreferenced:
+    they are never deleted, tagged or called orphans."""
+    glue = getattr(ctx.catalog, "glue", None)
+    if glue is None:
+        return set(), []
+    database, name = table.name()[-2], table.name()[-1]
+    metadata_dir = table.location().rstrip("/") + "/metadata/"
+    protected: set[str] = set()
+    archives = []
+    for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
+        for glue_table in page["TableList"]:
+            location = glue_table.get("Parameters", {}).get("metadata_location", "")
+            if glue_table["Name"] == name or not location.startswith(metadata_dir):
+                continue
+            archives.append(f"{database}.{glue_table['Name']}")
+            protected.add(location)
+            try:
+                archive = ctx.catalog.load_table(f"{database}.{glue_table['Name']}")
+                protected |= set(reachable_files(index, archive.metadata, archive.metadata_location))
+            except (OSError, ValueError) as exc:  # its files are archived or gone: protect what is known
+                log.warning("archive table %s: cannot walk its files (%s)", archives[-1], exc)
+    if archives:
+        log.info("protecting %d files of archive tables %s", len(protected), archives)
+    return protected, archives
 
 
 # -- 1. tags ----------------------------------------------------------------------------------------------
@@ -230,6 +266,7 @@ def handle_unreferenced(
     unreferenced: dict[str, FileRef],
     sizes: dict[str, int],
     dry_run: bool,
+    protected: set[str] = frozenset(),
 ) -> dict:
     result: dict[str, Any] = {
         "action": policy.unreferenced.action,
@@ -241,7 +278,9 @@ def handle_unreferenced(
         return result
     state.pending = {"action": policy.unreferenced.action, "files": sorted(unreferenced)}
     save_state(ctx.s3, state_uri, state)
-    result.update(apply_file_action(ctx, policy, table, index, state, sorted(unreferenced)))
+    result.update(
+        apply_file_action(ctx, policy, table, index, state, sorted(unreferenced), protected=protected)
+    )
     state.pending = None
     save_state(ctx.s3, state_uri, state)
     return result
@@ -254,12 +293,15 @@ def finish_pending(
     index: FileIndex,
     state: TableState,
     state_uri: str,
+    protected: set[str] = frozenset(),
 ) -> dict:
     """Finish the file action an earlier run committed to but did not complete."""
     files = state.pending["files"]
     log.info("finishing %d unreferenced files left pending by an earlier run", len(files))
     # The action recorded with the list, even if the policy changed since: the earlier run committed to it.
-    result = apply_file_action(ctx, policy, table, index, state, files, action=state.pending["action"])
+    result = apply_file_action(
+        ctx, policy, table, index, state, files, action=state.pending["action"], protected=protected
+    )
     state.pending = None
     save_state(ctx.s3, state_uri, state)
     return {"files": len(files), **result}
@@ -273,11 +315,13 @@ def apply_file_action(
     state: TableState,
     uris: list[str],
     action: str | None = None,
+    protected: set[str] = frozenset(),
 ) -> dict:
     """Delete or tag ``uris`` (``action``, default the policy's), after checking against freshly loaded
-    metadata that none is referenced."""
+    metadata that none is referenced (by the table or by an archive table registered on it)."""
     current = ctx.catalog.load_table(policy.identifier)
-    still_referenced = set(uris) & set(reachable_files(index, current.metadata, current.metadata_location))
+    referenced = set(reachable_files(index, current.metadata, current.metadata_location)) | protected
+    still_referenced = set(uris) & referenced
     if still_referenced:
         log.warning("%d files are referenced again and are left alone", len(still_referenced))
     targets = [uri for uri in uris if uri not in still_referenced]
@@ -368,12 +412,13 @@ def handle_orphans(
     state_uri: str,
     clock: RunClock,
     dry_run: bool,
+    protected: set[str] = frozenset(),
 ) -> dict:
     listed = objects.list_objects(ctx.s3, table.location(), ctx.calls)
     # Read the metadata again now: a writer that committed during this run must not see its files called
     # orphans (files it wrote and has not committed yet are protected by the minimum age).
     current = ctx.catalog.load_table(policy.identifier)
-    referenced = set(reachable_files(index, current.metadata, current.metadata_location))
+    referenced = set(reachable_files(index, current.metadata, current.metadata_location)) | protected
     state.handled = sorted(uri for uri in state.handled if uri in listed)
     handled = set(state.handled)
     cutoff = clock.now - timedelta(hours=policy.orphan_min_age_hours)
@@ -391,7 +436,9 @@ def handle_orphans(
     }
     if dry_run or not orphans:
         return result
-    result.update(apply_file_action(ctx, policy, current, index, state, [o.uri for o in orphans]))
+    result.update(
+        apply_file_action(ctx, policy, current, index, state, [o.uri for o in orphans], protected=protected)
+    )
     return result
 
 

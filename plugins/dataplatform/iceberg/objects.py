@@ -169,6 +169,41 @@ def _merge_tag(s3, uri: str, key: str, value: str, calls: CallCounter | None) ->
     return "tagged"
 
 
+def remove_tag(s3, uris: Sequence[str], key: str, workers: int = 32, calls: CallCounter | None = None) -> int:
+    """Remove the tag ``key`` from each object that carries it (keeping its other tags); returns how many
+    objects changed. Objects without it, or missing, are left alone."""
+    changed = 0
+    lock = threading.Lock()
+
+    def untag_one(uri: str) -> None:
+        nonlocal changed
+        bucket, object_key = split_uri(uri)
+        try:
+            tags = s3.get_object_tagging(Bucket=bucket, Key=object_key)["TagSet"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return
+            raise
+        finally:
+            if calls:
+                calls.add("GetObjectTagging")
+        kept = [tag for tag in tags if tag["Key"] != key]
+        if len(kept) == len(tags):
+            return
+        if kept:
+            s3.put_object_tagging(Bucket=bucket, Key=object_key, Tagging={"TagSet": kept})
+        else:
+            s3.delete_object_tagging(Bucket=bucket, Key=object_key)
+        if calls:
+            calls.add("PutObjectTagging" if kept else "DeleteObjectTagging")
+        with lock:
+            changed += 1
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(untag_one, uris))
+    return changed
+
+
 def lifecycle_rule(
     rule_id: str,
     prefix: str,

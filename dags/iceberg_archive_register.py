@@ -1,0 +1,108 @@
+"""Register an older metadata file of an Iceberg table as an archive table. Wiring only: see
+dataplatform.iceberg.archive."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+DOC = """
+### Iceberg archive register
+
+Manual only. Registers an older metadata file of a table in `iceberg.tables` (`include/config/<env>.yaml`)
+as a read-only Iceberg table `<database>.<archive_table>` in the Glue catalog, to query the table as it
+was, after checking that the metadata file and every file it references exist and can be read.
+
+| param | values | default | meaning |
+|---|---|---|---|
+| `table` | a key of `iceberg.tables` | - | the source table |
+| `metadata_file` | `oldest`, `previous`, or an `s3://.../metadata/*.metadata.json` URI | `oldest` | `oldest`: the oldest metadata file in the table's metadata log that has a snapshot (the empty one `create_table` wrote is passed over); `previous`: the newest log entry, the table before its last commit; a URI must lie under the table's metadata location |
+| `archive_table` | lower-case Glue identifier, not the source's name | - | created in the source's database |
+
+Tasks:
+
+1. **validate**: params, source table, metadata file, archive name (free, or already registered on
+   the same file). Bad input fails here at once, without retries, before anything is touched.
+2. **check**: reads the metadata file, walks all its snapshots and HEADs every object a reader needs
+   (metadata file, manifest lists, manifests, data and delete files), `iceberg.tag_workers` at a time:
+   present, missing, archived (GLACIER / DEEP_ARCHIVE without a completed restore: needs a restore
+   first) or unreadable.
+   GLACIER_IR and STANDARD_IA are readable: present, counted by storage class. The report is the task's
+   XCom and `<reports_uri>/iceberg_archive_register/<run_id>/<table>.json`; when files need a restore,
+   an S3 Batch Operations manifest of them is written under `<reports_uri>/restore_manifests/`.
+3. **register**: `register_table` when every file is present. Otherwise the task fails with the counts and
+   how to restore (`aws s3api restore-object ...` or a Batch Operations restore job on the manifest); run
+   the DAG again with the same params once the restores have completed. A rerun on an archive table
+   already registered on the same file changes nothing; an archive name already used for another
+   metadata file is refused.
+
+Keep archive tables read-only: they share the source table's files. The source's maintenance treats
+files only the archive references as unreferenced (tags them for the lifecycle rule, which archives and
+later expires them), so an archive table is for a restore-and-query session, not for keeping.
+"""
+
+
+@dag(
+    dag_id="iceberg_archive_register",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    default_args={
+        "owner": "data-platform",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=1),
+    },
+    tags=["iceberg", "maintenance", "manual"],
+    doc_md=DOC,
+    params={
+        "table": Param(
+            None,
+            type=["null", "string"],
+            title="Table",
+            description="A key of iceberg.tables in the config (the source table).",
+        ),
+        "metadata_file": Param(
+            "oldest",
+            type="string",
+            title="Metadata file",
+            description="oldest, previous, or the s3:// URI of a *.metadata.json under the table's "
+            "metadata location.",
+        ),
+        "archive_table": Param(
+            None,
+            type=["null", "string"],
+            title="Archive table",
+            description="Name of the new table, in the source table's Glue database (lower-case).",
+        ),
+    },
+)
+def iceberg_archive_register():
+    @task
+    def validate(params: dict) -> dict:
+        """Check every param against the config and the catalog before anything is changed."""
+        from dataplatform.operators.iceberg_archive import validate_request
+
+        return validate_request(params)
+
+    @task
+    def check(request: dict, **context) -> dict:
+        """HEAD every file the metadata file needs; report present / missing / needs restore."""
+        from dataplatform.operators.iceberg_archive import check_request
+
+        return check_request(context, request)
+
+    @task
+    def register(request: dict, report: dict, **context) -> dict:
+        """Register the archive table when every file is present; otherwise fail saying what to restore."""
+        from dataplatform.operators.iceberg_archive import register_request
+
+        return register_request(context, request, report)
+
+    request = validate()
+    register(request, check(request))
+
+
+iceberg_archive_register()
