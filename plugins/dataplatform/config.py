@@ -41,6 +41,12 @@ def local_dir() -> Path:
     return Path(os.environ.get(LOCAL_DIR_ENV) or REPO_ROOT / ".local").resolve()
 
 
+def glue_identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a lower-case Glue identifier")
+    return value
+
+
 def _require_s3_or_file_uri(value: str) -> str:
     # ``file://{local_dir}/...`` keeps local paths out of the repository's config and lets the tests
     # point every local file at their own temporary directory.
@@ -148,9 +154,7 @@ class GlueTable(_Strict):
     @field_validator("database", "table")
     @classmethod
     def _glue_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a lower-case Glue identifier")
-        return value
+        return glue_identifier(value)
 
     @model_validator(mode="after")
     def _template_matches_keys(self) -> GlueTable:
@@ -336,9 +340,7 @@ class IcebergTablePolicy(_Strict):
     @field_validator("database", "table")
     @classmethod
     def _glue_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a lower-case Glue identifier")
-        return value
+        return glue_identifier(value)
 
     @model_validator(mode="after")
     def _distinct_tags(self) -> IcebergTablePolicy:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
+from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 
 TERMINAL = {"success", "failed"}
+
+
+@contextlib.contextmanager
+def standalone_airflow(
+    home: Path, moto_url: str, while_starting: Callable[[], object] | None = None
+) -> Iterator[StandaloneAirflow]:
+    """``airflow standalone`` on free ports against the moto server, healthy, for a module's tests;
+    ``while_starting`` runs while its components boot. Its log tail is printed when anything fails."""
+    server = StandaloneAirflow(home, {**airflow_env(home, moto_url), "DATAPLATFORM_ENV": "local"}).start()
+    try:
+        if while_starting:
+            while_starting()
+        server.start_and_wait(timeout=240)  # started above; again on new ports if one was taken
+        yield server
+    except BaseException:
+        print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
+        raise
+    finally:
+        server.close()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):

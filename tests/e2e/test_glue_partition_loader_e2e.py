@@ -16,13 +16,13 @@ import pytest
 
 from dataplatform import aws as aws_clients
 from dataplatform.config import settings
-from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.seed import INVALID_WEB_EVENT_PREFIXES, seed_demo
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.glue.layout import PartitionLayout
 from tests.e2e.airflow_api import (
     describe_run,
     run_path,
+    standalone_airflow,
     task_instances,
     task_log,
     wait_for,
@@ -96,24 +96,17 @@ def glue(moto_server):
 def airflow(moto_server, glue, tmp_path_factory):
     """Standalone Airflow on a free port against the session moto server, with the demo lake seeded."""
     home = tmp_path_factory.mktemp("airflow-standalone")
-    env = airflow_env(home, moto_server.url)
-    env["DATAPLATFORM_ENV"] = "local"
-    server = StandaloneAirflow(home, env).start()
-    try:
-        # Seed while Airflow starts: nothing reads the lake before a run is triggered.
+
+    def seed():  # nothing reads the lake before a run is triggered
         moto_server.reset()
         counts = seed_demo(aws_clients.client("s3"), glue, settings())
         assert counts["web_events"] == {
             "partitions": 240,
             "invalid_prefixes": len(INVALID_WEB_EVENT_PREFIXES),
         }
-        server.start_and_wait(timeout=240)  # started above; again on new ports if one was taken
+
+    with standalone_airflow(home, moto_server.url, while_starting=seed) as server:
         yield server
-    except BaseException:
-        print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
-        raise
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,11 @@ import pytest
 
 from dataplatform import aws as aws_clients
 from dataplatform.config import settings
-from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.reconciliation import index
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from spark_jobs.common.storage import Storage, local_path, split_s3
-from tests.e2e.airflow_api import describe_run, wait_for, wait_for_run
+from tests.e2e.airflow_api import describe_run, standalone_airflow, wait_for, wait_for_run
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
@@ -41,16 +40,8 @@ def airflow(moto_server, tmp_path_factory):
         batches=2,
         start=datetime(2024, 3, 5, 10, tzinfo=UTC),
     )
-    home = tmp_path_factory.mktemp("airflow-standalone-recon")
-    server = StandaloneAirflow(home, airflow_env(home, moto_server.url)).start()
-    try:
-        server.start_and_wait(timeout=240)
+    with standalone_airflow(tmp_path_factory.mktemp("airflow-standalone-recon"), moto_server.url) as server:
         yield server
-    except BaseException:
-        print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
-        raise
-    finally:
-        server.close()
 
 
 def unpause(airflow: StandaloneAirflow, dag_id: str) -> None:

@@ -29,7 +29,6 @@ orphan a file it reaches (``maintenance.archive_table_files``).
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
+from dataplatform.config import glue_identifier
 from dataplatform.iceberg import objects
 from dataplatform.iceberg.files import MANIFEST, MANIFEST_LIST, METADATA, FileIndex, reachable_files
 from dataplatform.iceberg.objects import split_uri
@@ -57,8 +57,6 @@ STATUSES = (PRESENT, MISSING, NEEDS_RESTORE, UNREADABLE)
 # Objects in these classes (and Intelligent-Tiering's archive tiers) cannot be read until restored;
 # GLACIER_IR, STANDARD_IA, ONEZONE_IA and INTELLIGENT_TIERING's access tiers are read directly.
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,254}$")
 
 
 class ArchiveError(ValueError):
@@ -114,11 +112,13 @@ class FileCheck:
 
 
 def validate_archive_name(archive_table: Any, source_identifier: str) -> str:
-    if not isinstance(archive_table, str) or not _IDENTIFIER.match(archive_table):
+    try:
+        glue_identifier(archive_table if isinstance(archive_table, str) else "")
+    except ValueError:
         raise ArchiveError(
             f"archive_table must be a lower-case Glue identifier (letters, digits, '_'; not starting with a "
             f"digit; at most 255 characters), got {archive_table!r}"
-        )
+        ) from None
     database, table = source_identifier.rsplit(".", 1)
     if archive_table == table:
         raise ArchiveError(

@@ -62,6 +62,34 @@ class RunClock:
     now: datetime
 
 
+@dataclass
+class TableRun:
+    """One table's run: what every step reads, and the table and state they move forward."""
+
+    ctx: MaintenanceContext
+    name: str
+    policy: IcebergTablePolicy
+    clock: RunClock
+    dry_run: bool
+    table: Table
+    index: FileIndex
+    state: TableState
+    state_uri: str
+    # Files of archive tables registered on this table's older metadata: never acted on.
+    protected: set[str] = field(default_factory=set)
+
+    def reload(self) -> Table:
+        self.table = self.ctx.catalog.load_table(self.policy.identifier)
+        return self.table
+
+    def reachable(self, table: Table | None = None) -> dict[str, FileRef]:
+        table = table or self.table
+        return reachable_files(self.index, table.metadata, table.metadata_location)
+
+    def save_state(self) -> None:
+        save_state(self.ctx.s3, self.state_uri, self.state)
+
+
 def load_table(catalog, policy: IcebergTablePolicy) -> Table:
     try:
         return catalog.load_table(policy.identifier)
@@ -79,33 +107,36 @@ def maintain_table(
         raise MaintenanceError(f"table {name!r} uses backend {policy.backend!r}: run it as a Spark job")
     table = load_table(ctx.catalog, policy)
     state_uri = state_uri_for(ctx.state_root, policy.identifier)
-    state = load_state(ctx.s3, state_uri)
-    index = FileIndex(table.io)
+    run = TableRun(
+        ctx,
+        name,
+        policy,
+        clock,
+        dry_run,
+        table,
+        FileIndex(table.io),
+        load_state(ctx.s3, state_uri),
+        state_uri,
+    )
     sizes = {uri: obj.size for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()}
     report: dict[str, Any] = {"table": name, "identifier": policy.identifier, "dry_run": dry_run}
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
 
-    protected, report["archive_tables"] = archive_table_files(ctx, table, index)
-    if state.pending and not dry_run:
-        report["resumed_pending"] = finish_pending(ctx, policy, table, index, state, state_uri, protected)
-
-    table, report["tags"] = create_tags(ctx, table, policy, clock, dry_run)
-    table, expiry, unreferenced = expire_snapshots(ctx, table, policy, clock, index, dry_run)
-    report["expiry"] = expiry
-    unreferenced = {path: f for path, f in unreferenced.items() if path not in protected}
-    report["unreferenced"] = handle_unreferenced(
-        ctx, policy, table, index, state, state_uri, unreferenced, sizes, dry_run, protected
-    )
-    reachable = reachable_files(index, table.metadata, table.metadata_location)
-    report["created"] = tag_created(ctx, policy, state, reachable, dry_run)
-    report["lifecycle"] = ensure_lifecycle(ctx, policy, table, dry_run)
-    report["orphans"] = handle_orphans(ctx, policy, table, index, state, state_uri, clock, dry_run, protected)
+    run.protected, report["archive_tables"] = archive_table_files(run)
+    if run.state.pending and not dry_run:
+        report["resumed_pending"] = finish_pending(run)
+    report["tags"] = create_tags(run)
+    report["expiry"], unreferenced = expire_snapshots(run)
+    report["unreferenced"] = handle_unreferenced(run, unreferenced, sizes)
+    report["created"] = tag_created(run)
+    report["lifecycle"] = ensure_lifecycle(run)
+    report["orphans"] = handle_orphans(run)
     if not dry_run:
-        state.files = sorted(reachable_files(index, table.metadata, table.metadata_location))
-        state.metadata_location = table.metadata_location
-        state.updated_at = clock.now.isoformat()
-        save_state(ctx.s3, state_uri, state)
-    report["manifest_reads"] = index.reads
+        run.state.files = sorted(run.reachable())
+        run.state.metadata_location = run.table.metadata_location
+        run.state.updated_at = clock.now.isoformat()
+        run.save_state()
+    report["manifest_reads"] = run.index.reads
     report["s3_calls"] = ctx.calls.as_dict()
     report["summary"] = summarize(report)
     log.info("%s", report["summary"])
@@ -115,18 +146,16 @@ def maintain_table(
 # -- archive tables ---------------------------------------------------------------------------------------
 
 
-def archive_table_files(
-    ctx: MaintenanceContext, table: Table, index: FileIndex
-) -> tuple[set[str], list[str]]:
-    """Files of the archive tables registered on older metadata files of ``table`` (by
+def archive_table_files(run: TableRun) -> tuple[set[str], list[str]]:
+    """Files of the archive tables registered on older metadata files of the table (by
     ``iceberg_archive_register``; found in the Glue database as Iceberg tables whose metadata file lies
     in this table's metadata folder). The table no longer reaches them, but they are not unreferenced:
     they are never deleted, tagged or called orphans."""
-    glue = getattr(ctx.catalog, "glue", None)
+    glue = getattr(run.ctx.catalog, "glue", None)
     if glue is None:
         return set(), []
-    database, name = table.name()[-2], table.name()[-1]
-    metadata_dir = table.location().rstrip("/") + "/metadata/"
+    database, name = run.table.name()[-2], run.table.name()[-1]
+    metadata_dir = run.table.location().rstrip("/") + "/metadata/"
     protected: set[str] = set()
     archives = []
     for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
@@ -137,8 +166,7 @@ def archive_table_files(
             archives.append(f"{database}.{glue_table['Name']}")
             protected.add(location)
             try:
-                archive = ctx.catalog.load_table(f"{database}.{glue_table['Name']}")
-                protected |= set(reachable_files(index, archive.metadata, archive.metadata_location))
+                protected |= set(run.reachable(run.ctx.catalog.load_table(archives[-1])))
             except (OSError, ValueError) as exc:  # its files are archived or gone: protect what is known
                 log.warning("archive table %s: cannot walk its files (%s)", archives[-1], exc)
     if archives:
@@ -149,26 +177,25 @@ def archive_table_files(
 # -- 1. tags ----------------------------------------------------------------------------------------------
 
 
-def create_tags(
-    ctx: MaintenanceContext, table: Table, policy: IcebergTablePolicy, clock: RunClock, dry_run: bool
-) -> tuple[Table, dict]:
-    for attempt in range(ctx.commit_retries + 1):
-        plan = snapshots.plan_tags(table.metadata, policy.tag_rules, clock.day)
+def create_tags(run: TableRun) -> dict:
+    """Create the tags the rules call for, in one commit (retried on a lost race)."""
+    for attempt in range(run.ctx.commit_retries + 1):
+        plan = snapshots.plan_tags(run.table.metadata, run.policy.tag_rules, run.clock.day)
         result = {
             "created": [t.name for t in plan.create],
             "existing": plan.existing,
             "no_snapshot_yet": plan.no_snapshot,
             "commits": 0,
         }
-        if not plan.create or dry_run:
-            return table, result
+        if not plan.create or run.dry_run:
+            return result
         try:
-            with table.manage_snapshots() as manage:
+            with run.table.manage_snapshots() as manage:
                 for tag in plan.create:
                     manage.create_tag(tag.snapshot_id, tag.name, max_ref_age_ms=tag.max_ref_age_ms)
         except CommitFailedException as exc:
             log.warning("tag commit lost a race (%s); reloading (attempt %d)", exc, attempt + 1)
-            table = ctx.catalog.load_table(policy.identifier)
+            run.reload()
             continue
         result["commits"] = 1
         for tag in plan.create:
@@ -178,31 +205,27 @@ def create_tags(
                 tag.snapshot_id,
                 tag.max_ref_age_ms // snapshots.DAY_MS,
             )
-        return ctx.catalog.load_table(policy.identifier), result
-    raise CommitFailedException(f"{policy.identifier}: tag commit failed {ctx.commit_retries + 1} times")
+        run.reload()
+        return result
+    raise CommitFailedException(
+        f"{run.policy.identifier}: tag commit failed {run.ctx.commit_retries + 1} times"
+    )
 
 
 # -- 2. expiry --------------------------------------------------------------------------------------------
 
 
-def expire_snapshots(
-    ctx: MaintenanceContext,
-    table: Table,
-    policy: IcebergTablePolicy,
-    clock: RunClock,
-    index: FileIndex,
-    dry_run: bool,
-) -> tuple[Table, dict, dict[str, FileRef]]:
-    """Expire in one commit; return the table after it, the expiry report and the files the commit left
-    unreferenced (for a dry run: the files it would leave unreferenced)."""
-    now_ms = snapshots.to_ms(clock.now)
-    max_age_ms = int(policy.max_snapshot_age_hours * 3600 * 1000)
+def expire_snapshots(run: TableRun) -> tuple[dict, dict[str, FileRef]]:
+    """Expire in one commit; return the expiry report and the files the commit left unreferenced (for a
+    dry run: the files it would leave unreferenced), archive tables' files left out."""
+    now_ms = snapshots.to_ms(run.clock.now)
+    max_age_ms = int(run.policy.max_snapshot_age_hours * 3600 * 1000)
     conflicts = 0
-    for _ in range(ctx.commit_retries + 1):
-        metadata, location = table.metadata, table.metadata_location
-        plan = snapshots.plan_expiry(metadata, policy.retain_last, max_age_ms, now_ms)
+    for _ in range(run.ctx.commit_retries + 1):
+        table = run.table
+        plan = snapshots.plan_expiry(table.metadata, run.policy.retain_last, max_age_ms, now_ms)
         result = {
-            "snapshots_before": len(metadata.snapshots),
+            "snapshots_before": len(table.metadata.snapshots),
             "snapshots_expired": len(plan.expire_ids),
             "expired_ids": plan.expire_ids,
             "tags_removed": plan.remove_refs,
@@ -212,31 +235,39 @@ def expire_snapshots(
             "conflicts_retried": conflicts,
         }
         if plan.empty:
-            return table, result, {}
-        before = reachable_files(index, metadata, location)
-        if dry_run:
-            after = reachable_files(index, metadata, location, plan.retained_ids)
-            return table, result, {p: f for p, f in before.items() if p not in after}
+            return result, {}
+        before = run.reachable()
+        if run.dry_run:
+            after = reachable_files(run.index, table.metadata, table.metadata_location, plan.retained_ids)
+            return result, unreferenced_between(before, after, run.protected)
         try:
             response = table.catalog.commit_table(table, *expiry_commit(table, plan))
         except CommitFailedException as exc:
             conflicts += 1
             log.warning("expiry commit lost a race (%s); re-planning on fresh metadata", exc)
-            table = ctx.catalog.load_table(policy.identifier)
+            run.reload()
             continue
         result["commits"] = 1
-        table = ctx.catalog.load_table(policy.identifier)
-        after = reachable_files(index, response.metadata, response.metadata_location)
-        unreferenced = {p: f for p, f in before.items() if p not in after}
+        run.reload()
+        after = reachable_files(run.index, response.metadata, response.metadata_location)
+        unreferenced = unreferenced_between(before, after, run.protected)
         log.info(
             "expired %d of %d snapshots (removed tags %s) in one commit; %d files unreferenced",
             len(plan.expire_ids),
-            len(metadata.snapshots),
+            len(table.metadata.snapshots),
             plan.remove_refs or "none",
             len(unreferenced),
         )
-        return table, result, unreferenced
-    raise CommitFailedException(f"{policy.identifier}: expiry commit failed {ctx.commit_retries + 1} times")
+        return result, unreferenced
+    raise CommitFailedException(
+        f"{run.policy.identifier}: expiry commit failed {run.ctx.commit_retries + 1} times"
+    )
+
+
+def unreferenced_between(
+    before: dict[str, FileRef], after: dict[str, FileRef], protected: set[str]
+) -> dict[str, FileRef]:
+    return {path: f for path, f in before.items() if path not in after and path not in protected}
 
 
 def expiry_commit(table: Table, plan: snapshots.ExpiryPlan) -> tuple[tuple, tuple]:
@@ -256,113 +287,78 @@ def expiry_commit(table: Table, plan: snapshots.ExpiryPlan) -> tuple[tuple, tupl
 # -- 3. unreferenced files --------------------------------------------------------------------------------
 
 
-def handle_unreferenced(
-    ctx: MaintenanceContext,
-    policy: IcebergTablePolicy,
-    table: Table,
-    index: FileIndex,
-    state: TableState,
-    state_uri: str,
-    unreferenced: dict[str, FileRef],
-    sizes: dict[str, int],
-    dry_run: bool,
-    protected: set[str] = frozenset(),
-) -> dict:
+def handle_unreferenced(run: TableRun, unreferenced: dict[str, FileRef], sizes: dict[str, int]) -> dict:
+    """Apply the policy's action; the list is kept in the state until the action is done."""
+    action = run.policy.unreferenced.action
     result: dict[str, Any] = {
-        "action": policy.unreferenced.action,
+        "action": action,
         "files": len(unreferenced),
         "bytes": sum(f.size if f.size is not None else sizes.get(p, 0) for p, f in unreferenced.items()),
         "by_kind": dict(Counter(f.kind for f in unreferenced.values())),
     }
-    if dry_run or not unreferenced:
+    if run.dry_run or not unreferenced:
         return result
-    state.pending = {"action": policy.unreferenced.action, "files": sorted(unreferenced)}
-    save_state(ctx.s3, state_uri, state)
-    result.update(
-        apply_file_action(ctx, policy, table, index, state, sorted(unreferenced), protected=protected)
-    )
-    state.pending = None
-    save_state(ctx.s3, state_uri, state)
+    run.state.pending = {"action": action, "files": sorted(unreferenced)}
+    run.save_state()
+    result.update(apply_file_action(run, sorted(unreferenced), action))
+    run.state.pending = None
+    run.save_state()
     return result
 
 
-def finish_pending(
-    ctx: MaintenanceContext,
-    policy: IcebergTablePolicy,
-    table: Table,
-    index: FileIndex,
-    state: TableState,
-    state_uri: str,
-    protected: set[str] = frozenset(),
-) -> dict:
-    """Finish the file action an earlier run committed to but did not complete."""
-    files = state.pending["files"]
-    log.info("finishing %d unreferenced files left pending by an earlier run", len(files))
-    # The action recorded with the list, even if the policy changed since: the earlier run committed to it.
-    result = apply_file_action(
-        ctx, policy, table, index, state, files, action=state.pending["action"], protected=protected
-    )
-    state.pending = None
-    save_state(ctx.s3, state_uri, state)
+def finish_pending(run: TableRun) -> dict:
+    """Finish the file action an earlier run committed to but did not complete, with the action recorded
+    with the list (even if the policy changed since: the earlier run committed to it)."""
+    files, action = run.state.pending["files"], run.state.pending["action"]
+    log.info("finishing the %s of %d unreferenced files left pending by an earlier run", action, len(files))
+    result = apply_file_action(run, files, action)
+    run.state.pending = None
+    run.save_state()
     return {"files": len(files), **result}
 
 
-def apply_file_action(
-    ctx: MaintenanceContext,
-    policy: IcebergTablePolicy,
-    table: Table,
-    index: FileIndex,
-    state: TableState,
-    uris: list[str],
-    action: str | None = None,
-    protected: set[str] = frozenset(),
-) -> dict:
-    """Delete or tag ``uris`` (``action``, default the policy's), after checking against freshly loaded
-    metadata that none is referenced (by the table or by an archive table registered on it)."""
-    current = ctx.catalog.load_table(policy.identifier)
-    referenced = set(reachable_files(index, current.metadata, current.metadata_location)) | protected
+def apply_file_action(run: TableRun, uris: list[str], action: str) -> dict:
+    """Delete or tag ``uris``, after checking against freshly loaded metadata that none is referenced (by
+    the table or by an archive table registered on it)."""
+    referenced = set(run.reachable(run.reload())) | run.protected
     still_referenced = set(uris) & referenced
     if still_referenced:
         log.warning("%d files are referenced again and are left alone", len(still_referenced))
     targets = [uri for uri in uris if uri not in still_referenced]
     result: dict[str, Any] = {"skipped_referenced": len(still_referenced)}
-    if (action or policy.unreferenced.action) == "delete":
+    ctx = run.ctx
+    if action == "delete":
         result["deleted"] = objects.delete_objects(ctx.s3, targets, ctx.calls)
         log.info("deleted %d unreferenced files", result["deleted"])
-    else:
-        tag = policy.unreferenced.tag
-        tagged = objects.tag_objects(ctx.s3, targets, tag.key, tag.value, ctx.tag_workers, ctx.calls)
-        state.handled = sorted(set(state.handled) | set(targets))
-        result.update(tagged=tagged.tagged, already_tagged=tagged.already_tagged, missing=tagged.missing)
-        log.info(
-            "tagged %d unreferenced files %s=%s (%d had it already, %d missing)",
-            tagged.tagged,
-            tag.key,
-            tag.value,
-            tagged.already_tagged,
-            tagged.missing,
-        )
+        return result
+    tag = run.policy.unreferenced.tag
+    tagged = objects.tag_objects(ctx.s3, targets, tag.key, tag.value, ctx.tag_workers, ctx.calls)
+    run.state.handled = sorted(set(run.state.handled) | set(targets))
+    result.update(tagged=tagged.tagged, already_tagged=tagged.already_tagged, missing=tagged.missing)
+    log.info(
+        "tagged %d unreferenced files %s=%s (%d had it already, %d missing)",
+        tagged.tagged,
+        tag.key,
+        tag.value,
+        tagged.already_tagged,
+        tagged.missing,
+    )
     return result
 
 
 # -- 4. created files -------------------------------------------------------------------------------------
 
 
-def tag_created(
-    ctx: MaintenanceContext,
-    policy: IcebergTablePolicy,
-    state: TableState,
-    reachable: dict[str, FileRef],
-    dry_run: bool,
-) -> dict:
-    if not policy.created.enabled:
+def tag_created(run: TableRun) -> dict:
+    """Tag the files the table reaches now and did not reach at the last run."""
+    if not run.policy.created.enabled:
         return {"enabled": False}
-    seen = set(state.files or ())
-    new = sorted(p for p in reachable if p not in seen)
-    result: dict[str, Any] = {"enabled": True, "files": len(new), "first_run": state.files is None}
-    if dry_run or not new:
+    seen = set(run.state.files or ())
+    new = sorted(p for p in run.reachable() if p not in seen)
+    result: dict[str, Any] = {"enabled": True, "files": len(new), "first_run": run.state.files is None}
+    if run.dry_run or not new:
         return result
-    tag = policy.created.tag
+    tag, ctx = run.policy.created.tag, run.ctx
     tagged = objects.tag_objects(ctx.s3, new, tag.key, tag.value, ctx.tag_workers, ctx.calls)
     result.update(tagged=tagged.tagged, already_tagged=tagged.already_tagged, missing=tagged.missing)
     log.info("tagged %d new files %s=%s", tagged.tagged, tag.key, tag.value)
@@ -387,15 +383,13 @@ def lifecycle_rule_for(policy: IcebergTablePolicy, location: str) -> tuple[str, 
     )
 
 
-def ensure_lifecycle(
-    ctx: MaintenanceContext, policy: IcebergTablePolicy, table: Table, dry_run: bool
-) -> dict:
-    if policy.unreferenced.action != "tag" or not policy.lifecycle.enabled:
+def ensure_lifecycle(run: TableRun) -> dict:
+    if run.policy.unreferenced.action != "tag" or not run.policy.lifecycle.enabled:
         return {"status": "not_needed"}
-    bucket, rule = lifecycle_rule_for(policy, table.location())
-    if dry_run:
+    bucket, rule = lifecycle_rule_for(run.policy, run.table.location())
+    if run.dry_run:
         return {"status": "not_checked", "rule_id": rule["ID"], "bucket": bucket}
-    status = objects.ensure_lifecycle_rule(ctx.s3, bucket, rule, ctx.calls)
+    status = objects.ensure_lifecycle_rule(run.ctx.s3, bucket, rule, run.ctx.calls)
     log.info("lifecycle rule %s on s3://%s: %s", rule["ID"], bucket, status)
     return {"status": status, "rule_id": rule["ID"], "bucket": bucket}
 
@@ -403,42 +397,28 @@ def ensure_lifecycle(
 # -- 6. orphans -------------------------------------------------------------------------------------------
 
 
-def handle_orphans(
-    ctx: MaintenanceContext,
-    policy: IcebergTablePolicy,
-    table: Table,
-    index: FileIndex,
-    state: TableState,
-    state_uri: str,
-    clock: RunClock,
-    dry_run: bool,
-    protected: set[str] = frozenset(),
-) -> dict:
-    listed = objects.list_objects(ctx.s3, table.location(), ctx.calls)
+def handle_orphans(run: TableRun) -> dict:
+    """Objects under the table location that nothing reaches, older than the minimum age."""
+    listed = objects.list_objects(run.ctx.s3, run.table.location(), run.ctx.calls)
     # Read the metadata again now: a writer that committed during this run must not see its files called
     # orphans (files it wrote and has not committed yet are protected by the minimum age).
-    current = ctx.catalog.load_table(policy.identifier)
-    referenced = set(reachable_files(index, current.metadata, current.metadata_location)) | protected
-    state.handled = sorted(uri for uri in state.handled if uri in listed)
-    handled = set(state.handled)
-    cutoff = clock.now - timedelta(hours=policy.orphan_min_age_hours)
-    unreferenced = [
-        o for uri, o in listed.items() if uri not in referenced and uri not in handled and uri != state_uri
-    ]
+    referenced = set(run.reachable(run.reload())) | run.protected
+    run.state.handled = sorted(uri for uri in run.state.handled if uri in listed)
+    handled = set(run.state.handled)
+    cutoff = run.clock.now - timedelta(hours=run.policy.orphan_min_age_hours)
+    unreferenced = [o for uri, o in listed.items() if uri not in referenced and uri not in handled]
     orphans = sorted((o for o in unreferenced if o.last_modified <= cutoff), key=lambda o: o.uri)
     result: dict[str, Any] = {
         "found": len(orphans),
         "bytes": sum(o.size for o in orphans),
         "younger_than_min_age": len(unreferenced) - len(orphans),
-        "min_age_hours": policy.orphan_min_age_hours,
+        "min_age_hours": run.policy.orphan_min_age_hours,
         "sample": [o.uri for o in orphans[:10]],
-        "action": "listed" if dry_run else policy.unreferenced.action,
+        "action": "listed" if run.dry_run else run.policy.unreferenced.action,
     }
-    if dry_run or not orphans:
+    if run.dry_run or not orphans:
         return result
-    result.update(
-        apply_file_action(ctx, policy, current, index, state, [o.uri for o in orphans], protected=protected)
-    )
+    result.update(apply_file_action(run, [o.uri for o in orphans], run.policy.unreferenced.action))
     return result
 
 
