@@ -72,10 +72,9 @@ def create_sample_table(catalog, identifier: str, location: str) -> Table:
 def write_sample_table(
     catalog, identifier: str, location: str, commits: int, n_regions: int = 4, rows_per_region: int = 2
 ) -> Table:
-    """A new table with ``commits`` full overwrites (pyiceberg commits a delete and an append snapshot for
-    each except the first, on an empty table, so the table ends with 2 x ``commits`` - 1 snapshots and
-    ``commits`` x ``n_regions`` data
-    files written, ``n_regions`` of them live)."""
+    """A new table with ``commits`` full overwrites. pyiceberg commits a delete and an append snapshot for
+    each but the first (the table is empty then), so the table ends with 2 x ``commits`` - 1 snapshots,
+    and ``commits`` x ``n_regions`` data files written, ``n_regions`` of them live."""
     table = create_sample_table(catalog, identifier, location)
     for version in range(commits):
         table.overwrite(sample_rows(version, n_regions, rows_per_region))
