@@ -37,9 +37,11 @@ Tasks:
    already registered on the same file changes nothing; an archive name already used for another
    metadata file is refused.
 
-Keep archive tables read-only: they share the source table's files. The source's maintenance treats
-files only the archive references as unreferenced (tags them for the lifecycle rule, which archives and
-later expires them), so an archive table is for a restore-and-query session, not for keeping.
+After registering, the source's delete tag is removed from every file the archive reaches, so the
+lifecycle rule no longer archives or expires them, and the source's maintenance finds the archive in
+Glue and never deletes, tags or calls orphan a file it reaches. Keep archive tables read-only: they
+share the source table's files and location. Drop the archive table (Glue) when it is no longer needed:
+its files are then unreferenced for the next maintenance run.
 """
 
 
