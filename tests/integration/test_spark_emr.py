@@ -122,7 +122,10 @@ def test_transient_cluster_group_wires_into_a_dag_with_a_teardown():
     assert create.emr_conn_id is None
     for task in (create, dag.task_dict["partition_profile.run_step"], terminate):
         assert (task.aws_conn_id, task.region_name) == ("aws_default", "us-east-1")
-        assert task.botocore_config == {"retries": {"mode": "adaptive", "max_attempts": 10}}
+        assert task.botocore_config == {
+            "retries": {"mode": "adaptive", "max_attempts": 10},
+            "max_pool_connections": 64,
+        }
 
 
 # -- EMR: a configured cluster ---------------------------------------------------------------------------
