@@ -10,6 +10,7 @@ are refused or fail fast without touching Glue.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -37,6 +38,19 @@ SEED_DAYS = 10
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def create_backfill(airflow: StandaloneAirflow, body: dict, attempts: int = 6) -> dict:
+    """POST /backfills. On SQLite, Airflow refuses it with 503 "Database is locked" while the scheduler
+    holds the database (it says to retry or use PostgreSQL): retry, as someone at the CLI would."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return airflow.api("POST", "/backfills", json=body)
+        except AirflowApiError as exc:
+            if exc.status_code != 503 or attempt == attempts:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def trigger(airflow: StandaloneAirflow, conf: dict) -> dict:
@@ -183,10 +197,9 @@ def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow
     assert before["cloudtrail"] == {}
 
     from_date, to_date = "2024-03-02T00:00:00Z", "2024-03-04T00:00:00Z"
-    backfill = airflow.api(
-        "POST",
-        "/backfills",
-        json={
+    backfill = create_backfill(
+        airflow,
+        {
             "dag_id": DAG_ID,
             "from_date": from_date,
             "to_date": to_date,
