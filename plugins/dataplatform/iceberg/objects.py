@@ -119,9 +119,7 @@ def tag_objects(
         outcome = "failed"
         try:
             outcome = _merge_tag(s3, uri, key, value, calls)
-        except ClientError as exc:
-            failures[uri] = str(exc)
-        except ValueError as exc:
+        except (ClientError, ValueError) as exc:  # recorded, raised together once every object was tried
             failures[uri] = str(exc)
         with lock:
             if outcome == "tagged":
