@@ -24,13 +24,12 @@ removal find nothing left to do.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from spark_jobs.common import iceberg_sql
+from spark_jobs.common import iceberg_sql, main_with_spec
 from spark_jobs.common.storage import Storage
 
 JOB = "iceberg_maintenance"
@@ -161,17 +160,14 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, spark: Any = None) -> int:
-    parser = argparse.ArgumentParser(prog=JOB)
-    parser.add_argument("--spec", required=True, help="URI of the job spec (JSON)")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    spec = iceberg_sql.check_spec(Storage().read_json(args.spec))
-    storage = Storage(endpoint_url=spec.get("aws_endpoint_url"), region=spec.get("region"))
-    if spark is None:
-        from spark_jobs.common import spark_session
-
-        spark = spark_session(f"{JOB}:{spec['table_key']}")
-    run(spark, spec, storage)
-    return 0
+    return main_with_spec(
+        JOB,
+        run,
+        sys.argv[1:] if argv is None else argv,
+        check=iceberg_sql.check_spec,
+        app_name=lambda spec: f"{JOB}:{spec['table_key']}",
+        spark=spark,
+    )
 
 
 if __name__ == "__main__":

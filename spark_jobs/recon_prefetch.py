@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from spark_jobs.common import main_with_spec
 from spark_jobs.common.dynamo import IndexEntry, check_artifact, client, iter_index_entries, map_in_threads
 from spark_jobs.common.ranges import ReadPlan, iter_coalesced, slice_members
-from spark_jobs.common.recon_schema import main_with_spec
 from spark_jobs.common.storage import Storage, join
 
 STATS = ("touched_keys", "index_hits", "range_reads", "bytes_read", "prefetched_artifacts")

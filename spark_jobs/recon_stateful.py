@@ -21,6 +21,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs.common import main_with_spec
 from spark_jobs.common.recon_schema import (
     ARTIFACT_FIELDS,
     ARTIFACT_JSON_SCHEMA,
@@ -35,7 +36,6 @@ from spark_jobs.common.recon_schema import (
     STATUSES,
     check_spec,
     folder_exists,
-    main_with_spec,
     read_committed_stats,
 )
 from spark_jobs.common.storage import Storage, join

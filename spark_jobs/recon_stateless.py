@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from spark_jobs.common import main_with_spec
 from spark_jobs.common.recon_schema import (
     AMOUNT_NOT_INTEGER,
     AMOUNT_PATTERN,
@@ -40,7 +41,6 @@ from spark_jobs.common.recon_schema import (
     UNKNOWN_EVENT_TYPE,
     check_spec,
     folder_exists,
-    main_with_spec,
     missing,
     read_committed_stats,
 )

@@ -7,8 +7,6 @@ side reads the same files with plain JSON).
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyspark.sql.types import (
@@ -131,27 +129,6 @@ def check_spec(spec: dict[str, Any], required: tuple[str, ...], what: str) -> di
     for key in ("output_uri", "state_uri"):
         if key in spec and not str(spec[key]).endswith("/"):
             raise ValueError(f"{what} job spec: {key} must end with '/', got {spec[key]!r}")
-    return spec
-
-
-def main_with_spec(job: str, run: Callable[..., dict], argv: Sequence[str]) -> int:
-    """The ``main`` of every reconciliation job: ``--spec <uri of _job.json>``, everything else is in the
-    spec. The job's storage makes its S3 calls with the spec's endpoint (moto locally, ``None`` on EMR)."""
-    from spark_jobs.common import spark_session
-
-    parser = argparse.ArgumentParser(prog=job)
-    parser.add_argument("--spec", required=True, help="URI of the job spec (_job.json)")
-    args = parser.parse_args(list(argv))
-    spec = read_spec(Storage(), args.spec)
-    storage = Storage(endpoint_url=spec.get("aws_endpoint_url"), region=spec.get("region"))
-    run(spark_session(job), spec, storage)
-    return 0
-
-
-def read_spec(storage: Storage, uri: str) -> dict[str, Any]:
-    spec = storage.read_json(uri)
-    if not isinstance(spec, dict):
-        raise ValueError(f"job spec {uri} is not a JSON object")
     return spec
 
 
