@@ -391,6 +391,161 @@ class IcebergSettings(_Strict):
         return value
 
 
+# -- GDPR erasure -------------------------------------------------------------------------------------------
+
+_DYNAMODB_TABLE = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+
+def _dynamodb_table_name(value: str) -> str:
+    if not _DYNAMODB_TABLE.match(value):
+        raise ValueError(f"{value!r} is not a valid DynamoDB table name")
+    return value
+
+
+class GdprDataset(_Strict):
+    """A table that holds personal data, and how a subject's rows are found and erased in it.
+
+    ``subject_columns``: every column that may hold a subject id (a row matches when any of them does).
+    Iceberg tables are found through the Glue catalog (``database``.``table``); ``engine: pyiceberg``
+    rewrites the files in the Airflow worker, ``spark`` runs ``DELETE FROM`` on EMR for large tables.
+    Hudi tables are always erased by a Spark job on a transient EMR cluster and need their storage
+    ``location``, ``record_key`` and ``precombine_field`` (Hudi's delete needs key, partition path and
+    ordering field); ``partition_column`` is the partition path field.
+    """
+
+    format: Literal["iceberg", "hudi"]
+    catalog: Literal["glue"] = "glue"
+    database: str
+    table: str
+    subject_columns: list[str] = Field(min_length=1)
+    partition_column: str | None = None
+    engine: Literal["pyiceberg", "spark"] = "pyiceberg"
+    # A tag or branch pinning a snapshot that still holds a subject's rows: ``fail`` stops the dataset and
+    # names the refs (a person decides), ``drop`` removes the ref so the snapshot can be expired.
+    pinned_refs: Literal["fail", "drop"] = "fail"
+    # Hudi only.
+    location: str | None = None
+    record_key: str | None = None
+    precombine_field: str | None = None
+    hudi_table_type: Literal["COPY_ON_WRITE", "MERGE_ON_READ"] = "COPY_ON_WRITE"
+
+    @field_validator("database", "table")
+    @classmethod
+    def _glue_identifier(cls, value: str) -> str:
+        return glue_identifier(value)
+
+    @field_validator("subject_columns")
+    @classmethod
+    def _columns(cls, value: list[str]) -> list[str]:
+        bad = [column for column in value if not _IDENTIFIER.match(column)]
+        if bad:
+            raise ValueError(f"subject columns must be lower-case identifiers, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("subject_columns must be distinct")
+        return value
+
+    @field_validator("partition_column", "record_key", "precombine_field")
+    @classmethod
+    def _column(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a lower-case column name")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location_uri(cls, value: str | None) -> str | None:
+        return None if value is None else _require_s3_or_file_uri(value)
+
+    @model_validator(mode="after")
+    def _format_has_what_it_needs(self) -> GdprDataset:
+        if self.format == "hudi":
+            if self.engine != "spark":
+                raise ValueError(
+                    "a hudi dataset needs engine 'spark' (Hudi deletes run as a Spark job on EMR)"
+                )
+            missing = [
+                key
+                for key in ("location", "record_key", "precombine_field", "partition_column")
+                if not getattr(self, key)
+            ]
+            if missing:
+                raise ValueError(f"a hudi dataset needs {', '.join(missing)}")
+        else:
+            hudi_only = [key for key in ("location", "record_key", "precombine_field") if getattr(self, key)]
+            if hudi_only:
+                raise ValueError(f"{', '.join(hudi_only)}: hudi datasets only")
+        return self
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+class GdprSettings(_Strict):
+    requests_table: str = "gdpr_requests"
+    # Append-only: records are only ever added (conditional puts), never updated or deleted.
+    audit_table: str = "gdpr_audit"
+    # The Airflow connection (or secrets backend entry) whose password is the HMAC key that stands in for
+    # subject ids in logs, reports and the audit trail.
+    hmac_conn_id: str = "gdpr_hmac"
+    # What a subject id looks like; anything else is refused before a request is stored.
+    subject_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$"
+    # Days between receipt and the legal deadline (GDPR: one month).
+    deadline_days: Annotated[int, Field(ge=1, le=90)] = 30
+    # Requests one run claims.
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    # An IN_PROGRESS claim older than this (its run died) may be claimed by another run.
+    claim_timeout_minutes: Annotated[int, Field(ge=1)] = 360
+    # Spark job specs (they hold subject ids: keep the prefix private), their results, and the purge's
+    # list of files still to delete when a run dies between its commit and its deletes.
+    work_uri: str
+    # Concurrent file reads and writes of the pyiceberg engine.
+    workers: Annotated[int, Field(ge=1, le=64)] = 8
+    commit_retries: Annotated[int, Field(ge=0, le=20)] = 4
+    datasets: dict[str, GdprDataset] = Field(min_length=1)
+
+    @field_validator("requests_table", "audit_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        return _dynamodb_table_name(value)
+
+    @field_validator("hmac_conn_id")
+    @classmethod
+    def _conn_id(cls, value: str) -> str:
+        if not _CONN_ID.match(value):
+            raise ValueError(f"{value!r} is not a valid Airflow connection id")
+        return value
+
+    @field_validator("subject_id_pattern")
+    @classmethod
+    def _anchored_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if not (value.startswith("^") and value.endswith("$")):
+            raise ValueError("must be anchored with ^ and $ (a subject id is matched whole)")
+        return value
+
+    @field_validator("work_uri")
+    @classmethod
+    def _work_uri(cls, value: str) -> str:
+        # Read by EMR jobs and by the purge's pending-delete state: S3 in every environment.
+        value = _require_s3_or_file_uri(value)
+        if not value.startswith("s3://"):
+            raise ValueError("must be an s3:// URI")
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_keys(cls, value: dict[str, GdprDataset]) -> dict[str, GdprDataset]:
+        bad = [key for key in value if not _IDENTIFIER.match(key)]
+        if bad:
+            raise ValueError(f"dataset keys must be lower-case identifiers, got {bad}")
+        return value
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -400,6 +555,7 @@ class Settings(_Strict):
     glue: GlueSettings
     reconciliation: ReconciliationSettings
     iceberg: IcebergSettings
+    gdpr: GdprSettings
 
     @field_validator("reports_uri")
     @classmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 from pathlib import Path
 
 from dataplatform.config import REPO_ROOT
@@ -31,4 +33,11 @@ def airflow_env(airflow_home: Path, moto_url: str, base: dict[str, str] | None =
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
         }
     )
+    # The GDPR HMAC key (gdpr.hmac_conn_id): a throwaway key per local environment. In AWS it lives in the
+    # secrets backend.
+    env.setdefault("AIRFLOW_CONN_GDPR_HMAC", gdpr_hmac_connection())
     return env
+
+
+def gdpr_hmac_connection(key: str | None = None) -> str:
+    return json.dumps({"conn_type": "generic", "password": key or secrets.token_hex(32)})

@@ -183,3 +183,33 @@ def seed_iceberg(catalog, s3, config: Settings) -> dict:
         )
         seeded[name] = len(table.metadata.snapshots)
     return seeded
+
+
+# Customers in the demo's personal-data tables, and the people the demo run erases.
+GDPR_DEMO = {"customers": 30, "erase": ["cust-000004", "cust-000017"]}
+
+
+def gdpr_demo_location(config: Settings, key: str) -> str:
+    dataset = config.gdpr.datasets[key]
+    bucket, _ = split_s3_uri(config.gdpr.work_uri)
+    return f"s3://{bucket}/iceberg/{dataset.database}/{dataset.table}"
+
+
+def seed_gdpr(catalog, s3, config: Settings) -> dict:
+    """(Re)create the configured pyiceberg GDPR datasets with personal data over several snapshots (the
+    demo's tables: in AWS they exist already), in a versioned bucket so the purge has versions to remove."""
+    from dataplatform.gdpr import sample
+
+    bucket = split_s3_uri(config.gdpr.work_uri)[0]
+    ensure_bucket(s3, bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    writers = {"customer_profiles": sample.write_profiles, "payments": sample.write_payments}
+    seeded = {}
+    for key, dataset in config.gdpr.datasets.items():
+        if dataset.format != "iceberg" or dataset.engine != "pyiceberg" or key not in writers:
+            continue
+        table = writers[key](
+            catalog, dataset.identifier, gdpr_demo_location(config, key), GDPR_DEMO["customers"]
+        )
+        seeded[key] = table.scan().to_arrow().num_rows
+    return seeded

@@ -99,6 +99,68 @@ def delete_objects(s3, uris: Iterable[str], calls: CallCounter | None = None) ->
     return deleted
 
 
+def bucket_is_versioned(s3, bucket: str) -> bool:
+    """Versioning on, or suspended (objects written while it was on still have their versions)."""
+    return s3.get_bucket_versioning(Bucket=bucket).get("Status") in ("Enabled", "Suspended")
+
+
+def _versions_of(s3, uris: Iterable[str]) -> dict[str, list[dict]]:
+    """Bucket -> every version and delete marker of the ``uris`` (``{"Key", "VersionId"}``). One listing
+    per folder holding them, not one per object: a table's files share a few partition folders."""
+    wanted: dict[str, set[str]] = {}
+    for uri in uris:
+        bucket, key = split_uri(uri)
+        wanted.setdefault(bucket, set()).add(key)
+    found: dict[str, list[dict]] = {}
+    for bucket, keys in wanted.items():
+        if not bucket_is_versioned(s3, bucket):
+            continue
+        for folder in sorted({key.rsplit("/", 1)[0] + "/" if "/" in key else "" for key in keys}):
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=folder):
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    if entry["Key"] in keys:
+                        found.setdefault(bucket, []).append(
+                            {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+                        )
+    return found
+
+
+def delete_all_versions(s3, uris: Iterable[str]) -> int:
+    """Delete every version and delete marker of ``uris`` in versioned buckets (a plain delete there only
+    hides the bytes behind a delete marker). Returns the number of versions deleted; 0 when unversioned."""
+    deleted, failures = 0, {}
+    for bucket, versions in _versions_of(s3, uris).items():
+        for start in range(0, len(versions), DELETE_BATCH):
+            batch = versions[start : start + DELETE_BATCH]
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = response.get("Errors", [])
+            for error in errors:
+                failures[f"s3://{bucket}/{error['Key']}?versionId={error.get('VersionId')}"] = (
+                    f"{error.get('Code')}: {error.get('Message')}"
+                )
+            deleted += len(batch) - len(errors)
+    if failures:
+        raise ObjectActionError("DeleteObjects (versions)", failures)
+    return deleted
+
+
+def existing_versions(s3, uris: Sequence[str]) -> list[str]:
+    """Those of ``uris`` still readable in any form: the current object, or (versioned buckets) any
+    version or delete marker left."""
+    present = set()
+    for uri in uris:
+        bucket, key = split_uri(uri)
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+            present.add(uri)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                raise
+    for bucket, versions in _versions_of(s3, uris).items():
+        present.update(f"s3://{bucket}/{v['Key']}" for v in versions)
+    return sorted(present)
+
+
 @dataclass
 class TagResult:
     tagged: int = 0

@@ -1,0 +1,105 @@
+"""Daily GDPR erasure. Wiring only: see dataplatform.gdpr (requests, erasure, iceberg_erasure, audit) and
+dataplatform.operators.gdpr."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.utils.trigger_rule import TriggerRule
+
+from dataplatform.operators.gdpr import GdprIcebergErasureOperator
+
+DOC = """
+### GDPR erasure
+
+Daily (03:00 UTC). Erases the people of open right-to-be-forgotten requests (DynamoDB `gdpr_requests`,
+submitted with `python -m dataplatform.gdpr submit --subject-id ...` or from this DAG's trigger form)
+from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
+
+1. **accept_requests**: checks the params (bad subject ids or unknown datasets fail here, before
+   anything is stored or changed) and submits the form's subject ids as requests.
+2. **claim_requests**: up to `batch_size` open requests (PENDING, FAILED, or IN_PROGRESS with a dead
+   claim), oldest first, each claimed with a conditional write.
+3. **erase_iceberg** (mapped, one per pyiceberg dataset): deletes the subjects' rows (copy-on-write: only
+   the files whose statistics can hold them are read and rewritten, in one commit); expires every
+   snapshot that still reaches their rows, whatever retain_last says (a tag or branch pinning one:
+   `pinned_refs: fail` stops the dataset and names the refs, `drop` removes them); deletes the files the
+   expiry unreferences and their noncurrent versions; verifies that no snapshot left (current, tags,
+   branches) holds a row of theirs and no deleted file is left; writes each request's progress and an
+   audit record (DynamoDB `gdpr_audit`, append-only).
+4. **finish_requests**: a request is COMPLETED when every dataset verified it; otherwise FAILED with the
+   reasons, and later runs claim it again. The task fails (the run shows red) when any request failed.
+
+Subject ids never appear in logs, XCom or reports: subjects are named by an HMAC keyed with the password of
+the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
+"""
+
+
+@dag(
+    dag_id="gdpr_erasure",
+    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    },
+    tags=["gdpr", "iceberg", "hudi"],
+    doc_md=DOC,
+    params={
+        "subject_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1, "maxLength": 256},
+            title="Subject ids",
+            description="Submit erasure requests for these people before claiming (one request each).",
+        ),
+        "datasets": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Datasets",
+            description="Keys of gdpr.datasets in the config; empty for every dataset.",
+        ),
+    },
+)
+def gdpr_erasure():
+    @task
+    def accept_requests(params: dict, run_id: str) -> dict:
+        from dataplatform.operators.gdpr import accept_requests
+
+        return accept_requests(params, run_id)
+
+    @task
+    def claim_requests(accepted: dict, run_id: str) -> list[str]:
+        from dataplatform.operators.gdpr import claim
+
+        return claim(run_id)
+
+    @task
+    def pyiceberg_datasets(accepted: dict, claimed: list[str]) -> list[str]:
+        from dataplatform.config import settings
+
+        datasets = settings().gdpr.datasets
+        return [key for key in accepted["datasets"] if datasets[key].engine == "pyiceberg"] if claimed else []
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def finish_requests(claimed: list[str], **context) -> dict:
+        from dataplatform.operators.gdpr import finish_requests
+
+        return finish_requests(claimed, context)
+
+    accepted = accept_requests()
+    claimed = claim_requests(accepted)
+    erase = GdprIcebergErasureOperator.partial(
+        task_id="erase_iceberg", request_ids=claimed, map_index_template="{{ task.dataset }}"
+    ).expand(dataset=pyiceberg_datasets(accepted, claimed))
+    erase >> finish_requests(claimed)
+
+
+gdpr_erasure()

@@ -1,0 +1,230 @@
+"""One dataset's erasure for the requests a run claimed, and what it leaves behind: each request's
+progress for the dataset, one audit record per request, and a report that names subjects by HMAC only.
+
+The pyiceberg engine runs here (``erase_iceberg_dataset``); Spark datasets (Hudi, and Iceberg with
+``engine: spark``) run as jobs whose result JSON is recorded by ``record_spark_result``. Either way,
+``record_outcome`` writes the progress and the audit, so a request's trail reads the same whatever ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pyiceberg.exceptions import NoSuchTableError
+
+from dataplatform.config import GdprDataset, GdprSettings
+from dataplatform.gdpr import audit, requests
+from dataplatform.gdpr.iceberg_erasure import (
+    ErasureError,
+    PinnedRefsError,
+    SubjectFilter,
+    SubjectScanner,
+    check_pinned_refs,
+    delete_subject_rows,
+    purge_subject_history,
+    verify_erasure,
+)
+from dataplatform.gdpr.requests import Request
+from dataplatform.gdpr.subjects import subject_hmac
+from dataplatform.iceberg.state import state_uri_for
+
+log = logging.getLogger(__name__)
+
+VERIFIED, FAILED, PINNED_REFS = "verified", "failed", "pinned_refs"
+
+
+@dataclass
+class ErasureContext:
+    settings: GdprSettings
+    dynamodb: Any
+    s3: Any
+    hmac_key: bytes
+    run_id: str
+    try_number: int = 1
+    catalog: Any = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def hmac(self, subject_id: str) -> str:
+        return subject_hmac(self.hmac_key, subject_id)
+
+    def now(self) -> str:
+        return self.clock().isoformat(timespec="seconds")
+
+
+@dataclass
+class Outcome:
+    """What happened to one dataset for the claimed requests."""
+
+    outcome: str  # verified | failed | pinned_refs
+    started_at: str
+    rows_deleted: int = 0
+    # A row naming two subjects (payer and payee) counts for each.
+    rows_by_subject: dict[str, int] = field(default_factory=dict)
+    files_rewritten: int | None = None
+    commit: str | None = None
+    expired_snapshots: list[str] = field(default_factory=list)
+    dropped_refs: list[str] = field(default_factory=list)
+    verification: dict[str, Any] = field(default_factory=lambda: {"passed": False})
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def distinct_subjects(claimed: list[Request]) -> list[str]:
+    return sorted({request.subject_id for request in claimed})
+
+
+# -- pyiceberg ------------------------------------------------------------------------------------------
+
+
+def erase_iceberg_dataset(ctx: ErasureContext, key: str, claimed: list[Request]) -> dict[str, Any]:
+    """Delete, purge and verify the subjects of ``claimed`` in one Iceberg dataset (pyiceberg), then
+    record the outcome. A refused dataset (pinned refs under ``fail``, a bad column) is recorded and
+    reported, not raised: the other datasets go on, and the request stays retriable. Any other error is
+    recorded and raised, so Airflow retries the task."""
+    dataset = ctx.settings.datasets[key]
+    if dataset.format != "iceberg" or dataset.engine != "pyiceberg":
+        raise ErasureError(f"dataset {key!r} is {dataset.format}/{dataset.engine}: it runs as a Spark job")
+    started = ctx.now()
+    if not claimed:
+        return {"dataset": key, "requests": 0, "summary": f"{key}: no requests to erase"}
+    try:
+        outcome = _erase_iceberg(ctx, key, dataset, distinct_subjects(claimed), started)
+    except PinnedRefsError as exc:
+        outcome = Outcome(PINNED_REFS, started, reason=str(exc), details={"pinned_refs": exc.refs})
+    except ErasureError as exc:
+        outcome = Outcome(FAILED, started, reason=str(exc))
+    except Exception as exc:
+        record_outcome(ctx, key, claimed, Outcome(FAILED, started, reason=f"error: {exc}"))
+        raise
+    return record_outcome(ctx, key, claimed, outcome)
+
+
+def _erase_iceberg(
+    ctx: ErasureContext, key: str, dataset: GdprDataset, subject_ids: list[str], started: str
+) -> Outcome:
+    try:
+        table = ctx.catalog.load_table(dataset.identifier)
+    except NoSuchTableError:
+        raise ErasureError(f"dataset {key}: Iceberg table {dataset.identifier} does not exist") from None
+    subject_filter = SubjectFilter.build(table.schema(), dataset.subject_columns, subject_ids)
+    workers = ctx.settings.workers
+    # Before anything changes: a pinned ref under the `fail` policy stops here.
+    check_pinned_refs(table, SubjectScanner(table, subject_filter, workers), dataset.pinned_refs)
+    deleted = delete_subject_rows(
+        table,
+        dataset.subject_columns,
+        subject_ids,
+        workers=workers,
+        commit_retries=ctx.settings.commit_retries,
+        snapshot_properties={"dataplatform.gdpr-run": ctx.run_id},
+    )
+    table = table.refresh()
+    purged = purge_subject_history(
+        table,
+        SubjectScanner(table, subject_filter, workers),
+        ctx.s3,
+        state_uri_for(f"{ctx.settings.work_uri}state", dataset.identifier),
+        dataset.pinned_refs,
+        ctx.settings.commit_retries,
+    )
+    verification = verify_erasure(table, subject_filter, deleted.removed_files + purged.deleted_files, ctx.s3)
+    return Outcome(
+        VERIFIED if verification.passed else FAILED,
+        started,
+        rows_deleted=deleted.rows_deleted,
+        rows_by_subject=deleted.rows_by_subject,
+        files_rewritten=deleted.files_rewritten,
+        commit=str(deleted.snapshot_id) if deleted.snapshot_id else None,
+        expired_snapshots=[str(s) for s in purged.expired_snapshots],
+        dropped_refs=purged.dropped_refs,
+        verification=verification.as_dict(),
+        reason=None if verification.passed else "verification found rows or files of the subjects",
+        details={
+            "data_files": deleted.data_files,
+            "files_scanned": deleted.files_scanned,
+            "bytes_rewritten": deleted.bytes_rewritten,
+            "files_deleted": purged.files_deleted,
+            "versions_deleted": purged.versions_deleted,
+            "resumed_pending_deletes": purged.resumed_pending,
+        },
+    )
+
+
+# -- recording ------------------------------------------------------------------------------------------
+
+
+def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcome: Outcome) -> dict[str, Any]:
+    """Progress on each request, one audit record each, and the dataset's report (HMACs, no ids)."""
+    finished = ctx.now()
+    per_request = []
+    for request in claimed:
+        rows = outcome.rows_by_subject.get(request.subject_id, 0)
+        verified = outcome.outcome == VERIFIED
+        requests.record_progress(
+            ctx.dynamodb,
+            ctx.settings.requests_table,
+            request.request_id,
+            ctx.run_id,
+            key,
+            {
+                "verified": verified,
+                "outcome": outcome.outcome,
+                "rows_deleted": rows,
+                "reason": outcome.reason,
+                "run_id": ctx.run_id,
+                "at": finished,
+            },
+        )
+        record = audit.AuditRecord(
+            request_id=request.request_id,
+            subject_hmac=ctx.hmac(request.subject_id),
+            dataset=key,
+            run_id=ctx.run_id,
+            try_number=ctx.try_number,
+            outcome=outcome.outcome,
+            rows_deleted=rows,
+            files_rewritten=outcome.files_rewritten,
+            commit=outcome.commit,
+            expired_snapshots=outcome.expired_snapshots,
+            dropped_refs=outcome.dropped_refs,
+            verification=outcome.verification,
+            started_at=outcome.started_at,
+            finished_at=finished,
+            reason=outcome.reason,
+            details=outcome.details,
+        )
+        audit.append(ctx.dynamodb, ctx.settings.audit_table, record)
+        per_request.append(
+            {
+                "request_id": request.request_id,
+                "subject_hmac": record.subject_hmac,
+                "rows_deleted": rows,
+                "outcome": outcome.outcome,
+            }
+        )
+    report = {
+        "dataset": key,
+        "outcome": outcome.outcome,
+        "reason": outcome.reason,
+        "requests": per_request,
+        "rows_deleted": outcome.rows_deleted,
+        "files_rewritten": outcome.files_rewritten,
+        "commit": outcome.commit,
+        "expired_snapshots": outcome.expired_snapshots,
+        "dropped_refs": outcome.dropped_refs,
+        "verification": outcome.verification,
+        "details": outcome.details,
+        "started_at": outcome.started_at,
+        "finished_at": finished,
+    }
+    report["summary"] = (
+        f"{key}: {outcome.outcome} for {len(claimed)} requests, {report['rows_deleted']} rows deleted, "
+        f"{outcome.files_rewritten or 0} files rewritten, {len(outcome.expired_snapshots)} snapshots expired"
+        + (f" ({outcome.reason})" if outcome.reason else "")
+    )
+    log.info("%s", report["summary"])
+    return report

@@ -1,0 +1,502 @@
+"""Erasing subjects from an Iceberg table with pyiceberg: delete, purge, verify.
+
+1. ``delete_subject_rows``: copy-on-write delete in one commit. Only data files whose column statistics
+   can hold a subject are opened (pyiceberg's scan planning prunes by partition and by min/max bounds);
+   they are read, filtered and rewritten in parallel; files with no row of the subjects are left as they
+   are. pyiceberg's own ``Table.delete`` does the same rewrite one file at a time and may commit twice.
+2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows is
+   expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
+   ``pinned_refs`` policy (``fail``: nothing is changed and the refs are named; ``drop``: the ref goes in
+   the same commit). The files the expiry unreferences are deleted for real, and so are their noncurrent
+   versions in a versioned bucket. The commit, the reachable-file walk and the delete are Iceberg
+   maintenance's (``dataplatform.iceberg``); the list of files to delete is saved before the commit's
+   files are touched, and a run that dies in between finishes it on its next run.
+3. ``verify_erasure``: pyiceberg scans (not this module's scanner) of every snapshot left in the metadata
+   (the current one, and every tag and branch) find no row of the subjects, and no deleted file or
+   version of it is left in S3.
+
+Subject ids are never logged: counts are logged, and rows per subject are returned to the caller, who
+names subjects by their HMAC.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In, Or
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.refs import MAIN_BRANCH
+from pyiceberg.types import IntegerType, LongType, StringType
+
+from dataplatform.iceberg import objects, snapshots
+from dataplatform.iceberg.files import FileIndex, reachable_files
+from dataplatform.iceberg.maintenance import expiry_commit, unreferenced_between
+from dataplatform.iceberg.state import TableState, load_state, save_state
+
+log = logging.getLogger(__name__)
+
+# Snapshot summary property on the delete's snapshot: audits and later runs can tell erasures apart.
+ERASURE_PROPERTY = "dataplatform.gdpr-erasure"
+
+
+class ErasureError(RuntimeError):
+    """The dataset cannot be erased as configured (wrong column, merge-on-read deletes, ...). Nothing was
+    changed; a retry cannot help until someone fixes the cause."""
+
+
+class PinnedRefsError(ErasureError):
+    """Tags or branches pin snapshots that hold the subjects' rows and the policy is ``fail``."""
+
+    def __init__(self, identifier: str, refs: dict[str, int]):
+        self.refs = refs
+        named = ", ".join(f"{name} (snapshot {snapshot_id})" for name, snapshot_id in sorted(refs.items()))
+        super().__init__(
+            f"{identifier}: refs {named} pin snapshots that hold rows of the subjects; the dataset's "
+            "pinned_refs policy is 'fail': drop or move them (or set pinned_refs: drop), then rerun"
+        )
+
+
+# -- which rows belong to the subjects ------------------------------------------------------------------
+
+
+_ID_TYPES = {StringType: str, LongType: int, IntegerType: int}
+
+
+@dataclass(frozen=True)
+class SubjectFilter:
+    """The rows any of ``columns`` of which holds one of the subject ids, as an Iceberg expression (for
+    pruning and scans) and as an Arrow mask (for rewriting)."""
+
+    columns: tuple[str, ...]
+    # Per column, the ids converted to the column's type, with the raw id each one came from.
+    values: dict[str, dict[Any, str]]
+
+    @classmethod
+    def build(cls, schema: Schema, columns: Sequence[str], subject_ids: Sequence[str]) -> SubjectFilter:
+        if not columns:
+            raise ErasureError("no subject columns configured")
+        values: dict[str, dict[Any, str]] = {}
+        for column in columns:
+            try:
+                field_type = type(schema.find_field(column).field_type)
+            except ValueError:
+                raise ErasureError(f"subject column {column!r} is not in the table's schema") from None
+            convert = _ID_TYPES.get(field_type)
+            if convert is None:
+                raise ErasureError(
+                    f"subject column {column!r} has type {field_type.__name__}: string or integer"
+                )
+            try:
+                values[column] = {convert(subject_id): subject_id for subject_id in subject_ids}
+            except ValueError:
+                raise ErasureError(f"a subject id is not an integer, but column {column!r} is") from None
+        return cls(tuple(columns), values)
+
+    @property
+    def expression(self) -> BooleanExpression:
+        terms = [In(column, set(self.values[column])) for column in self.columns]
+        return terms[0] if len(terms) == 1 else Or(*terms)
+
+    def mask(self, rows: pa.Table) -> pa.ChunkedArray:
+        masks = [
+            pc.is_in(rows[column], value_set=pa.array(list(self.values[column]))) for column in self.columns
+        ]
+        combined = masks[0]
+        for other in masks[1:]:
+            combined = pc.or_kleene(combined, other)
+        return pc.fill_null(combined, False)
+
+    def rows_per_subject(self, matched: pa.Table) -> Counter[str]:
+        """Rows per raw subject id; a row naming two subjects (payer and payee) counts for each."""
+        counts: Counter[str] = Counter()
+        columns = [
+            [self.values[column].get(value) for value in matched[column].to_pylist()]
+            for column in self.columns
+        ]
+        for row in zip(*columns, strict=True):
+            for subject_id in {subject for subject in row if subject is not None}:
+                counts[subject_id] += 1
+        return counts
+
+
+@dataclass
+class FileRewrite:
+    """One data file that held subject rows: what replaces it (nothing when every row matched)."""
+
+    original: DataFile
+    replacements: list[DataFile]
+    rows_deleted: int
+    rows_per_subject: Counter[str]
+
+
+class SubjectScanner:
+    """Finds the data files that hold subject rows, reading each candidate file at most once."""
+
+    def __init__(self, table: Table, subject_filter: SubjectFilter, workers: int = 8):
+        self.table = table
+        self.filter = subject_filter
+        self.workers = workers
+        self._matches: dict[str, int] = {}
+        self.files_read = 0
+
+    def candidates(self, snapshot_id: int | None = None) -> list[FileScanTask]:
+        """Data files of the snapshot (default: current) whose partition and column bounds may hold a
+        subject."""
+        scan = self.table.scan(row_filter=self.filter.expression, snapshot_id=snapshot_id)
+        return list(scan.plan_files())
+
+    def read(self, data_file: DataFile) -> pa.Table:
+        """Every row the file holds (positional or equality deletes are not applied: a row that is only
+        marked deleted is still in the bytes)."""
+        self.files_read += 1
+        metadata = self.table.metadata
+        scan = ArrowScan(metadata, self.table.io, metadata.schema(), AlwaysTrue())
+        return scan.to_table([FileScanTask(data_file)])
+
+    def matching_rows(self, tasks: Iterable[FileScanTask]) -> dict[str, int]:
+        """Subject rows per data file path, for files not looked at before (in parallel)."""
+        todo = {task.file.file_path: task.file for task in tasks if task.file.file_path not in self._matches}
+        with ThreadPoolExecutor(self.workers) as pool:
+            counts = pool.map(lambda f: pc.sum(self.filter.mask(self.read(f))).as_py() or 0, todo.values())
+            self._matches.update(zip(todo, counts, strict=True))
+        return self._matches
+
+
+# -- 1. delete ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeleteResult:
+    data_files: int
+    files_scanned: int
+    files_rewritten: int
+    bytes_rewritten: int
+    rows_deleted: int
+    rows_by_subject: dict[str, int]
+    snapshot_id: int | None
+    removed_files: list[str] = field(default_factory=list)
+    conflicts_retried: int = 0
+
+
+def live_data_files(table: Table) -> int:
+    """Data files of the current snapshot, from the manifest list's counts (no manifest is read)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return 0
+    return sum(
+        (m.added_files_count or 0) + (m.existing_files_count or 0)
+        for m in snapshot.manifests(table.io)
+        if m.content == ManifestContent.DATA
+    )
+
+
+def delete_subject_rows(
+    table: Table,
+    columns: Sequence[str],
+    subject_ids: Sequence[str],
+    workers: int = 8,
+    commit_retries: int = 4,
+    snapshot_properties: dict[str, str] | None = None,
+) -> DeleteResult:
+    """Remove the subjects' rows from the table's current snapshot in one overwrite commit. Nothing is
+    committed when no row matches (a rerun is a no-op). A commit lost to another writer is redone on the
+    new metadata, and the files written for the lost attempt are deleted."""
+    conflicts = 0
+    for _ in range(commit_retries + 1):
+        subject_filter = SubjectFilter.build(table.schema(), columns, subject_ids)
+        scanner = SubjectScanner(table, subject_filter, workers)
+        tasks = scanner.candidates()
+        refuse_delete_files(table, tasks)
+        rewrites = rewrite_files(table, scanner, tasks)
+        result = DeleteResult(
+            data_files=live_data_files(table),
+            files_scanned=len(tasks),
+            files_rewritten=len(rewrites),
+            bytes_rewritten=sum(r.original.file_size_in_bytes for r in rewrites),
+            rows_deleted=sum(r.rows_deleted for r in rewrites),
+            rows_by_subject=dict(sum((r.rows_per_subject for r in rewrites), Counter())),
+            snapshot_id=None,
+            removed_files=sorted(r.original.file_path for r in rewrites),
+            conflicts_retried=conflicts,
+        )
+        if not rewrites:
+            log.info(
+                "%s: no row of the %d subjects in %d candidate files",
+                _name(table),
+                len(subject_ids),
+                len(tasks),
+            )
+            return result
+        try:
+            result.snapshot_id = commit_rewrites(table, rewrites, snapshot_properties or {})
+        except CommitFailedException as exc:
+            conflicts += 1
+            log.warning("%s: delete commit lost a race (%s); redoing it on fresh metadata", _name(table), exc)
+            _delete_files(table, [f.file_path for r in rewrites for f in r.replacements])
+            table = table.refresh()
+            continue
+        log.info(
+            "%s: deleted %d rows of %d subjects: %d of %d data files rewritten (%d scanned), snapshot %d",
+            _name(table),
+            result.rows_deleted,
+            len(result.rows_by_subject),
+            result.files_rewritten,
+            result.data_files,
+            result.files_scanned,
+            result.snapshot_id,
+        )
+        return result
+    raise CommitFailedException(f"{_name(table)}: delete commit failed {commit_retries + 1} times")
+
+
+def refuse_delete_files(table: Table, tasks: Sequence[FileScanTask]) -> None:
+    with_deletes = [task.file.file_path for task in tasks if task.delete_files]
+    if with_deletes:
+        raise ErasureError(
+            f"{_name(table)}: {len(with_deletes)} candidate data files have merge-on-read delete files; "
+            "a copy-on-write rewrite would bring equality-deleted rows back. Compact the table "
+            "(rewrite_data_files) or use engine 'spark'"
+        )
+
+
+def rewrite_files(table: Table, scanner: SubjectScanner, tasks: Sequence[FileScanTask]) -> list[FileRewrite]:
+    """Read the candidates in parallel; write each one that holds subject rows again without them."""
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+
+    def rewrite(task: FileScanTask) -> FileRewrite | None:
+        rows = scanner.read(task.file)
+        mask = scanner.filter.mask(rows)
+        matched = pc.sum(mask).as_py() or 0
+        if not matched:
+            return None
+        kept = rows.filter(pc.invert(mask))
+        replacements = (
+            list(_dataframe_to_data_files(table.metadata, kept, table.io, write_uuid, counter))
+            if kept.num_rows
+            else []
+        )
+        return FileRewrite(
+            task.file, replacements, matched, scanner.filter.rows_per_subject(rows.filter(mask))
+        )
+
+    with ThreadPoolExecutor(scanner.workers) as pool:
+        return [r for r in pool.map(rewrite, tasks) if r is not None]
+
+
+def commit_rewrites(table: Table, rewrites: Sequence[FileRewrite], properties: dict[str, str]) -> int:
+    """One overwrite snapshot: the originals out, their replacements in. pyiceberg asserts that main has
+    not moved since the table was loaded, so a concurrent writer makes this fail instead of being lost."""
+    with table.transaction() as transaction:
+        update = transaction.update_snapshot(snapshot_properties={ERASURE_PROPERTY: "true", **properties})
+        with update.overwrite() as overwrite:
+            for rewrite in rewrites:
+                overwrite.delete_data_file(rewrite.original)
+                for replacement in rewrite.replacements:
+                    overwrite.append_data_file(replacement)
+    snapshot = table.refresh().current_snapshot()
+    assert snapshot is not None
+    return snapshot.snapshot_id
+
+
+# -- 2. purge -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeResult:
+    snapshots_before: int
+    expired_snapshots: list[int]
+    dropped_refs: list[str]
+    files_deleted: int
+    versions_deleted: int
+    deleted_files: list[str]
+    resumed_pending: int = 0
+    conflicts_retried: int = 0
+
+
+def tainted_snapshots(table: Table, scanner: SubjectScanner) -> dict[int, int]:
+    """Snapshots that reach a data file holding subject rows -> how many such files."""
+    tainted: dict[int, int] = {}
+    for snapshot in table.metadata.snapshots:
+        tasks = scanner.candidates(snapshot.snapshot_id)
+        matches = scanner.matching_rows(tasks)
+        holding = sum(1 for task in tasks if matches[task.file.file_path])
+        if holding:
+            tainted[snapshot.snapshot_id] = holding
+    return tainted
+
+
+def pinning_refs(table: Table, tainted: dict[int, int]) -> dict[str, int]:
+    """Tags and branches other than main that point at a tainted snapshot."""
+    return {
+        name: ref.snapshot_id
+        for name, ref in table.metadata.refs.items()
+        if name != MAIN_BRANCH and ref.snapshot_id in tainted
+    }
+
+
+def check_pinned_refs(table: Table, scanner: SubjectScanner, policy: str) -> dict[str, int]:
+    """Before anything changes: with the ``fail`` policy, refuse when a tag or branch pins a snapshot
+    holding the subjects' rows (the current snapshot counts: the delete will not move a tag)."""
+    pinned = pinning_refs(table, tainted_snapshots(table, scanner))
+    if pinned and policy == "fail":
+        raise PinnedRefsError(_name(table), pinned)
+    return pinned
+
+
+def purge_subject_history(
+    table: Table,
+    scanner: SubjectScanner,
+    s3: Any,
+    state_uri: str,
+    pinned_refs: str = "fail",
+    commit_retries: int = 4,
+) -> PurgeResult:
+    """Expire every snapshot that still reaches a subject's rows (dropping refs that pin one when the
+    policy is ``drop``), then delete the files the expiry unreferenced and their noncurrent versions."""
+    state = load_state(s3, state_uri)
+    resumed = finish_pending_deletes(table, s3, state_uri, state)
+    conflicts = 0
+    for _ in range(commit_retries + 1):
+        scanner.table = table
+        tainted = tainted_snapshots(table, scanner)
+        result = PurgeResult(len(table.metadata.snapshots), [], [], 0, 0, [], resumed, conflicts)
+        if not tainted:
+            return result
+        current = table.current_snapshot()
+        if current is not None and current.snapshot_id in tainted:
+            raise ErasureError(f"{_name(table)}: the current snapshot still holds rows of the subjects")
+        pinned = pinning_refs(table, tainted)
+        if pinned and pinned_refs == "fail":
+            raise PinnedRefsError(_name(table), pinned)
+        plan = snapshots.ExpiryPlan(
+            expire_ids=sorted(tainted),
+            remove_refs=sorted(pinned),
+            retained_ids=[s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in tainted],
+            reasons={},
+        )
+        index = FileIndex(table.io)
+        before = reachable_files(index, table.metadata, table.metadata_location)
+        try:
+            response = table.catalog.commit_table(table, *expiry_commit(table, plan))
+        except CommitFailedException as exc:
+            conflicts += 1
+            log.warning("%s: purge commit lost a race (%s); re-planning", _name(table), exc)
+            table = table.refresh()
+            continue
+        after = reachable_files(index, response.metadata, response.metadata_location)
+        unreferenced = sorted(unreferenced_between(before, after, protected=set()))
+        # Saved before any delete: a worker that dies now leaves the list for the next run to finish.
+        state.pending = {"action": "delete", "files": unreferenced}
+        save_state(s3, state_uri, state)
+        table = table.refresh()
+        deleted, versions = delete_unreferenced(table, s3, unreferenced)
+        state.pending = None
+        save_state(s3, state_uri, state)
+        log.info(
+            "%s: expired %d snapshots holding the subjects' rows (dropped refs %s); deleted %d files, "
+            "%d noncurrent versions",
+            _name(table),
+            len(plan.expire_ids),
+            plan.remove_refs or "none",
+            deleted,
+            versions,
+        )
+        result.expired_snapshots, result.dropped_refs = plan.expire_ids, plan.remove_refs
+        result.files_deleted, result.versions_deleted, result.deleted_files = deleted, versions, unreferenced
+        return result
+    raise CommitFailedException(f"{_name(table)}: purge commit failed {commit_retries + 1} times")
+
+
+def finish_pending_deletes(table: Table, s3: Any, state_uri: str, state: TableState) -> int:
+    if not state.pending:
+        return 0
+    files = state.pending["files"]
+    log.info("%s: finishing the delete of %d files left pending by an earlier run", _name(table), len(files))
+    delete_unreferenced(table, s3, files)
+    state.pending = None
+    save_state(s3, state_uri, state)
+    return len(files)
+
+
+def delete_unreferenced(table: Table, s3: Any, uris: Sequence[str]) -> tuple[int, int]:
+    """Delete ``uris`` unless freshly loaded metadata reaches them again, then every noncurrent version
+    of them (a versioned bucket keeps the bytes of a deleted object otherwise)."""
+    referenced = reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
+    targets = [uri for uri in uris if uri not in referenced]
+    if len(targets) < len(uris):
+        log.warning(
+            "%s: %d files are referenced again and are left alone", _name(table), len(uris) - len(targets)
+        )
+    deleted = objects.delete_objects(s3, targets)
+    versions = objects.delete_all_versions(s3, targets)
+    return deleted, versions
+
+
+def _delete_files(table: Table, uris: Sequence[str]) -> None:
+    for uri in uris:
+        table.io.delete(uri)
+
+
+# -- 3. verify ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    passed: bool
+    rows_by_snapshot: dict[int, int]
+    refs: dict[str, int]
+    files_still_present: list[str]
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "rows_by_snapshot": {str(k): v for k, v in self.rows_by_snapshot.items()},
+            "refs": self.refs,
+            "files_still_present": self.files_still_present,
+        }
+
+
+def verify_erasure(
+    table: Table, subject_filter: SubjectFilter, deleted_files: Sequence[str], s3: Any
+) -> Verification:
+    """No row of the subjects at any snapshot left in the metadata (every tag and branch head is one),
+    and none of ``deleted_files`` (nor any version of it) left in S3."""
+    table = table.refresh()
+    rows = {
+        snapshot.snapshot_id: table.scan(
+            row_filter=subject_filter.expression, snapshot_id=snapshot.snapshot_id
+        )
+        .to_arrow()
+        .num_rows
+        for snapshot in table.metadata.snapshots
+    }
+    refs = {name: ref.snapshot_id for name, ref in table.metadata.refs.items()}
+    present = objects.existing_versions(s3, deleted_files)
+    passed = not any(rows.values()) and not present and all(sid in rows for sid in refs.values())
+    log.info(
+        "%s: verification %s: %d snapshots checked (%d refs), %d subject rows found, %d deleted files present",
+        _name(table),
+        "passed" if passed else "FAILED",
+        len(rows),
+        len(refs),
+        sum(rows.values()),
+        len(present),
+    )
+    return Verification(passed, rows, refs, present)
+
+
+def _name(table: Table) -> str:
+    return ".".join(table.name())
