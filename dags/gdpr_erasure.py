@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
-from airflow.utils.trigger_rule import TriggerRule
 
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 

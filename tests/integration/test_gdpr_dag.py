@@ -77,3 +77,92 @@ def test_erasure_removes_exactly_the_subjects_rows_from_every_snapshot(lake):
         assert sorted(r["dataset"] for r in records) == sorted(config.datasets)
         assert all(r["outcome"] == "verified" for r in records)
         assert request.subject_id not in json.dumps(records)
+
+
+def tag_first_snapshot(lake, key: str, tag: str) -> int:
+    table = table_of(lake, key)
+    first = table.snapshots()[0].snapshot_id
+    table.manage_snapshots().create_tag(first, tag).commit()
+    return first
+
+
+def test_a_pinned_tag_fails_its_dataset_under_fail_and_is_dropped_under_drop(lake):
+    config = settings().gdpr
+    assert config.datasets["customer_profiles"].pinned_refs == "fail"
+    assert config.datasets["payments"].pinned_refs == "drop"
+    tag_first_snapshot(lake, "customer_profiles", "audit-2024")
+    tag_first_snapshot(lake, "payments", "audit-2024")
+    profiles_before = table_of(lake, "customer_profiles")
+
+    run = run_repo_dag(DAG_ID, run_conf={"subject_ids": ERASE})
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["finish_requests[-1]"] == "failed" and states["erase_iceberg[0]"] == "success"
+    pinned = report(lake, run.run_id, "customer_profiles")
+    assert pinned["outcome"] == "pinned_refs" and "audit-2024" in pinned["reason"]
+    # Nothing changed in the table under `fail`.
+    profiles = table_of(lake, "customer_profiles")
+    assert profiles.metadata_location == profiles_before.metadata_location
+    payments = table_of(lake, "payments")
+    assert "audit-2024" not in payments.metadata.refs
+    assert not [r for r in all_rows(payments) if holds_subject("payments", r, ERASE)]
+    failed = requests.requests_by_status(lake.dynamodb, config.requests_table, requests.FAILED)
+    assert len(failed) == 2 and all("audit-2024" in r.reason for r in failed)
+
+    # Someone removes the tag; the next run claims the failed requests again and completes them.
+    profiles.manage_snapshots().remove_tag("audit-2024").commit()
+    retry = run_repo_dag(DAG_ID)
+
+    assert retry.state == "success", task_states(retry)
+    done = requests.requests_by_status(lake.dynamodb, config.requests_table, requests.COMPLETED)
+    assert sorted(r.subject_id for r in done) == sorted(ERASE)
+    assert all(r.attempts == 2 for r in done)
+    assert not [
+        r
+        for r in all_rows(table_of(lake, "customer_profiles"))
+        if holds_subject("customer_profiles", r, ERASE)
+    ]
+
+
+def test_a_rerun_changes_nothing(lake):
+    first = run_repo_dag(DAG_ID, run_conf={"subject_ids": ERASE})
+    assert first.state == "success", task_states(first)
+    locations = {key: table_of(lake, key).metadata_location for key in settings().gdpr.datasets}
+    objects_before = sorted(
+        o["Key"] for o in lake.s3.list_objects_v2(Bucket="dataplatform-local-lake")["Contents"]
+    )
+
+    again = run_repo_dag(DAG_ID)
+
+    assert again.state == "success", task_states(again)
+    assert task_states(again)["erase_iceberg[-1]"] == "skipped"
+    assert {key: table_of(lake, key).metadata_location for key in settings().gdpr.datasets} == locations
+    reports = {o["Key"] for o in lake.s3.list_objects_v2(Bucket="dataplatform-local-lake")["Contents"]}
+    assert sorted(k for k in reports if "/_reports/" not in "/" + k) == [
+        k for k in objects_before if "/_reports/" not in "/" + k
+    ]
+    assert report(lake, again.run_id, "requests")["completed"] == 0
+
+
+@pytest.mark.parametrize(
+    "conf, message",
+    [
+        ({"subject_ids": ["cust-000001", "not a customer"]}, "does not match the configured pattern"),
+        ({"subject_ids": ["cust-000001"], "datasets": ["no_such_dataset"]}, "unknown dataset"),
+    ],
+)
+def test_bad_params_fail_before_anything_is_stored_or_changed(lake, conf, message, capfd):
+    locations = {key: table_of(lake, key).metadata_location for key in settings().gdpr.datasets}
+
+    run = run_repo_dag(DAG_ID, run_conf=conf)
+
+    assert run.state == "failed"
+    assert task_states(run)["accept_requests[-1]"] == "failed"
+    output = "".join(capfd.readouterr())
+    assert message in output
+    assert "not a customer" not in output
+    tables = lake.dynamodb.list_tables()["TableNames"]
+    if settings().gdpr.requests_table in tables:
+        assert lake.dynamodb.scan(TableName=settings().gdpr.requests_table)["Count"] == 0
+    assert {key: table_of(lake, key).metadata_location for key in settings().gdpr.datasets} == locations

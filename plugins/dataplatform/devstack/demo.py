@@ -22,6 +22,7 @@ from pathlib import Path
 from dataplatform.config import REPO_ROOT, settings
 from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
+from dataplatform.devstack.seed import GDPR_DEMO
 
 LOCAL_DIR = REPO_ROOT / ".local"
 
@@ -50,6 +51,12 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("iceberg_maintenance", "dry run: reports, changes nothing", _TOMORROW, {"dry_run": True}),
     DemoRun("iceberg_maintenance", "tags, expiry, unreferenced files, lifecycle", _TOMORROW),
     DemoRun("iceberg_maintenance", "rerun (no-op)", _TOMORROW),
+    DemoRun(
+        "gdpr_erasure",
+        "2 requests (CLI + trigger form): delete, purge, verify, audit",
+        conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
+    ),
+    DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
     DemoRun(
         "iceberg_archive_register",
         "oldest kept metadata of orders as demo_lake.orders_archive",
@@ -148,7 +155,8 @@ def seed_local_lake(moto_url: str):
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
-    from dataplatform.devstack.seed import seed_demo, seed_iceberg, seed_recon
+    from dataplatform.devstack.seed import seed_demo, seed_gdpr, seed_iceberg, seed_recon
+    from dataplatform.gdpr.__main__ import main as gdpr_cli
 
     s3 = aws.client("s3")
     seeded = seed_demo(s3, aws.client("glue"), settings())
@@ -164,6 +172,10 @@ def seed_local_lake(moto_url: str):
         "iceberg tables written by pyiceberg: "
         + ", ".join(f"{n} ({c} snapshots)" for n, c in iceberg.items())
     )
+    gdpr = seed_gdpr(_demo_catalog(moto_url), s3, settings())
+    print("gdpr datasets written by pyiceberg: " + ", ".join(f"{n} ({c} rows)" for n, c in gdpr.items()))
+    print(f"$ python -m dataplatform.gdpr submit --subject-id <customer> --request-id {GDPR_DEMO_REQUEST}")
+    gdpr_cli(["submit", "--subject-id", GDPR_DEMO["erase"][0], "--request-id", GDPR_DEMO_REQUEST])
     landed = seed_recon(settings())
     print(
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
@@ -176,6 +188,16 @@ def _demo_catalog(moto_url: str):
     from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 
     return load_glue_catalog(AwsAccess(settings().aws.region, moto_url, "testing", "testing"))
+
+
+GDPR_DEMO_REQUEST = "demo-ticket-1"
+
+
+def show_gdpr_status(env: dict[str, str]) -> None:
+    """Where the demo's erasure requests stand, and the audit trail of the one submitted from the CLI."""
+    for args in (["status"], ["status", "--request-id", GDPR_DEMO_REQUEST]):
+        print(f"\n$ python -m dataplatform.gdpr {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "dataplatform.gdpr", *args], env=env, timeout=300)
 
 
 def show_recon_commands(env: dict[str, str]) -> None:
@@ -239,6 +261,7 @@ def run_demo() -> int:
                 )
             )
         show_recon_commands(env)
+        show_gdpr_status(env)
 
     print()
     print_table(rows)

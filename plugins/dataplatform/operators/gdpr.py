@@ -157,19 +157,23 @@ class GdprIcebergErasureOperator(BaseOperator):
         return publish_report(context, self.dataset, report, ctx.s3)
 
 
-def finish_requests(request_ids: list[str], context: Any) -> dict:
+def finish_requests(request_ids: list[str] | None, context: Any) -> dict:
     """Each claimed request COMPLETED (every dataset verified) or FAILED with the reasons; the run's
     report; the task fails when a request did not complete, so the run shows red."""
     from dataplatform import aws
     from dataplatform.gdpr import requests
     from dataplatform.operators.iceberg import publish_report
 
+    if request_ids is None:
+        # This task runs whatever happened upstream (to close the requests it can); without a claim there
+        # is nothing to close, and the run must still show that a task before it failed.
+        raise AirflowFailException("no claim to finish: accept_requests or claim_requests failed")
     config = settings().gdpr
     dynamodb = aws.client("dynamodb")
     now = datetime.now(UTC)
     finished = [
         requests.finish_request(dynamodb, config.requests_table, rid, context["run_id"], config.datasets, now)
-        for rid in request_ids or []
+        for rid in request_ids
     ]
     report = {
         "requests": [request.public() for request in finished],

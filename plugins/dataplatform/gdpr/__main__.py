@@ -1,0 +1,97 @@
+"""``python -m dataplatform.gdpr submit --subject-id ID [--request-id R] | status [--request-id R]``.
+
+``submit`` checks the id's format and stores a PENDING request (the same request id again is the same
+request: nothing changes); the next ``gdpr_erasure`` run claims it. ``status`` counts requests per status
+and lists the open ones, or shows one request with its audit records. Neither prints a subject id.
+
+AWS clients come from the Airflow connection (``aws_default``), as in the tasks: locally, run it where
+``make up`` runs (it prints the connection to export) or inside the Airflow environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+
+def _clients():
+    from dataplatform import aws
+    from dataplatform.config import settings
+
+    return settings().gdpr, aws.client("dynamodb")
+
+
+def submit_command(subject_id: str, request_id: str | None) -> int:
+    from dataplatform.gdpr import audit, requests
+    from dataplatform.gdpr.subjects import SubjectIdError, check_subject_id
+
+    config, dynamodb = _clients()
+    try:
+        check_subject_id(subject_id, config.subject_id_pattern)
+        request_id = requests.check_request_id(request_id or f"req-{uuid.uuid4()}")
+    except (SubjectIdError, requests.RequestError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    requests.create_requests_table(dynamodb, config.requests_table)
+    audit.create_audit_table(dynamodb, config.audit_table)
+    try:
+        request, created = requests.submit_request(
+            dynamodb, config.requests_table, request_id, subject_id, datetime.now(UTC), config.deadline_days
+        )
+    except requests.RequestError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    verb = "submitted" if created else "already submitted"
+    print(f"{verb}: request {request.request_id}, status {request.status}, deadline {request.deadline}")
+    return 0
+
+
+def status_command(request_id: str | None) -> int:
+    from dataplatform.gdpr import audit, requests
+
+    config, dynamodb = _clients()
+    if request_id:
+        request = requests.get_request(dynamodb, config.requests_table, request_id)
+        if request is None:
+            print(f"no request {request_id!r} in {config.requests_table}", file=sys.stderr)
+            return 1
+        shown = {**request.public(), "audit": audit.records_for(dynamodb, config.audit_table, request_id)}
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    for status in (requests.PENDING, requests.IN_PROGRESS, requests.FAILED, requests.COMPLETED):
+        found = requests.requests_by_status(dynamodb, config.requests_table, status)
+        print(f"{status}: {len(found)}")
+        if status == requests.COMPLETED:
+            continue
+        for request in found:
+            late = "  OVERDUE" if request.deadline < now else ""
+            reason = f"  ({request.reason})" if request.reason else ""
+            print(
+                f"  {request.request_id}  received {request.received_at}  deadline {request.deadline}{late}{reason}"
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataplatform.gdpr")
+    commands = parser.add_subparsers(dest="command", required=True)
+    submit = commands.add_parser("submit", help="queue an erasure request for one person")
+    submit.add_argument("--subject-id", required=True, help="the person's id, as the datasets hold it")
+    submit.add_argument(
+        "--request-id", help="your ticket id (default: a new uuid); resubmitting it is a no-op"
+    )
+    status = commands.add_parser("status", help="requests per status, or one request with its audit")
+    status.add_argument("--request-id")
+    args = parser.parse_args(argv)
+    if args.command == "submit":
+        return submit_command(args.subject_id, args.request_id)
+    return status_command(args.request_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
