@@ -321,6 +321,7 @@ class PurgeResult:
     dropped_refs: list[str]
     files_deleted: int
     versions_deleted: int
+    # Deleted by this run: the expiry's unreferenced files, after those an earlier run left pending.
     deleted_files: list[str]
     resumed_pending: int = 0
     conflicts_retried: int = 0
@@ -372,7 +373,7 @@ def purge_subject_history(
     for _ in range(commit_retries + 1):
         scanner.table = table
         tainted = tainted_snapshots(table, scanner)
-        result = PurgeResult(len(table.metadata.snapshots), [], [], 0, 0, [], resumed, conflicts)
+        result = PurgeResult(len(table.metadata.snapshots), [], [], 0, 0, resumed, len(resumed), conflicts)
         if not tainted:
             return result
         current = table.current_snapshot()
@@ -415,20 +416,21 @@ def purge_subject_history(
             versions,
         )
         result.expired_snapshots, result.dropped_refs = plan.expire_ids, plan.remove_refs
-        result.files_deleted, result.versions_deleted, result.deleted_files = deleted, versions, unreferenced
+        result.files_deleted, result.versions_deleted = deleted, versions
+        result.deleted_files = resumed + unreferenced
         return result
     raise CommitFailedException(f"{_name(table)}: purge commit failed {commit_retries + 1} times")
 
 
-def finish_pending_deletes(table: Table, s3: Any, state_uri: str, state: TableState) -> int:
+def finish_pending_deletes(table: Table, s3: Any, state_uri: str, state: TableState) -> list[str]:
     if not state.pending:
-        return 0
+        return []
     files = state.pending["files"]
     log.info("%s: finishing the delete of %d files left pending by an earlier run", _name(table), len(files))
     delete_unreferenced(table, s3, files)
     state.pending = None
     save_state(s3, state_uri, state)
-    return len(files)
+    return files
 
 
 def delete_unreferenced(table: Table, s3: Any, uris: Sequence[str]) -> tuple[int, int]:

@@ -1,0 +1,177 @@
+"""The pyiceberg erasure of one dataset against moto (Glue catalog, versioned S3, DynamoDB): what it does
+when things go wrong. The DAG-level tests (tests/integration/test_gdpr_dag.py) cover the normal runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from dataplatform.config import GdprSettings
+from dataplatform.gdpr import audit, iceberg_erasure, requests, sample
+from dataplatform.gdpr.erasure import ErasureContext, erase_iceberg_dataset
+from dataplatform.gdpr.iceberg_erasure import ErasureError, SubjectFilter, delete_subject_rows
+from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
+from dataplatform.iceberg.objects import existing_versions
+from dataplatform.iceberg.state import load_state, state_uri_for
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "pii-lake"
+SUBJECTS = ["cust-000004", "cust-000017"]
+CONFIG = GdprSettings.model_validate(
+    {
+        "work_uri": f"s3://{BUCKET}/_gdpr/",
+        "subject_id_pattern": "^cust-[0-9]{6}$",
+        "datasets": {
+            "payments": {
+                "format": "iceberg",
+                "database": "db",
+                "table": "payments",
+                "subject_columns": ["payer_id", "payee_id"],
+            }
+        },
+    }
+)
+
+
+@pytest.fixture
+def lake(aws):
+    aws.s3.create_bucket(Bucket=BUCKET)
+    aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
+    aws.dynamodb = aws.client("dynamodb")
+    requests.create_requests_table(aws.dynamodb, CONFIG.requests_table)
+    audit.create_audit_table(aws.dynamodb, CONFIG.audit_table)
+    aws.table = sample.write_payments(aws.catalog, "db.payments", f"s3://{BUCKET}/db/payments")
+    return aws
+
+
+def context(lake, run_id: str) -> ErasureContext:
+    return ErasureContext(CONFIG, lake.dynamodb, lake.s3, b"test-key", run_id, catalog=lake.catalog)
+
+
+def claim(lake, run_id: str) -> list[requests.Request]:
+    now = datetime.now(UTC)
+    return requests.claim_requests(lake.dynamodb, CONFIG.requests_table, run_id, 10, now, timedelta(hours=6))
+
+
+def subject_rows(table) -> int:
+    flt = SubjectFilter.build(table.schema(), ["payer_id", "payee_id"], SUBJECTS)
+    return sum(
+        table.scan(row_filter=flt.expression, snapshot_id=s.snapshot_id).to_arrow().num_rows
+        for s in table.snapshots()
+    )
+
+
+def test_a_run_that_dies_between_purge_commit_and_deletes_is_finished_by_the_next(lake, monkeypatch):
+    for n, subject in enumerate(SUBJECTS):
+        requests.submit_request(
+            lake.dynamodb, CONFIG.requests_table, f"t-{n}", subject, datetime.now(UTC), 30
+        )
+    real_delete = iceberg_erasure.delete_unreferenced
+    monkeypatch.setattr(
+        iceberg_erasure,
+        "delete_unreferenced",
+        lambda *a: (_ for _ in ()).throw(RuntimeError("worker killed")),
+    )
+    claimed = claim(lake, "run-1")
+
+    with pytest.raises(RuntimeError, match="worker killed"):
+        erase_iceberg_dataset(context(lake, "run-1"), "payments", claimed)
+
+    state_uri = state_uri_for(f"{CONFIG.work_uri}state", "db.payments")
+    pending = load_state(lake.s3, state_uri).pending["files"]
+    # The expiry is committed, its files not yet deleted: all of them still there.
+    assert pending and existing_versions(lake.s3, pending) == sorted(pending)
+    for request in claimed:
+        assert (
+            requests.finish_request(
+                lake.dynamodb,
+                CONFIG.requests_table,
+                request.request_id,
+                "run-1",
+                ["payments"],
+                datetime.now(UTC),
+            ).status
+            == requests.FAILED
+        )
+
+    monkeypatch.setattr(iceberg_erasure, "delete_unreferenced", real_delete)
+    retry = claim(lake, "run-2")
+    report = erase_iceberg_dataset(context(lake, "run-2"), "payments", retry)
+
+    assert report["outcome"] == "verified"
+    assert report["details"]["resumed_pending_deletes"] == len(pending)
+    assert existing_versions(lake.s3, pending) == []
+    assert load_state(lake.s3, state_uri).pending is None
+    assert subject_rows(lake.catalog.load_table("db.payments")) == 0
+    for request in retry:
+        trail = audit.records_for(lake.dynamodb, CONFIG.audit_table, request.request_id)
+        assert [r["outcome"] for r in trail] == ["failed", "verified"]
+        assert "worker killed" in trail[0]["reason"]
+
+
+def test_a_writer_committing_during_the_delete_keeps_its_rows(lake, monkeypatch):
+    table = lake.table
+    extra = sample.payment_rows(batch=9, n_customers=30, per_batch=5)
+    real_commit = iceberg_erasure.commit_rewrites
+    calls = []
+
+    def append_first(table, rewrites, properties):
+        if not calls:
+            calls.append(1)
+            lake.catalog.load_table("db.payments").append(extra)
+        return real_commit(table, rewrites, properties)
+
+    monkeypatch.setattr(iceberg_erasure, "commit_rewrites", append_first)
+    before = table.scan().to_arrow().num_rows
+
+    result = delete_subject_rows(table, ["payer_id", "payee_id"], SUBJECTS)
+
+    after = lake.catalog.load_table("db.payments").scan().to_arrow()
+    extra_subject_rows = sum(
+        r["payer_id"] in SUBJECTS or r["payee_id"] in SUBJECTS for r in extra.to_pylist()
+    )
+    assert result.conflicts_retried == 1
+    assert after.num_rows == before + extra.num_rows - result.rows_deleted
+    assert set(extra["payment_id"].to_pylist()) - set(after["payment_id"].to_pylist()) == {
+        r["payment_id"] for r in extra.to_pylist() if r["payer_id"] in SUBJECTS or r["payee_id"] in SUBJECTS
+    }
+    assert extra_subject_rows <= result.rows_deleted
+
+
+def test_a_subject_column_missing_from_the_table_fails_before_any_change(lake):
+    bad = CONFIG.model_copy(deep=True)
+    dataset = bad.datasets["payments"].model_copy(update={"subject_columns": ["customer_id"]})
+    bad = bad.model_copy(update={"datasets": {"payments": dataset}})
+    requests.submit_request(lake.dynamodb, CONFIG.requests_table, "t-1", SUBJECTS[0], datetime.now(UTC), 30)
+    location = lake.table.metadata_location
+    ctx = context(lake, "run-1")
+    ctx.settings = bad
+
+    report = erase_iceberg_dataset(ctx, "payments", claim(lake, "run-1"))
+
+    assert report["outcome"] == "failed" and "'customer_id' is not in the table's schema" in report["reason"]
+    assert lake.catalog.load_table("db.payments").metadata_location == location
+
+
+def test_integer_subject_columns_take_numeric_ids_and_refuse_others(lake):
+    table = lake.catalog.create_table(
+        "db.accounts",
+        schema=pa.schema([("account_id", pa.int64()), ("balance", pa.int64())]),
+        location=f"s3://{BUCKET}/db/accounts",
+    )
+    table.append(
+        pa.table(
+            {"account_id": pa.array([1, 2, 3, 2], pa.int64()), "balance": pa.array([5, 6, 7, 8], pa.int64())}
+        )
+    )
+
+    result = delete_subject_rows(table, ["account_id"], ["2"])
+
+    assert result.rows_deleted == 2 and result.rows_by_subject == {"2": 2}
+    assert sorted(table.refresh().scan().to_arrow()["account_id"].to_pylist()) == [1, 3]
+    with pytest.raises(ErasureError, match="not an integer"):
+        delete_subject_rows(table, ["account_id"], ["cust-000001"])
