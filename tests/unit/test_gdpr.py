@@ -1,0 +1,136 @@
+"""Pure parts of GDPR erasure: subject id checks and HMACs, the subject filter, the dataset config, and
+the DAG's param checks."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from pydantic import ValidationError
+from pyiceberg.schema import Schema
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType
+
+from dataplatform.config import GdprDataset, GdprSettings, settings
+from dataplatform.gdpr.iceberg_erasure import ErasureError, SubjectFilter
+from dataplatform.gdpr.subjects import SubjectIdError, check_subject_id, subject_hmac
+from dataplatform.operators.gdpr import check_datasets, check_subject_ids, manual_request_id
+
+pytestmark = pytest.mark.unit
+
+PATTERN = "^cust-[0-9]{6}$"
+
+
+def test_a_subject_id_of_the_wrong_format_is_refused_without_repeating_it():
+    assert check_subject_id("cust-000001", PATTERN) == "cust-000001"
+    for bad in ("jane.doe@example.com", "cust-1", "cust-000001\n", ""):
+        with pytest.raises(SubjectIdError) as refused:
+            check_subject_id(bad, PATTERN)
+        assert bad.strip() == "" or bad.strip() not in str(refused.value)
+    with pytest.raises(SubjectIdError, match="must be a string"):
+        check_subject_id(42, PATTERN)
+
+
+def test_the_hmac_is_stable_keyed_and_hides_the_id():
+    one = subject_hmac(b"key-1", "cust-000001")
+    assert one == subject_hmac(b"key-1", "cust-000001")
+    assert one != subject_hmac(b"key-2", "cust-000001") != subject_hmac(b"key-1", "cust-000002")
+    assert one.startswith("hmac-sha256:") and len(one) == len("hmac-sha256:") + 64
+    assert "000001" not in one
+    with pytest.raises(ValueError, match="empty"):
+        subject_hmac(b"", "cust-000001")
+
+
+SCHEMA = Schema(
+    NestedField(1, "payer_id", StringType(), required=False),
+    NestedField(2, "payee_id", StringType(), required=False),
+    NestedField(3, "account", LongType(), required=False),
+    NestedField(4, "amount", DoubleType(), required=False),
+)
+
+
+def test_the_filter_matches_rows_naming_a_subject_in_any_column_and_counts_each_subject():
+    flt = SubjectFilter.build(SCHEMA, ["payer_id", "payee_id"], ["cust-000001", "cust-000002"])
+    rows = pa.table(
+        {
+            "payer_id": ["cust-000001", "cust-000003", None, "cust-000002", "cust-000004"],
+            "payee_id": ["cust-000009", "cust-000001", "cust-000002", "cust-000001", None],
+        }
+    )
+
+    assert flt.mask(rows).to_pylist() == [True, True, True, True, False]
+    # The fourth row names both subjects: it counts for each.
+    assert flt.rows_per_subject(rows.filter(flt.mask(rows))) == {"cust-000001": 3, "cust-000002": 2}
+    assert str(flt.expression).startswith("Or(")
+
+
+def test_the_filter_converts_ids_to_the_column_type_and_refuses_what_cannot_hold_them():
+    assert SubjectFilter.build(SCHEMA, ["account"], ["42"]).values == {"account": {42: "42"}}
+    with pytest.raises(ErasureError, match="not an integer"):
+        SubjectFilter.build(SCHEMA, ["account"], ["cust-000001"])
+    with pytest.raises(ErasureError, match="type DoubleType"):
+        SubjectFilter.build(SCHEMA, ["amount"], ["1"])
+    with pytest.raises(ErasureError, match="'email' is not in the table's schema"):
+        SubjectFilter.build(SCHEMA, ["email"], ["cust-000001"])
+
+
+HUDI = {
+    "format": "hudi",
+    "database": "lake",
+    "table": "app_logs",
+    "location": "s3://lake/hudi/app_logs/",
+    "subject_columns": ["user_id"],
+    "partition_column": "log_date",
+    "record_key": "log_id",
+    "precombine_field": "event_ts",
+    "engine": "spark",
+}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"engine": "pyiceberg"}, "needs engine 'spark'"),
+        ({"record_key": None}, "needs record_key"),
+        ({"partition_column": None, "precombine_field": None}, "needs precombine_field, partition_column"),
+        ({"format": "iceberg"}, "location, record_key, precombine_field: hudi datasets only"),
+        ({"subject_columns": []}, "at least 1 item"),
+        ({"subject_columns": ["User-Id"]}, "lower-case identifiers"),
+        ({"table": "App Logs"}, "lower-case Glue identifier"),
+        ({"pinned_refs": "ignore"}, "'fail' or 'drop'"),
+    ],
+)
+def test_a_bad_dataset_is_refused_at_load_naming_what_is_wrong(overrides, message):
+    GdprDataset.model_validate(HUDI)
+    with pytest.raises(ValidationError, match=message):
+        GdprDataset.model_validate({**HUDI, **overrides})
+
+
+def test_the_subject_id_pattern_must_be_an_anchored_regex():
+    base = {"work_uri": "s3://b/gdpr/", "datasets": {"logs": HUDI}}
+    assert GdprSettings.model_validate(base).subject_id_pattern.startswith("^")
+    with pytest.raises(ValidationError, match="anchored"):
+        GdprSettings.model_validate({**base, "subject_id_pattern": "cust-[0-9]+"})
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        GdprSettings.model_validate({**base, "subject_id_pattern": "^(cust$"})
+    with pytest.raises(ValidationError, match="must be an s3:// URI"):
+        GdprSettings.model_validate({**base, "work_uri": "file:///tmp/gdpr/"})
+
+
+def test_params_are_checked_before_anything_is_submitted():
+    config = settings().gdpr
+    assert check_datasets([], config) == list(config.datasets)
+    assert check_datasets("payments", config) == ["payments"]
+    with pytest.raises(AirflowFailException, match=r"unknown dataset\(s\) \['nope'\]"):
+        check_datasets(["payments", "nope"], config)
+    assert check_subject_ids(["cust-000001", "cust-000001"], config) == ["cust-000001"]
+    with pytest.raises(AirflowFailException, match="#1: subject id of 4 characters") as refused:
+        check_subject_ids(["cust-000001", "jane"], config)
+    assert "jane" not in str(refused.value)
+    with pytest.raises(AirflowFailException, match="must be a list"):
+        check_subject_ids("cust-000001", config)
+
+
+def test_requests_from_the_trigger_form_are_named_after_the_run():
+    assert (
+        manual_request_id("manual__2024-05-01T12:00:00+00:00", 3) == "manual__2024-05-01T12:00:00-00:00-0003"
+    )
