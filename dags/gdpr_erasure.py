@@ -9,6 +9,7 @@ from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
+from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
 
 DOC = """
 ### GDPR erasure
@@ -28,7 +29,15 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
    expiry unreferences and their noncurrent versions; verifies that no snapshot left (current, tags,
    branches) holds a row of theirs and no deleted file is left; writes each request's progress and an
    audit record (DynamoDB `gdpr_audit`, append-only).
-4. **finish_requests**: a request is COMPLETED when every dataset verified it; otherwise FAILED with the
+4. **erase_<dataset>** (a task group per `engine: spark` dataset): `plan` writes the job spec (it holds
+   the subject ids) under `gdpr.work_uri`; the Spark job runs, Hudi datasets on their own transient EMR
+   cluster (instance fleets, Spot task nodes, auto-termination; `terminate_cluster` is a teardown, so the
+   cluster goes also when the step fails): Hudi `delete` with the BLOOM index, the cleaner keeping one
+   commit, inline compaction for merge-on-read; Iceberg `DELETE FROM` and `expire_snapshots` of every
+   snapshot that held the rows. Each job verifies every retained commit or snapshot and writes its
+   counts; `record` checks them, deletes noncurrent versions under the table location in a versioned
+   bucket, records progress and audit as above, and deletes the spec.
+5. **finish_requests**: a request is COMPLETED when every dataset verified it; otherwise FAILED with the
    reasons, and later runs claim it again. The task fails (the run shows red) when any request failed.
 
 Subject ids never appear in logs, XCom or reports: subjects are named by an HMAC keyed with the password of
@@ -98,7 +107,11 @@ def gdpr_erasure():
     erase = GdprIcebergErasureOperator.partial(
         task_id="erase_iceberg", request_ids=claimed, map_index_template="{{ task.dataset }}"
     ).expand(dataset=pyiceberg_datasets(accepted, claimed))
-    erase >> finish_requests(claimed)
+    finish = finish_requests(claimed)
+    erase >> finish
+    # One group per `engine: spark` dataset (Hudi, large Iceberg tables), known from the config at parse time.
+    for key in spark_datasets():
+        spark_erasure_tasks(key, accepted, claimed) >> finish
 
 
 gdpr_erasure()

@@ -48,23 +48,6 @@ class Statements:
         return [row.asDict(recursive=True) for row in self.spark.sql(statement).collect()]
 
 
-def check_session(spark: Any, catalog: str) -> None:
-    """Fail at once, naming the missing conf, when the job was submitted without the Iceberg catalog."""
-    missing = [
-        key
-        for key, wanted in (
-            ("spark.sql.extensions", "IcebergSparkSessionExtensions"),
-            (f"spark.sql.catalog.{catalog}", "SparkCatalog"),
-        )
-        if wanted not in (spark.conf.get(key, None) or "")
-    ]
-    if missing:
-        raise RuntimeError(
-            f"{JOB}: the Spark session lacks the Iceberg catalog conf {missing} (submit the job with "
-            "dataplatform.iceberg.spark_sql.spark_conf(policy))"
-        )
-
-
 def create_tags(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"created": [], "existing": [], "no_snapshot_yet": [], "snapshot_ids": {}}
     if not spec["tags"]:
@@ -126,7 +109,9 @@ def remove_orphans(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
 def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
     """Maintain the spec's table; the report, also written to the spec's ``report_uri``."""
     iceberg_sql.check_spec(spec)
-    check_session(spark, spec["catalog"])
+    iceberg_sql.check_session(
+        spark, spec["catalog"], JOB, "dataplatform.iceberg.spark_sql.spark_conf(policy)"
+    )
     started = datetime.now(UTC)
     sql = Statements(spark)
     tags = create_tags(sql, spec)

@@ -156,6 +156,21 @@ def catalog_conf(
     return conf
 
 
+def check_session(spark: Any, catalog: str, job: str, submit_with: str) -> None:
+    """Fail at once, naming the missing conf, when ``job`` was submitted without the Iceberg catalog
+    (``submit_with`` names the function that builds the right conf)."""
+    wanted = catalog_conf(delete_tag=None, write_tag=None, catalog=catalog, jars=None)
+    missing = [
+        key
+        for key in ("spark.sql.extensions", f"spark.sql.catalog.{catalog}")
+        if wanted[key] not in (spark.conf.get(key, None) or "")
+    ]
+    if missing:
+        raise RuntimeError(
+            f"{job}: the Spark session lacks the Iceberg catalog conf {missing} (submit the job with {submit_with})"
+        )
+
+
 def _conf_tag(tag: tuple[str, str], what: str) -> tuple[str, str]:
     key, value = tag
     if not isinstance(key, str) or not _CONF_TAG_KEY.match(key):

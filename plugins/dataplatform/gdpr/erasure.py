@@ -30,6 +30,7 @@ from dataplatform.gdpr.iceberg_erasure import (
 )
 from dataplatform.gdpr.requests import Request
 from dataplatform.gdpr.subjects import subject_hmac
+from dataplatform.iceberg import objects
 from dataplatform.iceberg.state import state_uri_for
 
 log = logging.getLogger(__name__)
@@ -228,3 +229,55 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
     )
     log.info("%s", report["summary"])
     return report
+
+
+# -- Spark jobs -----------------------------------------------------------------------------------------
+
+
+def spark_outcome(
+    ctx: ErasureContext, key: str, claimed: list[Request], storage: Any, result_uri: str
+) -> Outcome:
+    """The outcome of a Spark dataset's job from its result JSON; then, in a versioned bucket, the
+    noncurrent versions under the table location (the job's engine deleted files whose names it does not
+    report) are deleted too. A job that wrote no result, or a result that does not check out, fails."""
+    from dataplatform.gdpr import spark_erasure
+    from spark_jobs.common import gdpr_spec
+
+    started = ctx.now()
+    subjects = distinct_subjects(claimed)
+    if not storage.exists(result_uri):
+        return Outcome(FAILED, started, reason="the Spark job wrote no result (it failed: see its task log)")
+    try:
+        result = spark_erasure.check_result(storage.read_json(result_uri), key, len(subjects))
+    except ValueError as exc:
+        return Outcome(FAILED, started, reason=f"the Spark job's result: {exc}")
+    if result["status"] == gdpr_spec.PINNED_REFS:
+        refs = ", ".join(result["pinned_refs"])
+        return Outcome(
+            PINNED_REFS,
+            result["started_at"],
+            reason=f"refs {refs} pin snapshots that hold rows of the subjects; the dataset's pinned_refs "
+            "policy is 'fail': drop or move them (or set pinned_refs: drop), then rerun",
+            details={"pinned_refs": result["pinned_refs"]},
+        )
+    versions = objects.delete_noncurrent_versions(ctx.s3, spark_table_location(ctx, key))
+    return Outcome(
+        VERIFIED,
+        result["started_at"],
+        rows_deleted=result["rows_deleted"],
+        rows_by_subject=dict(zip(subjects, result["rows_deleted_by_subject"], strict=True)),
+        files_rewritten=result["files_rewritten"],
+        commit=result["commit"],
+        expired_snapshots=result["expired_snapshots"],
+        dropped_refs=result["dropped_refs"],
+        verification=result["verification"],
+        details={"job_status": result["status"], "noncurrent_versions_deleted": versions},
+    )
+
+
+def spark_table_location(ctx: ErasureContext, key: str) -> str:
+    dataset = ctx.settings.datasets[key]
+    if dataset.format == "hudi":
+        assert dataset.location is not None
+        return dataset.location
+    return ctx.catalog.load_table(dataset.identifier).location()

@@ -128,20 +128,41 @@ def _versions_of(s3, uris: Iterable[str]) -> dict[str, list[dict]]:
 def delete_all_versions(s3, uris: Iterable[str]) -> int:
     """Delete every version and delete marker of ``uris`` in versioned buckets (a plain delete there only
     hides the bytes behind a delete marker). Returns the number of versions deleted; 0 when unversioned."""
+    return sum(_delete_versions(s3, bucket, versions) for bucket, versions in _versions_of(s3, uris).items())
+
+
+def _delete_versions(s3, bucket: str, versions: list[dict]) -> int:
     deleted, failures = 0, {}
-    for bucket, versions in _versions_of(s3, uris).items():
-        for start in range(0, len(versions), DELETE_BATCH):
-            batch = versions[start : start + DELETE_BATCH]
-            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-            errors = response.get("Errors", [])
-            for error in errors:
-                failures[f"s3://{bucket}/{error['Key']}?versionId={error.get('VersionId')}"] = (
-                    f"{error.get('Code')}: {error.get('Message')}"
-                )
-            deleted += len(batch) - len(errors)
+    for start in range(0, len(versions), DELETE_BATCH):
+        batch = versions[start : start + DELETE_BATCH]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = response.get("Errors", [])
+        for error in errors:
+            failures[f"s3://{bucket}/{error['Key']}?versionId={error.get('VersionId')}"] = (
+                f"{error.get('Code')}: {error.get('Message')}"
+            )
+        deleted += len(batch) - len(errors)
     if failures:
         raise ObjectActionError("DeleteObjects (versions)", failures)
     return deleted
+
+
+def delete_noncurrent_versions(s3, location: str) -> int:
+    """In a versioned bucket, delete every noncurrent version and delete marker under ``location``: the
+    bytes of files a table format deleted (Hudi's cleaner, Iceberg's expiry on EMR) whose names this
+    process does not know. Current objects are left alone. Returns the number deleted."""
+    bucket, prefix = split_uri(location.rstrip("/") + "/")
+    if not bucket_is_versioned(s3, bucket):
+        return 0
+    stale = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        stale += [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", [])
+            if not v["IsLatest"]
+        ]
+        stale += [{"Key": m["Key"], "VersionId": m["VersionId"]} for m in page.get("DeleteMarkers", [])]
+    return _delete_versions(s3, bucket, stale)
 
 
 def existing_versions(s3, uris: Sequence[str]) -> list[str]:

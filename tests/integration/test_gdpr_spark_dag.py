@@ -1,0 +1,99 @@
+"""The Spark side of gdpr_erasure against moto, run with ``dag.test()`` on a config that adds a Hudi
+dataset (the local config has none: no Hudi jar runs here). moto proves wiring, never results: its EMR
+steps stay RUNNING, so the step wait times out, and what is checked is the lifecycle around it: the
+transient cluster is created from the template, gets the delete step with the job spec, and is torn down
+although the step failed; the requests stay retriable with the reason; no subject id leaks into the
+cluster request or the step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from dataplatform.config import CONFIG_DIR, settings
+from dataplatform.gdpr import audit, requests
+from dataplatform.iceberg.objects import split_uri
+from tests.airflow_helpers import run_repo_dag, task_states
+
+pytestmark = pytest.mark.integration
+
+SUBJECTS = ["cust-000004", "cust-000017"]
+HUDI_DATASET = {
+    "format": "hudi",
+    "database": "lake",
+    "table": "app_logs",
+    "location": "s3://hudi-lake/app_logs/",
+    "subject_columns": ["user_id"],
+    "partition_column": "log_date",
+    "record_key": "log_id",
+    "precombine_field": "event_ts",
+    "hudi_table_type": "MERGE_ON_READ",
+    "engine": "spark",
+}
+
+
+@pytest.fixture
+def hudi_config(aws, airflow_db, tmp_path, monkeypatch):
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    raw["spark"] = {
+        "backend": "local",
+        "code_uri": "s3://ops-code/releases/7/",
+        # One poll, no sleep: moto's steps never finish, so the wait fails at its first look.
+        "emr": {"step_timeout_minutes": 1, "poll_seconds": 60, "log_uri": "s3://ops-logs/emr/"},
+    }
+    raw["gdpr"]["datasets"]["app_logs"] = HUDI_DATASET
+    path = tmp_path / "hudi.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(path))
+    settings.cache_clear()
+    aws.s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])
+    yield aws
+    settings.cache_clear()
+
+
+def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_step_fails(hudi_config):
+    aws = hudi_config
+    aws.server.start_recording()
+
+    run = run_repo_dag("gdpr_erasure", run_conf={"subject_ids": SUBJECTS, "datasets": ["app_logs"]})
+
+    group = "erase_app_logs."
+    states = task_states(run)
+    assert states[group + "plan[-1]"] == "success"
+    assert states[group + "gdpr_app_logs.create_cluster[-1]"] == "success"
+    assert states[group + "gdpr_app_logs.run_step[-1]"] == "failed"
+    assert states[group + "gdpr_app_logs.terminate_cluster[-1]"] == "success"
+    assert states[group + "record[-1]"] == "success"
+    assert states["erase_iceberg[-1]"] == "skipped"
+    assert states["finish_requests[-1]"] == "failed" and run.state == "failed"
+
+    emr = aws.client("emr")
+    (cluster,) = emr.list_clusters()["Clusters"]
+    assert emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Status"]["State"] == "TERMINATED"
+    (run_job_flow,) = [r["body"] for r in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")]
+    fleets = {f["InstanceFleetType"]: f for f in run_job_flow["Instances"]["InstanceFleets"]}
+    assert "TargetSpotCapacity" in fleets["TASK"] and run_job_flow["AutoTerminationPolicy"]
+    ((step,),) = [
+        r["body"]["Steps"] for r in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
+    ]
+    args = step["HadoopJarStep"]["Args"]
+    spec_uri = args[args.index("--spec") + 1]
+    assert spec_uri.startswith(settings().gdpr.work_uri + "app_logs/") and spec_uri.endswith("/spec.json")
+    assert "spark.jars=/usr/lib/hudi/hudi-spark-bundle.jar" in args
+    assert args[-3].endswith("spark_jobs/gdpr_hudi_delete.py")
+    sent = json.dumps(aws.server.recorded_requests("ElasticMapReduce"))
+    assert not any(subject in sent for subject in SUBJECTS)
+
+    # The spec held the subject ids: gone once recorded.
+    bucket, key = split_uri(spec_uri)
+    assert aws.s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0
+    config = settings().gdpr
+    dynamodb = aws.client("dynamodb")
+    failed = requests.requests_by_status(dynamodb, config.requests_table, requests.FAILED)
+    assert sorted(r.subject_id for r in failed) == SUBJECTS
+    assert all("app_logs: the Spark job wrote no result" in r.reason for r in failed)
+    for request in failed:
+        (record,) = audit.records_for(dynamodb, config.audit_table, request.request_id)
+        assert record["dataset"] == "app_logs" and record["outcome"] == "failed"
