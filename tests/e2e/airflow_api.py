@@ -115,3 +115,27 @@ def wait_for_run(airflow: StandaloneAirflow, dag_id: str, run_id: str, timeout: 
             if other["dag_run_id"] != run_id
         ]
         raise AssertionError("\n".join([str(exc), describe_run(airflow, dag_id, run_id), *others])) from None
+
+
+def dag_runs(airflow: StandaloneAirflow, dag_id: str, run_type: str) -> list[dict]:
+    return [r for r in airflow.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"] if r["run_type"] == run_type]
+
+
+def dag_parsed(airflow: StandaloneAirflow, dag_id: str) -> bool:
+    try:
+        return bool(airflow.api("GET", f"/dags/{dag_id}"))
+    except AirflowApiError as exc:
+        if exc.status_code == 404:
+            return False
+        raise
+
+
+def unpause_after_its_scheduled_run(airflow: StandaloneAirflow, dag_id: str, timeout: float = 420) -> None:
+    """Wait until the DAG is parsed, unpause it, and wait for the scheduled run that unpausing a cron
+    DAG starts (the latest tick, catchup off): afterwards the tests' own runs are the only ones."""
+    wait_for(lambda: dag_parsed(airflow, dag_id), 120, f"{dag_id} to be parsed", interval=2.0)
+    airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+    scheduled = wait_for(
+        lambda: dag_runs(airflow, dag_id, "scheduled"), 60, "the scheduled run", interval=2.0
+    )
+    wait_for_run(airflow, dag_id, scheduled[0]["dag_run_id"], timeout=timeout)

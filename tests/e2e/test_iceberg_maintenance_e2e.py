@@ -13,7 +13,13 @@ from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
 from dataplatform.iceberg.objects import list_objects, split_uri
-from tests.e2e.airflow_api import describe_run, standalone_airflow, task_instances, wait_for, wait_for_run
+from tests.e2e.airflow_api import (
+    describe_run,
+    standalone_airflow,
+    task_instances,
+    unpause_after_its_scheduled_run,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -30,29 +36,11 @@ def lake(moto_server):
     return catalog, s3
 
 
-def _runs(airflow: StandaloneAirflow, run_type: str) -> list[dict]:
-    return [r for r in airflow.api("GET", f"/dags/{DAG_ID}/dagRuns")["dag_runs"] if r["run_type"] == run_type]
-
-
 @pytest.fixture(scope="module")
 def airflow(moto_server, lake, tmp_path_factory):
     with standalone_airflow(tmp_path_factory.mktemp("airflow-standalone-iceberg"), moto_server.url) as server:
-        wait_for(lambda: _dag_parsed(server), 120, f"{DAG_ID} to be parsed", interval=2.0)
-        server.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-        # Unpausing starts the scheduled run of the latest 02:00 tick (catchup off): let it finish, so
-        # that the tests' own runs are the only ones changing the tables.
-        scheduled = wait_for(lambda: _runs(server, "scheduled"), 60, "the scheduled run", interval=2.0)
-        wait_for_run(server, DAG_ID, scheduled[0]["dag_run_id"], timeout=420)
+        unpause_after_its_scheduled_run(server, DAG_ID)
         yield server
-
-
-def _dag_parsed(airflow: StandaloneAirflow) -> bool:
-    try:
-        return bool(airflow.api("GET", f"/dags/{DAG_ID}"))
-    except AirflowApiError as exc:
-        if exc.status_code == 404:
-            return False
-        raise
 
 
 def trigger(airflow: StandaloneAirflow, conf: dict) -> dict:

@@ -16,6 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dataplatform.dynamodb import ensure_table, error_code, key
+
 log = logging.getLogger(__name__)
 
 
@@ -71,26 +73,7 @@ class AuditRecord:
 
 
 def create_audit_table(dynamodb: Any, table: str) -> bool:
-    try:
-        dynamodb.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "request_id", "AttributeType": "S"},
-                {"AttributeName": "record_id", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "request_id", "KeyType": "HASH"},
-                {"AttributeName": "record_id", "KeyType": "RANGE"},
-            ],
-        )
-        created = True
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceInUseException":
-            raise
-        created = False
-    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
-    return created
+    return ensure_table(dynamodb, table, key("request_id", "record_id"), ["request_id", "record_id"])
 
 
 def append(dynamodb: Any, table: str, record: AuditRecord) -> bool:
@@ -100,7 +83,7 @@ def append(dynamodb: Any, table: str, record: AuditRecord) -> bool:
             TableName=table, Item=record.item(), ConditionExpression="attribute_not_exists(record_id)"
         )
     except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     log.info(
@@ -126,13 +109,13 @@ def records_for(dynamodb: Any, table: str, request_id: str) -> list[dict[str, An
     while True:
         page = dynamodb.query(**kwargs)
         for item in page.get("Items", []):
-            record = {key: next(iter(value.values())) for key, value in item.items()}
-            for key in ("verification", "details"):
-                if key in record:
-                    record[key] = json.loads(record[key])
-            for key in ("try_number", "rows_deleted", "files_rewritten"):
-                if key in record:
-                    record[key] = int(record[key])
+            record = {name: next(iter(value.values())) for name, value in item.items()}
+            for name in ("verification", "details"):
+                if name in record:
+                    record[name] = json.loads(record[name])
+            for name in ("try_number", "rows_deleted", "files_rewritten"):
+                if name in record:
+                    record[name] = int(record[name])
             record["expired_snapshots"] = [v["S"] for v in item.get("expired_snapshots", {}).get("L", [])]
             record["dropped_refs"] = [v["S"] for v in item.get("dropped_refs", {}).get("L", [])]
             records.append(record)

@@ -23,6 +23,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from dataplatform.dynamodb import ensure_table, error_code, key
+
 log = logging.getLogger(__name__)
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"
@@ -93,10 +95,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
 def check_request_id(request_id: object) -> str:
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise RequestError(
@@ -111,34 +109,13 @@ def check_request_id(request_id: object) -> str:
 
 def create_requests_table(dynamodb: Any, table: str) -> bool:
     """Create the table (on demand, GSI ``by_status``) unless it exists; True when this call created it."""
-    try:
-        dynamodb.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "request_id", "AttributeType": "S"},
-                {"AttributeName": "status", "AttributeType": "S"},
-                {"AttributeName": "received_at", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": STATUS_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "status", "KeyType": "HASH"},
-                        {"AttributeName": "received_at", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-        created = True
-    except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise
-        created = False
-    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
-    return created
+    return ensure_table(
+        dynamodb,
+        table,
+        key("request_id"),
+        ["request_id", "status", "received_at"],
+        indexes={STATUS_INDEX: key("status", "received_at")},
+    )
 
 
 # -- submit -----------------------------------------------------------------------------------------------
@@ -167,7 +144,7 @@ def submit_request(
     try:
         dynamodb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(request_id)")
     except ClientError as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
+        if error_code(exc) != "ConditionalCheckFailedException":
             raise
         existing = get_request(dynamodb, table, request_id)
         assert existing is not None
@@ -264,7 +241,7 @@ def _try_claim(
             ),
         )
     except ClientError as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False  # another run took it first
         raise
     return True
@@ -339,6 +316,6 @@ def _update_claimed(
             ExpressionAttributeValues=_item({**values, ":claimant": run_id, ":in_progress": IN_PROGRESS}),
         )
     except ClientError as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             raise ClaimLostError(f"request {request_id} is not claimed by run {run_id}") from None
         raise

@@ -11,22 +11,12 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from dataplatform.config import GdprSettings, settings
+from dataplatform.operators.params import configured_names
 
 
 def check_datasets(datasets: Any, config: GdprSettings) -> list[str]:
     """The configured datasets a run covers (empty: all); an unknown name fails before any change."""
-    if datasets in (None, "", []):
-        return list(config.datasets)
-    if isinstance(datasets, str):
-        datasets = [name.strip() for name in datasets.split(",") if name.strip()]
-    if not isinstance(datasets, list) or not all(isinstance(name, str) for name in datasets):
-        raise AirflowFailException(f"param datasets must be a list of dataset names, got {datasets!r}")
-    unknown = sorted(set(datasets) - set(config.datasets))
-    if unknown:
-        raise AirflowFailException(
-            f"param datasets: unknown dataset(s) {unknown}; configured: {sorted(config.datasets)}"
-        )
-    return list(dict.fromkeys(datasets))
+    return configured_names(datasets, config.datasets, "datasets", "dataset")
 
 
 def check_subject_ids(subject_ids: Any, config: GdprSettings) -> list[str]:

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from dataplatform.config import IcebergSettings, Settings, settings
+from dataplatform.operators.params import configured_names
 
 
 def check_tables(tables: Any, dry_run: Any, config: IcebergSettings) -> list[str]:
@@ -18,18 +19,7 @@ def check_tables(tables: Any, dry_run: Any, config: IcebergSettings) -> list[str
     changed: an unknown name or a bad type fails the task at once, without retries."""
     if not isinstance(dry_run, bool):
         raise AirflowFailException(f"param dry_run must be true or false, got {dry_run!r}")
-    if tables in (None, "", []):
-        return list(config.tables)
-    if isinstance(tables, str):
-        tables = [name.strip() for name in tables.split(",") if name.strip()]
-    if not isinstance(tables, list) or not all(isinstance(name, str) for name in tables):
-        raise AirflowFailException(f"param tables must be a list of table names, got {tables!r}")
-    unknown = sorted(set(tables) - set(config.tables))
-    if unknown:
-        raise AirflowFailException(
-            f"param tables: unknown table(s) {unknown}; configured: {sorted(config.tables)}"
-        )
-    return list(dict.fromkeys(tables))
+    return configured_names(tables, config.tables, "tables", "table")
 
 
 def tables_for_backend(names: list[str], config: IcebergSettings, backend: str) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dataplatform.dynamodb import ensure_table, error_code, key
 from spark_jobs.common.dynamo import (
     BATCH_WRITE_LIMIT,
     HASH_KEY,
@@ -53,33 +54,7 @@ NEWER_ONLY = f"attribute_not_exists({HASH_KEY}) OR version < :v"
 def create_index_table(dynamodb: Any, table: str) -> bool:
     """Create the index table (on-demand, hash key ``artifact_key``) unless it exists; wait until it is
     ACTIVE. True when this call created it. An existing table with another key schema is an error."""
-    created = False
-    try:
-        dynamodb.describe_table(TableName=table)
-    except ClientError as exc:
-        if _error_code(exc) != "ResourceNotFoundException":
-            raise
-        try:
-            dynamodb.create_table(
-                TableName=table,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": HASH_KEY, "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": HASH_KEY, "KeyType": "HASH"}],
-            )
-            created = True
-        except ClientError as create_exc:
-            # Another task created it between our describe and create.
-            if _error_code(create_exc) != "ResourceInUseException":
-                raise
-    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
-    key_schema = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
-    if key_schema != [{"AttributeName": HASH_KEY, "KeyType": "HASH"}]:
-        raise ValueError(
-            f"DynamoDB table {table} exists with key schema {key_schema}, not hash key {HASH_KEY}"
-        )
-    if created:
-        log.info("created index table %s", table)
-    return created
+    return ensure_table(dynamodb, table, key(HASH_KEY), [HASH_KEY], wait_attempts=150)
 
 
 def part_file_entries(storage: Storage, part_uri: str) -> Iterator[IndexEntry]:
@@ -192,11 +167,7 @@ def _put_if_newer(dynamodb: Any, table: str, item: dict) -> bool:
             ExpressionAttributeValues={":v": item["version"]},
         )
     except ClientError as exc:
-        if _error_code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True
-
-
-def _error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")

@@ -34,6 +34,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from dataplatform.dynamodb import ensure_table, error_code, key
 from dataplatform.reconciliation.manifests import (
     ManifestError,
     as_utc,
@@ -152,37 +153,9 @@ class Status:
 def create_ledger_table(dynamodb: Any, table: str) -> bool:
     """Create the ledger table (on demand, GSI ``by_state``) unless it exists; wait until it is ACTIVE.
     True when this call created it."""
-    try:
-        dynamodb.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "state_key", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": INDEX_NAME,
-                    "KeySchema": [
-                        {"AttributeName": "state_key", "KeyType": "HASH"},
-                        {"AttributeName": "pk", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-        created = True
-    except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise
-        created = False
-    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 90})
-    description = dynamodb.describe_table(TableName=table)["Table"]
-    if INDEX_NAME not in {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}:
-        raise LedgerError(f"ledger table {table} exists without the GSI {INDEX_NAME!r}: not a ledger table")
-    log.info("ledger table %s %s", table, "created" if created else "already exists")
-    return created
+    return ensure_table(
+        dynamodb, table, key("pk"), ["pk", "state_key"], indexes={INDEX_NAME: key("state_key", "pk")}
+    )
 
 
 # -- batches -------------------------------------------------------------------------------------------
@@ -329,7 +302,7 @@ def _try_claim(
             **_expression(update, condition, values),
         )
     except ClientError as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return None
         raise
     return _public(_from_item(response["Attributes"]))
@@ -405,7 +378,7 @@ def commit_group(
         try:
             dynamodb.transact_write_items(TransactItems=entries)
         except ClientError as exc:
-            if _code(exc) not in ("TransactionCanceledException", "TransactionConflictException"):
+            if error_code(exc) not in ("TransactionCanceledException", "TransactionConflictException"):
                 raise
             group = _get(dynamodb, table, _group_pk(group_id))
             failed = _failed_conditions(exc)
@@ -464,7 +437,7 @@ def begin_stateful_run(
                 TransactItems=_begin_entries(table, run_id, seq, last_seq, groups, watermark, _stamp(now))
             )
         except ClientError as exc:
-            if _code(exc) not in ("TransactionCanceledException", "TransactionConflictException"):
+            if error_code(exc) not in ("TransactionCanceledException", "TransactionConflictException"):
                 raise
             # Another run took this seq or one of these groups: look again (after a short, random pause so
             # contending runs spread out).
@@ -925,10 +898,6 @@ def _key(pk: str) -> dict[str, dict[str, str]]:
     return {"pk": {"S": pk}}
 
 
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
 def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
     for begin in range(0, len(values), size):
         yield values[begin : begin + size]
@@ -1018,7 +987,7 @@ def _put_new(dynamodb: Any, table: str, values: dict[str, Any]) -> bool:
             TableName=table, Item=_to_item(values), ConditionExpression="attribute_not_exists(pk)"
         )
     except ClientError as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
+        if error_code(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True
@@ -1039,7 +1008,7 @@ def _advance(
         dynamodb.update_item(TableName=table, Key=_key(pk), **_expression(update, condition, values))
         return True
     except ClientError as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
+        if error_code(exc) != "ConditionalCheckFailedException":
             raise
     item = _get(dynamodb, table, pk)
     if item is not None and done(item):
