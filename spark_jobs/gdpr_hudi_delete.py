@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.common import gdpr_spec, main_with_spec
+from spark_jobs.common import gdpr_spec
 from spark_jobs.common.storage import Storage, join
 
 if TYPE_CHECKING:
@@ -358,14 +358,6 @@ def verify(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> dict[str, A
 # -- the job -------------------------------------------------------------------------------------------------
 
 
-def quiet_driver_logs(spark: Any) -> None:
-    """WARN and above only: Hudi and Spark log write configs and plans at INFO, which can quote the
-    subject predicate."""
-    context = getattr(spark, "sparkContext", None)
-    if context is not None:
-        context.setLogLevel("WARN")
-
-
 def write_and_find_commit(
     storage: Storage, spec: Mapping[str, Any], rows: DataFrame, options: Mapping[str, str]
 ) -> Commit | None:
@@ -425,7 +417,7 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
     gdpr_spec.check_spec(spec)
     if spec["job"] != JOB:
         raise ValueError(f"{JOB} got a spec for {spec['job']}")
-    quiet_driver_logs(spark)
+    gdpr_spec.quiet_driver_logs(spark)
     with gdpr_spec.ids_scrubbed(JOB, spec["subject_ids"]):
         result = erase(spark, spec, storage)
         storage.write_json(spec["result_uri"], result)
@@ -434,14 +426,7 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, spark: Any = None) -> int:
-    return main_with_spec(
-        JOB,
-        run,
-        sys.argv[1:] if argv is None else argv,
-        check=gdpr_spec.check_spec,
-        app_name=lambda spec: f"{JOB}:{spec['dataset']}",
-        spark=spark,
-    )
+    return gdpr_spec.job_main(JOB, run, argv, spark)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from spark_jobs.common import gdpr_spec, iceberg_sql, main_with_spec
+from spark_jobs.common import gdpr_spec, iceberg_sql
 from spark_jobs.common.storage import Storage
 
 JOB = gdpr_spec.ICEBERG_JOB
@@ -325,21 +325,13 @@ def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def quiet_driver_logs(spark: Any) -> None:
-    """WARN and above only: Iceberg logs a commit's conflict-detection filter (the subject predicate,
-    literals included) at INFO."""
-    context = getattr(spark, "sparkContext", None)
-    if context is not None:
-        context.setLogLevel("WARN")
-
-
 def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
     """Erase the spec's subjects from its table; the result, also written to the spec's ``result_uri``."""
     gdpr_spec.check_spec(spec)
     if spec["job"] != JOB:
         raise ValueError(f"{JOB} got a spec for {spec['job']}")
     iceberg_sql.check_session(spark, spec["catalog"], JOB, "dataplatform.gdpr.spark_erasure.spark_job")
-    quiet_driver_logs(spark)
+    gdpr_spec.quiet_driver_logs(spark)
     sql = Statements(spark)
     with gdpr_spec.ids_scrubbed(JOB, spec["subject_ids"]):
         result = erase(sql, spec)
@@ -351,14 +343,7 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, spark: Any = None) -> int:
-    return main_with_spec(
-        JOB,
-        run,
-        sys.argv[1:] if argv is None else argv,
-        check=gdpr_spec.check_spec,
-        app_name=lambda spec: f"{JOB}:{spec['dataset']}",
-        spark=spark,
-    )
+    return gdpr_spec.job_main(JOB, run, argv, spark)
 
 
 if __name__ == "__main__":

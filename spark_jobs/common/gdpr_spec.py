@@ -492,3 +492,30 @@ def summary(result: Mapping[str, Any]) -> str:
         f"{line}; verification {verdict}: {len(check['checked'])} versions read, {found} subject rows found, "
         f"{len(check['cleaned'])} cleaned"
     )
+
+
+# -- the jobs' common frame ----------------------------------------------------------------------------------
+
+
+def quiet_driver_logs(spark: Any) -> None:
+    """WARN and above only: Spark, Hudi and Iceberg log write configs, plans and commit conflict filters at
+    INFO, which can quote the subject predicate, literals included."""
+    context = getattr(spark, "sparkContext", None)
+    if context is not None:
+        context.setLogLevel("WARN")
+
+
+def job_main(job: str, run: Any, argv: Sequence[str] | None, spark: Any = None) -> int:
+    """The ``main`` of both GDPR jobs: ``--spec <uri>``, the spec checked before the session starts."""
+    import sys
+
+    from spark_jobs.common import main_with_spec
+
+    return main_with_spec(
+        job,
+        run,
+        sys.argv[1:] if argv is None else argv,
+        check=check_spec,
+        app_name=lambda spec: f"{job}:{spec['dataset']}",
+        spark=spark,
+    )
