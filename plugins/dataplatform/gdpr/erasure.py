@@ -112,21 +112,23 @@ def _erase_iceberg(
     except NoSuchTableError:
         raise ErasureError(f"dataset {key}: Iceberg table {dataset.identifier} does not exist") from None
     subject_filter = SubjectFilter.build(table.schema(), dataset.subject_columns, subject_ids)
-    workers = ctx.settings.workers
+    # One scanner for the ref check and the purge: files never change, so what it learnt about a file
+    # holds for every snapshot that reaches it.
+    scanner = SubjectScanner(table, subject_filter, ctx.settings.workers)
     # Before anything changes: a pinned ref under the `fail` policy stops here.
-    check_pinned_refs(table, SubjectScanner(table, subject_filter, workers), dataset.pinned_refs)
+    check_pinned_refs(table, scanner, dataset.pinned_refs)
     deleted = delete_subject_rows(
         table,
         dataset.subject_columns,
         subject_ids,
-        workers=workers,
+        workers=ctx.settings.workers,
         commit_retries=ctx.settings.commit_retries,
         snapshot_properties={"dataplatform.gdpr-run": ctx.run_id},
     )
     table = table.refresh()
     purged = purge_subject_history(
         table,
-        SubjectScanner(table, subject_filter, workers),
+        scanner,
         ctx.s3,
         state_uri_for(f"{ctx.settings.work_uri}state", dataset.identifier),
         dataset.pinned_refs,
