@@ -134,3 +134,28 @@ def test_requests_from_the_trigger_form_are_named_after_the_run():
     assert (
         manual_request_id("manual__2024-05-01T12:00:00+00:00", 3) == "manual__2024-05-01T12:00:00-00:00-0003"
     )
+
+
+def test_a_file_is_read_only_when_its_bounds_leave_room_for_a_subject():
+    from pyiceberg.conversions import to_bytes
+    from pyiceberg.manifest import DataFile
+
+    flt = SubjectFilter.build(SCHEMA, ["payer_id", "payee_id"], ["cust-000100", "cust-000777"])
+
+    def data_file(payer: tuple[str, str] | None, payee: tuple[str, str]) -> DataFile:
+        lower, upper = {2: to_bytes(StringType(), payee[0])}, {2: to_bytes(StringType(), payee[1])}
+        if payer:
+            lower[1], upper[1] = to_bytes(StringType(), payer[0]), to_bytes(StringType(), payer[1])
+        return DataFile.from_args(lower_bounds=lower, upper_bounds=upper)
+
+    nobody = ("cust-000000", "cust-000099")
+    assert not flt.may_hold(data_file(nobody, nobody))
+    assert flt.may_hold(data_file(("cust-000050", "cust-000150"), nobody))
+    assert flt.may_hold(data_file(("cust-000100", "cust-000100"), nobody))
+    # The other subject column's bounds admit cust-000777.
+    assert flt.may_hold(data_file(nobody, ("cust-000700", "cust-000800")))
+    # No statistics for a subject column: the file must be read.
+    assert flt.may_hold(data_file(None, nobody))
+    assert SubjectFilter.build(SCHEMA, ["account"], ["5"]).may_hold(
+        DataFile.from_args(lower_bounds={}, upper_bounds={})
+    )

@@ -21,6 +21,8 @@ names subjects by their HMAC.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import logging
 import uuid
@@ -32,14 +34,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In, Or
+from pyiceberg.io import FileIO, InputFile
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH
-from pyiceberg.types import IntegerType, LongType, StringType
+from pyiceberg.types import IntegerType, LongType, PrimitiveType, StringType
 
 from dataplatform.iceberg import objects, snapshots
 from dataplatform.iceberg.files import FileIndex, reachable_files
@@ -75,7 +79,7 @@ class PinnedRefsError(ErasureError):
 _ID_TYPES = {StringType: str, LongType: int, IntegerType: int}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SubjectFilter:
     """The rows any of ``columns`` of which holds one of the subject ids, as an Iceberg expression (for
     pruning and scans) and as an Arrow mask (for rewriting)."""
@@ -83,17 +87,26 @@ class SubjectFilter:
     columns: tuple[str, ...]
     # Per column, the ids converted to the column's type, with the raw id each one came from.
     values: dict[str, dict[Any, str]]
+    field_ids: dict[str, int]
+    field_types: dict[str, PrimitiveType]
+
+    @functools.cached_property
+    def sorted_values(self) -> dict[str, list[Any]]:
+        return {column: sorted(values) for column, values in self.values.items()}
 
     @classmethod
     def build(cls, schema: Schema, columns: Sequence[str], subject_ids: Sequence[str]) -> SubjectFilter:
         if not columns:
             raise ErasureError("no subject columns configured")
         values: dict[str, dict[Any, str]] = {}
+        field_ids, field_types = {}, {}
         for column in columns:
             try:
-                field_type = type(schema.find_field(column).field_type)
+                schema_field = schema.find_field(column)
             except ValueError:
                 raise ErasureError(f"subject column {column!r} is not in the table's schema") from None
+            field_ids[column], field_types[column] = schema_field.field_id, schema_field.field_type
+            field_type = type(schema_field.field_type)
             convert = _ID_TYPES.get(field_type)
             if convert is None:
                 raise ErasureError(
@@ -103,12 +116,31 @@ class SubjectFilter:
                 values[column] = {convert(subject_id): subject_id for subject_id in subject_ids}
             except ValueError:
                 raise ErasureError(f"a subject id is not an integer, but column {column!r} is") from None
-        return cls(tuple(columns), values)
+        return cls(tuple(columns), values, field_ids, field_types)
 
     @property
     def expression(self) -> BooleanExpression:
         terms = [In(column, set(self.values[column])) for column in self.columns]
         return terms[0] if len(terms) == 1 else Or(*terms)
+
+    def may_hold(self, data_file: DataFile) -> bool:
+        """Whether the file's column bounds leave room for a subject id in any subject column (no bounds:
+        yes). Writers truncate string bounds downwards for the lower and upwards for the upper one, so the
+        answer errs on the side of reading the file."""
+        for column in self.columns:
+            lower, upper = (
+                data_file.lower_bounds.get(self.field_ids[column]) if data_file.lower_bounds else None,
+                data_file.upper_bounds.get(self.field_ids[column]) if data_file.upper_bounds else None,
+            )
+            if lower is None or upper is None:
+                return True
+            field_type = self.field_types[column]
+            ids = self.sorted_values[column]
+            low, high = from_bytes(field_type, lower), from_bytes(field_type, upper)
+            at = bisect.bisect_left(ids, low)
+            if at < len(ids) and ids[at] <= high:
+                return True
+        return False
 
     def mask(self, rows: pa.Table) -> pa.ChunkedArray:
         masks = [
@@ -142,6 +174,40 @@ class FileRewrite:
     rows_per_subject: Counter[str]
 
 
+class _BufferInputFile(InputFile):
+    def __init__(self, location: str, content: bytes):
+        super().__init__(location)
+        self._content = content
+
+    def __len__(self) -> int:
+        return len(self._content)
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self, seekable: bool = True) -> pa.BufferReader:
+        return pa.BufferReader(self._content)
+
+
+class _OneFileIO(FileIO):
+    """Serves one already fetched file from memory; everything else goes to the table's FileIO."""
+
+    def __init__(self, io: FileIO, location: str, content: bytes):
+        super().__init__(io.properties)
+        self._io, self._location, self._content = io, location, content
+
+    def new_input(self, location: str) -> InputFile:
+        if location == self._location:
+            return _BufferInputFile(location, self._content)
+        return self._io.new_input(location)
+
+    def new_output(self, location: str):
+        return self._io.new_output(location)
+
+    def delete(self, location: str | InputFile) -> None:
+        self._io.delete(location)
+
+
 class SubjectScanner:
     """Finds the data files that hold subject rows, reading each candidate file at most once."""
 
@@ -150,21 +216,48 @@ class SubjectScanner:
         self.filter = subject_filter
         self.workers = workers
         self._matches: dict[str, int] = {}
+        self._manifest_files: dict[str, list[DataFile]] = {}
         self.files_read = 0
 
     def candidates(self, snapshot_id: int | None = None) -> list[FileScanTask]:
-        """Data files of the snapshot (default: current) whose partition and column bounds may hold a
-        subject."""
-        scan = self.table.scan(row_filter=self.filter.expression, snapshot_id=snapshot_id)
-        return list(scan.plan_files())
+        """Live data files of the snapshot (default: current) whose column bounds may hold a subject.
+
+        pyiceberg's scan planning would find the same files, but it builds a metrics evaluator for every
+        file and binds the whole id list again each time; here each manifest is read once per scanner
+        (manifests are immutable and shared by snapshots) and bounds are compared with the sorted ids."""
+        snapshot = self.table.snapshot_by_id(snapshot_id) if snapshot_id else self.table.current_snapshot()
+        if snapshot is None:
+            return []
+        manifests = [m for m in snapshot.manifests(self.table.io) if m.content == ManifestContent.DATA]
+        unread = [m for m in manifests if m.manifest_path not in self._manifest_files]
+        with ThreadPoolExecutor(self.workers) as pool:
+            for manifest, files in zip(unread, pool.map(self._live_files, unread), strict=True):
+                self._manifest_files[manifest.manifest_path] = files
+        return [
+            FileScanTask(data_file)
+            for manifest in manifests
+            for data_file in self._manifest_files[manifest.manifest_path]
+            if self.filter.may_hold(data_file)
+        ]
+
+    def _live_files(self, manifest: ManifestFile) -> list[DataFile]:
+        return [
+            entry.data_file for entry in manifest.fetch_manifest_entry(self.table.io, discard_deleted=True)
+        ]
 
     def read(self, data_file: DataFile) -> pa.Table:
-        """Every row the file holds (positional or equality deletes are not applied: a row that is only
-        marked deleted is still in the bytes)."""
+        """Every row the file holds, in the table's current schema (positional or equality deletes are not
+        applied: a row that is only marked deleted is still in the bytes). The whole file is fetched with
+        one GET (every column is needed to rewrite it) instead of a HEAD and a GET per footer and column
+        range, then pyiceberg's ArrowScan reads it from memory, mapping field ids and schema changes."""
         self.files_read += 1
+        with self.table.io.new_input(data_file.file_path).open(seekable=False) as stream:
+            content = stream.read()
         metadata = self.table.metadata
-        scan = ArrowScan(metadata, self.table.io, metadata.schema(), AlwaysTrue())
-        return scan.to_table([FileScanTask(data_file)])
+        in_memory = _OneFileIO(self.table.io, data_file.file_path, content)
+        return ArrowScan(metadata, in_memory, metadata.schema(), AlwaysTrue()).to_table(
+            [FileScanTask(data_file)]
+        )
 
     def matching_rows(self, tasks: Iterable[FileScanTask]) -> dict[str, int]:
         """Subject rows per data file path, for files not looked at before (in parallel)."""
@@ -218,8 +311,8 @@ def delete_subject_rows(
     for _ in range(commit_retries + 1):
         subject_filter = SubjectFilter.build(table.schema(), columns, subject_ids)
         scanner = SubjectScanner(table, subject_filter, workers)
+        refuse_delete_files(table)
         tasks = scanner.candidates()
-        refuse_delete_files(table, tasks)
         rewrites = rewrite_files(table, scanner, tasks)
         result = DeleteResult(
             data_files=live_data_files(table),
@@ -262,13 +355,20 @@ def delete_subject_rows(
     raise CommitFailedException(f"{_name(table)}: delete commit failed {commit_retries + 1} times")
 
 
-def refuse_delete_files(table: Table, tasks: Sequence[FileScanTask]) -> None:
-    with_deletes = [task.file.file_path for task in tasks if task.delete_files]
-    if with_deletes:
+def refuse_delete_files(table: Table) -> None:
+    """Merge-on-read delete files: a copy-on-write rewrite would bring equality-deleted rows back."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return
+    live = sum(
+        (m.added_files_count or 0) + (m.existing_files_count or 0)
+        for m in snapshot.manifests(table.io)
+        if m.content == ManifestContent.DELETES
+    )
+    if live:
         raise ErasureError(
-            f"{_name(table)}: {len(with_deletes)} candidate data files have merge-on-read delete files; "
-            "a copy-on-write rewrite would bring equality-deleted rows back. Compact the table "
-            "(rewrite_data_files) or use engine 'spark'"
+            f"{_name(table)}: the table has {live} merge-on-read delete files; a copy-on-write rewrite would "
+            "bring equality-deleted rows back. Compact it (rewrite_data_files) or use engine 'spark'"
         )
 
 
