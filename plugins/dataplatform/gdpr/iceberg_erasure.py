@@ -1,9 +1,10 @@
 """Erasing subjects from an Iceberg table with pyiceberg: delete, purge, verify.
 
-1. ``delete_subject_rows``: copy-on-write delete in one commit. Only data files whose column statistics
-   can hold a subject are opened (pyiceberg's scan planning prunes by partition and by min/max bounds);
-   they are read, filtered and rewritten in parallel; files with no row of the subjects are left as they
-   are. pyiceberg's own ``Table.delete`` does the same rewrite one file at a time and may commit twice.
+1. ``delete_subject_rows``: copy-on-write delete in one commit. Only data files whose min/max bounds on
+   a subject column can hold a subject are opened (one pass over the manifests); they are fetched whole,
+   filtered and rewritten in parallel; files with no row of the subjects are left as they are. pyiceberg's
+   own ``Table.delete`` does the same rewrite one file at a time and may commit twice; its planning binds
+   the id list again for every file.
 2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows is
    expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
    ``pinned_refs`` policy (``fail``: nothing is changed and the refs are named; ``drop``: the ref goes in
