@@ -226,7 +226,8 @@ class SubjectScanner:
         pyiceberg's scan planning would find the same files, but it builds a metrics evaluator for every
         file and binds the whole id list again each time; here each manifest is read once per scanner
         (manifests are immutable and shared by snapshots) and bounds are compared with the sorted ids."""
-        snapshot = self.table.snapshot_by_id(snapshot_id) if snapshot_id else self.table.current_snapshot()
+        table = self.table
+        snapshot = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
         if snapshot is None:
             return []
         manifests = [m for m in snapshot.manifests(self.table.io) if m.content == ManifestContent.DATA]
@@ -249,7 +250,7 @@ class SubjectScanner:
     def read(self, data_file: DataFile) -> pa.Table:
         """Every row the file holds, in the table's current schema (positional or equality deletes are not
         applied: a row that is only marked deleted is still in the bytes). The whole file is fetched with
-        one GET (every column is needed to rewrite it) instead of a HEAD and a GET per footer and column
+        one GET (every column is needed to rewrite it) instead of one for the footer and one per column
         range, then pyiceberg's ArrowScan reads it from memory, mapping field ids and schema changes."""
         self.files_read += 1
         with self.table.io.new_input(data_file.file_path).open(seekable=False) as stream:
