@@ -9,6 +9,7 @@ The pyiceberg engine runs here (``erase_iceberg_dataset``); Spark datasets (Hudi
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from dataplatform.gdpr.requests import Request
 from dataplatform.gdpr.subjects import subject_hmac
 from dataplatform.iceberg import objects
 from dataplatform.iceberg.state import state_uri_for
+from spark_jobs.common.gdpr_spec import scrub
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +94,20 @@ def erase_iceberg_dataset(ctx: ErasureContext, key: str, claimed: list[Request])
     started = ctx.now()
     if not claimed:
         return {"dataset": key, "requests": 0, "summary": f"{key}: no requests to erase"}
+    subjects = distinct_subjects(claimed)
     try:
-        outcome = _erase_iceberg(ctx, key, dataset, distinct_subjects(claimed), started)
+        outcome = _erase_iceberg(ctx, key, dataset, subjects, started)
     except PinnedRefsError as exc:
         outcome = Outcome(PINNED_REFS, started, reason=str(exc), details={"pinned_refs": exc.refs})
     except ErasureError as exc:
         outcome = Outcome(FAILED, started, reason=str(exc))
     except Exception as exc:
-        record_outcome(ctx, key, claimed, Outcome(FAILED, started, reason=f"error: {exc}"))
-        raise
+        # A library's message may quote the filter, ids included: it is recorded and raised scrubbed, and
+        # the traceback is logged without it.
+        reason = "error: " + scrub(f"{type(exc).__name__}: {exc}", subjects)
+        log.error("%s: %s\n%s", key, reason, "".join(traceback.format_tb(exc.__traceback__)))
+        record_outcome(ctx, key, claimed, Outcome(FAILED, started, reason=reason))
+        raise RuntimeError(f"{key}: {reason}") from None
     return record_outcome(ctx, key, claimed, outcome)
 
 
