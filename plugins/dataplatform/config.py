@@ -47,6 +47,21 @@ def glue_identifier(value: str) -> str:
     return value
 
 
+def _require_s3_uri(value: str) -> str:
+    value = _require_s3_or_file_uri(value)
+    if not value.startswith("s3://"):
+        raise ValueError("must be an s3:// URI")
+    return value
+
+
+def _identifier_keys(value: dict, what: str) -> dict:
+    # A key names mapped tasks, task groups and report files.
+    bad = [key for key in value if not _IDENTIFIER.match(key)]
+    if bad:
+        raise ValueError(f"{what} keys must be lower-case identifiers, got {bad}")
+    return value
+
+
 def _require_s3_or_file_uri(value: str) -> str:
     # ``file://{local_dir}/...`` keeps local paths out of the repository's config and lets the tests
     # point every local file at their own temporary directory.
@@ -376,19 +391,12 @@ class IcebergSettings(_Strict):
     @field_validator("tables")
     @classmethod
     def _table_keys(cls, value: dict[str, IcebergTablePolicy]) -> dict[str, IcebergTablePolicy]:
-        # A key names mapped tasks, task groups and report files.
-        bad = [key for key in value if not _IDENTIFIER.match(key)]
-        if bad:
-            raise ValueError(f"table keys must be lower-case identifiers, got {bad}")
-        return value
+        return _identifier_keys(value, "table")
 
     @field_validator("state_uri")
     @classmethod
     def _state_uri(cls, value: str) -> str:
-        value = _require_s3_or_file_uri(value)
-        if not value.startswith("s3://"):
-            raise ValueError("must be an s3:// URI")
-        return value
+        return _require_s3_uri(value)
 
 
 # -- GDPR erasure -------------------------------------------------------------------------------------------
@@ -532,18 +540,12 @@ class GdprSettings(_Strict):
     @classmethod
     def _work_uri(cls, value: str) -> str:
         # Read by EMR jobs and by the purge's pending-delete state: S3 in every environment.
-        value = _require_s3_or_file_uri(value)
-        if not value.startswith("s3://"):
-            raise ValueError("must be an s3:// URI")
-        return value
+        return _require_s3_uri(value)
 
     @field_validator("datasets")
     @classmethod
     def _dataset_keys(cls, value: dict[str, GdprDataset]) -> dict[str, GdprDataset]:
-        bad = [key for key in value if not _IDENTIFIER.match(key)]
-        if bad:
-            raise ValueError(f"dataset keys must be lower-case identifiers, got {bad}")
-        return value
+        return _identifier_keys(value, "dataset")
 
 
 class Settings(_Strict):
