@@ -177,3 +177,90 @@ def test_integer_subject_columns_take_numeric_ids_and_refuse_others(lake):
     assert sorted(table.refresh().scan().to_arrow()["account_id"].to_pylist()) == [1, 3]
     with pytest.raises(ErasureError, match="not an integer"):
         delete_subject_rows(table, ["account_id"], ["cust-000001"])
+
+
+HUDI_CONFIG = GdprSettings.model_validate(
+    {
+        "work_uri": f"s3://{BUCKET}/_gdpr/",
+        "datasets": {
+            "app_logs": {
+                "format": "hudi",
+                "database": "lake",
+                "table": "app_logs",
+                "location": f"s3://{BUCKET}/hudi/app_logs/",
+                "subject_columns": ["user_id"],
+                "partition_column": "log_date",
+                "record_key": "log_id",
+                "precombine_field": "event_ts",
+                "engine": "spark",
+            }
+        },
+    }
+)
+
+
+def hudi_result(**changes) -> dict:
+    result = {
+        "job": "gdpr_hudi_delete",
+        "dataset": "app_logs",
+        "format": "hudi",
+        "status": "erased",
+        "rows_deleted": 5,
+        "rows_deleted_by_subject": [2, 3],
+        "files_rewritten": 2,
+        "commit": "20240305100000000",
+        "expired_snapshots": [],
+        "dropped_refs": [],
+        "pinned_refs": [],
+        "verification": {
+            "passed": True,
+            "checked": ["20240305100000000", "latest"],
+            "rows_found": {"20240305100000000": 0, "latest": 0},
+            "cleaned": [],
+        },
+        "started_at": "2024-03-05T10:00:00+00:00",
+        "finished_at": "2024-03-05T10:05:00+00:00",
+    }
+    return {**result, **changes}
+
+
+@pytest.mark.parametrize(
+    "result, outcome, reason",
+    [
+        (hudi_result(), "verified", None),
+        (hudi_result(rows_deleted_by_subject=[2]), "failed", "the Spark job's result"),
+        (None, "failed", "the Spark job wrote no result"),
+    ],
+)
+def test_a_spark_jobs_result_becomes_each_requests_outcome(lake, result, outcome, reason):
+    from dataplatform.gdpr.erasure import spark_outcome
+    from spark_jobs.common.storage import Storage
+
+    s3 = lake.s3
+    # A file the Hudi cleaner deleted: its bytes live on as a noncurrent version until the record step.
+    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/old.parquet", Body=b"rows of the subjects")
+    s3.delete_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/old.parquet")
+    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/live.parquet", Body=b"other rows")
+    result_uri = f"s3://{BUCKET}/_gdpr/app_logs/run-1/result.json"
+    storage = Storage(s3)
+    if result is not None:
+        storage.write_json(result_uri, result)
+    ctx = ErasureContext(HUDI_CONFIG, lake.dynamodb, s3, b"test-key", "run-1")
+    claimed = [
+        requests.Request("t-1", SUBJECTS[1], "x", "y", requests.IN_PROGRESS),
+        requests.Request("t-2", SUBJECTS[0], "x", "y", requests.IN_PROGRESS),
+    ]
+
+    got = spark_outcome(ctx, "app_logs", claimed, storage, result_uri)
+
+    assert got.outcome == outcome
+    assert (got.reason is None) if reason is None else reason in got.reason
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix="hudi/app_logs/")
+    keys = sorted(v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", []))
+    if outcome == "verified":
+        # Counts come back by position in the spec's sorted subject list.
+        assert got.rows_by_subject == {SUBJECTS[0]: 2, SUBJECTS[1]: 3} and got.rows_deleted == 5
+        assert got.details["noncurrent_versions_deleted"] == 2
+        assert keys == ["hudi/app_logs/2024-03-01/live.parquet"]
+    else:
+        assert "hudi/app_logs/2024-03-01/old.parquet" in keys
