@@ -335,11 +335,25 @@ class CreatedFiles(_Strict):
     tag: S3Tag = S3Tag(key="write-tag-name", value="created")
 
 
-class IcebergTablePolicy(_Strict):
-    """Maintenance policy of one Iceberg table in the Glue catalog."""
+class _GlueTableRef(_Strict):
+    """A table in the Glue catalog, named ``database``.``table`` (both lower-case Glue identifiers)."""
 
     database: str
     table: str
+
+    @field_validator("database", "table")
+    @classmethod
+    def _glue_identifier(cls, value: str) -> str:
+        return glue_identifier(value)
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+class IcebergTablePolicy(_GlueTableRef):
+    """Maintenance policy of one Iceberg table in the Glue catalog."""
+
     # ``pyiceberg`` runs in the Airflow worker; ``spark`` runs Iceberg's Spark procedures on the configured
     # Spark backend (EMR / EMR Serverless), for tables too big for one worker.
     backend: Literal["pyiceberg", "spark"] = "pyiceberg"
@@ -351,11 +365,6 @@ class IcebergTablePolicy(_Strict):
     created: CreatedFiles = CreatedFiles()
     # Younger unreferenced objects may belong to a write still in progress (Iceberg's default is 3 days).
     orphan_min_age_hours: Annotated[float, Field(ge=1)] = 72.0
-
-    @field_validator("database", "table")
-    @classmethod
-    def _glue_identifier(cls, value: str) -> str:
-        return glue_identifier(value)
 
     @model_validator(mode="after")
     def _distinct_tags(self) -> IcebergTablePolicy:
@@ -373,10 +382,6 @@ class IcebergTablePolicy(_Strict):
                 if any(c in tag.key + tag.value for c in " ="):
                     raise ValueError(f"tag {tag.key}={tag.value}: no spaces or '=' with backend 'spark'")
         return self
-
-    @property
-    def identifier(self) -> str:
-        return f"{self.database}.{self.table}"
 
 
 class IcebergSettings(_Strict):
@@ -411,7 +416,7 @@ def _dynamodb_table_name(value: str) -> str:
     return value
 
 
-class GdprDataset(_Strict):
+class GdprDataset(_GlueTableRef):
     """A table that holds personal data, and how a subject's rows are found and erased in it.
 
     ``subject_columns``: every column that may hold a subject id (a row matches when any of them does).
@@ -424,8 +429,6 @@ class GdprDataset(_Strict):
 
     format: Literal["iceberg", "hudi"]
     catalog: Literal["glue"] = "glue"
-    database: str
-    table: str
     subject_columns: list[str] = Field(min_length=1)
     partition_column: str | None = None
     engine: Literal["pyiceberg", "spark"] = "pyiceberg"
@@ -437,11 +440,6 @@ class GdprDataset(_Strict):
     record_key: str | None = None
     precombine_field: str | None = None
     hudi_table_type: Literal["COPY_ON_WRITE", "MERGE_ON_READ"] = "COPY_ON_WRITE"
-
-    @field_validator("database", "table")
-    @classmethod
-    def _glue_identifier(cls, value: str) -> str:
-        return glue_identifier(value)
 
     @field_validator("subject_columns")
     @classmethod
@@ -484,10 +482,6 @@ class GdprDataset(_Strict):
             if hudi_only:
                 raise ValueError(f"{', '.join(hudi_only)}: hudi datasets only")
         return self
-
-    @property
-    def identifier(self) -> str:
-        return f"{self.database}.{self.table}"
 
 
 class GdprSettings(_Strict):
