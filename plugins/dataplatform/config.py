@@ -542,6 +542,45 @@ class GdprSettings(_Strict):
         return _identifier_keys(value, "dataset")
 
 
+# -- Benchmark pricing ----------------------------------------------------------------------------------
+
+
+class PricingSettings(_Strict):
+    """Benchmark pricing: where launches are, where prices come from, what the report compares."""
+
+    # The workflow manager's launch records (DynamoDB, status index ``by_status``).
+    launches_table: str = "workflow_launches"
+    # One cost record per Spark job run on EMR or EMR Serverless.
+    job_costs_table: str = "spark_job_costs"
+    # ``price_list``: the Price List Query API and EC2 Spot price history (AWS). ``snapshot``: the offline
+    # copy of both under ``snapshot_dir`` (the local stack and the tests: moto has no Price List API).
+    source: Literal["price_list", "snapshot"]
+    # Relative to the repository root unless absolute.
+    snapshot_dir: str = "include/pricing"
+    # Prices fetched by one task are kept here for the next tasks (one object per price key).
+    price_cache_uri: str
+    price_cache_hours: Annotated[float, Field(ge=0)] = 24.0
+    # Launches priced per DAG run (oldest completed first); the rest wait for the next run.
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
+    # The comparison report covers launches completed in the last ``report_period_days``.
+    report_period_days: Annotated[int, Field(ge=1, le=3660)] = 30
+    report_group_by: Literal["family", "architecture"] = "family"
+
+    @field_validator("launches_table", "job_costs_table")
+    @classmethod
+    def _table_names(cls, value: str) -> str:
+        return _dynamodb_table_name(value)
+
+    @field_validator("price_cache_uri")
+    @classmethod
+    def _cache_uri(cls, value: str) -> str:
+        return _require_s3_or_file_uri(value)
+
+    def snapshot_path(self) -> Path:
+        path = Path(self.snapshot_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -552,6 +591,7 @@ class Settings(_Strict):
     reconciliation: ReconciliationSettings
     iceberg: IcebergSettings
     gdpr: GdprSettings
+    pricing: PricingSettings
 
     @field_validator("reports_uri")
     @classmethod

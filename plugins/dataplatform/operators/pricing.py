@@ -1,0 +1,143 @@
+"""Airflow side of benchmark pricing (``dataplatform.pricing``): which launches a run prices, one launch
+per mapped task, the comparison report, and the cost record of a Spark job run on EMR."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from dataplatform.config import settings
+
+log = logging.getLogger(__name__)
+
+
+def _pricer():
+    from dataplatform import aws
+    from dataplatform.pricing.pricer import Pricer
+    from dataplatform.pricing.prices import PriceStore
+
+    config = settings().pricing
+    s3 = aws.client("s3")
+    return Pricer(
+        config,
+        lambda service, region: aws.client(service, region=region),
+        aws.client("dynamodb"),
+        store=PriceStore(config.price_cache_uri, config.price_cache_hours, s3=s3),
+    )
+
+
+def check_launch_ids(value: Any) -> list[str]:
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        value = [launch_id.strip() for launch_id in value.split(",") if launch_id.strip()]
+    if not isinstance(value, list) or not all(
+        isinstance(launch_id, str) and launch_id for launch_id in value
+    ):
+        raise AirflowFailException(f"param launch_ids must be a list of launch ids, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def select_launches(params: dict) -> list[str]:
+    """The launch ids this run prices: the ``launch_ids`` param (each must exist and be COMPLETE; an
+    already priced one is kept and reported as such), else up to ``batch_size`` COMPLETE launches
+    without a total cost, oldest first. Nothing is written here."""
+    from dataplatform import aws
+    from dataplatform.pricing import launches
+
+    config = settings().pricing
+    requested = check_launch_ids(params.get("launch_ids"))
+    dynamodb = aws.client("dynamodb")
+    launches.ensure_launches_table(dynamodb, config.launches_table)
+    if requested:
+        problems = []
+        for launch_id in requested:
+            launch = launches.get_launch(dynamodb, config.launches_table, launch_id)
+            if launch is None:
+                problems.append(f"{launch_id}: not in {config.launches_table}")
+            elif launch.get("status") != launches.COMPLETE:
+                problems.append(f"{launch_id}: status {launch.get('status')}, not COMPLETE")
+        if problems:
+            raise AirflowFailException("param launch_ids: " + "; ".join(problems) + " (nothing was priced)")
+        log.info("pricing the %d launch(es) of the launch_ids param", len(requested))
+        return requested
+    selected = [
+        launch["launch_id"]
+        for launch in launches.unpriced_launches(dynamodb, config.launches_table, config.batch_size)
+    ]
+    log.info(
+        "%d COMPLETE launch(es) without a total cost (batch size %d): %s",
+        len(selected),
+        config.batch_size,
+        ", ".join(selected[:20]) + (" ..." if len(selected) > 20 else ""),
+    )
+    return selected
+
+
+def price_launch(launch_id: str) -> dict:
+    """One launch, priced and written back (or its pricing error recorded: the task still succeeds, the
+    report lists it, and the next run retries it)."""
+    outcome = _pricer().price_and_record(launch_id)
+    log.info("launch %s: %s", launch_id, outcome["outcome"])
+    return outcome
+
+
+def build_report(selected: list[str], outcomes: list[dict] | None, context) -> dict:
+    """This run's outcomes plus the comparison over the last ``report_period_days``: CSV and PNG chart
+    under ``reports_uri``, linked from the run's JSON report. Fails (after writing the report) when a
+    selected launch has no outcome: its task failed for a reason other than a pricing error."""
+    from dataplatform import aws
+    from dataplatform.operators.iceberg import publish_report
+    from dataplatform.pricing import launches
+    from dataplatform.pricing.report import compare, write_comparison
+    from dataplatform.reports import report_key
+
+    config = settings().pricing
+    s3 = aws.client("s3")
+    dynamodb = aws.client("dynamodb")
+    outcomes = [outcome for outcome in (outcomes or []) if outcome]
+    end = datetime.now(UTC)
+    start = end - timedelta(days=config.report_period_days)
+    completed = launches.completed_launches(
+        dynamodb, config.launches_table, start.isoformat(), end.isoformat()
+    )
+    comparison = compare(completed, start, end, by=config.report_group_by)
+    key_prefix = report_key(context["dag"].dag_id, context["run_id"], "benchmark_comparison")[: -len(".json")]
+    links = write_comparison(comparison, settings().reports_uri, key_prefix, s3)
+    counts = {
+        name: sum(1 for o in outcomes if o["outcome"] == name)
+        for name in ("priced", "already_priced", "failed")
+    }
+    log.info(
+        "priced %d launch(es), %d already priced, %d failed; comparison of %d launch(es) over %s: %s, %s",
+        counts["priced"],
+        counts["already_priced"],
+        counts["failed"],
+        comparison.launches,
+        comparison.period,
+        links["csv"],
+        links["png"],
+    )
+    report = {
+        "counts": counts,
+        "launches": outcomes,
+        "failed": [
+            {"launch_id": o["launch_id"], "reason": o.get("reason")}
+            for o in outcomes
+            if o["outcome"] == "failed"
+        ],
+        "comparison": comparison.summary(),
+        "comparison_csv": links["csv"],
+        "comparison_chart": links["png"],
+    }
+    missing = sorted(set(selected) - {outcome["launch_id"] for outcome in outcomes})
+    report["task_failures"] = missing
+    report = publish_report(context, "benchmark_pricing", report, s3)
+    if missing:
+        raise AirflowException(
+            f"{len(missing)} launch(es) failed in price_launch (see those tasks' logs): {', '.join(missing[:20])}"
+        )
+    return report

@@ -1,0 +1,168 @@
+"""The workflow manager's launch records (DynamoDB ``workflow_launches``) as pricing reads and writes them.
+
+Item (written by the workflow manager): ``launch_id`` (key), ``workflow_type``, ``status`` (PREPARING,
+WAITING, READY, RUNNING, FAILED, COMPLETE), ``created_at`` / ``started_at`` / ``completed_at`` (ISO-8601
+UTC), ``region``, and the compute it used: ``batch_job_ids``, ``instance_ids``, ``volume_ids``,
+``fsx_file_system_id``. A GSI ``by_status`` (status, completed_at) finds COMPLETE launches oldest first
+without a scan.
+
+Pricing adds ``total_cost``, ``instance_cost``, ``volume_cost``, ``filesystem_cost`` (strings, 4 decimal
+places), ``currency``, ``price_source``, ``price_date``, ``priced_at``, ``instance_types`` with one
+conditional update that only succeeds while ``total_cost`` is absent: a rerun, a retry or a concurrent run
+cannot price a launch twice. A launch that cannot be priced gets ``pricing_error`` (the reason),
+``pricing_error_at`` and ``pricing_attempts`` instead, and stays unpriced, so the next run tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from dataplatform.dynamodb import ensure_table, error_code, key
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("PREPARING", "WAITING", "READY", "RUNNING", "FAILED", "COMPLETE")
+COMPLETE = "COMPLETE"
+STATUS_INDEX = "by_status"
+COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
+
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+
+
+def ensure_launches_table(dynamodb: Any, table: str) -> bool:
+    return ensure_table(
+        dynamodb,
+        table,
+        key("launch_id"),
+        ["launch_id", "status", "completed_at"],
+        indexes={STATUS_INDEX: key("status", "completed_at")},
+    )
+
+
+def to_item(launch: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in launch.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def put_launch(dynamodb: Any, table: str, launch: dict[str, Any]) -> None:
+    """Write a launch record as the workflow manager does (the demo seed and the tests use it)."""
+    dynamodb.put_item(TableName=table, Item=to_item(launch))
+
+
+def get_launch(dynamodb: Any, table: str, launch_id: str) -> dict[str, Any] | None:
+    item = dynamodb.get_item(TableName=table, Key={"launch_id": {"S": launch_id}}, ConsistentRead=True).get(
+        "Item"
+    )
+    return from_item(item) if item else None
+
+
+def unpriced_launches(dynamodb: Any, table: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` COMPLETE launches without a total cost, oldest completed first. Launches that
+    failed to price before are included: the reason may be gone (a price added, a resource found)."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": STATUS_INDEX,
+        "KeyConditionExpression": "#status = :complete",
+        "FilterExpression": "attribute_not_exists(total_cost)",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {":complete": {"S": COMPLETE}},
+        "ScanIndexForward": True,
+    }
+    found: list[dict[str, Any]] = []
+    while len(found) < limit:
+        page = dynamodb.query(**request)
+        found.extend(from_item(item) for item in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            break
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return found[:limit]
+
+
+def priced_launches(
+    dynamodb: Any, table: str, completed_from: str, completed_to: str
+) -> list[dict[str, Any]]:
+    """COMPLETE launches completed in [from, to) that have a total cost (the comparison report's input)."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": STATUS_INDEX,
+        "KeyConditionExpression": "#status = :complete AND completed_at BETWEEN :from AND :to",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {
+            ":complete": {"S": COMPLETE},
+            ":from": {"S": completed_from},
+            ":to": {"S": completed_to},
+        },
+    }
+    found: list[dict[str, Any]] = []
+    while True:
+        page = dynamodb.query(**request)
+        found.extend(from_item(item) for item in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            break
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    # BETWEEN includes its upper bound; the period is half-open.
+    return [launch for launch in found if launch["completed_at"] < completed_to]
+
+
+def write_cost(dynamodb: Any, table: str, launch_id: str, attributes: dict[str, Any]) -> bool:
+    """Set the cost attributes (and clear an earlier pricing error) while ``total_cost`` is absent and
+    the launch is COMPLETE. False when another run priced it first (nothing is changed then)."""
+    values = {**attributes, "priced_at": _now()}
+    names = {f"#a{position}": name for position, name in enumerate(values)}
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"launch_id": {"S": launch_id}},
+            UpdateExpression="SET "
+            + ", ".join(f"#a{position} = :a{position}" for position in range(len(values)))
+            + " REMOVE pricing_error, pricing_error_at",
+            ConditionExpression="attribute_exists(launch_id) AND attribute_not_exists(total_cost) "
+            "AND #status = :complete",
+            ExpressionAttributeNames={**names, "#status": "status"},
+            ExpressionAttributeValues={
+                **{
+                    f":a{position}": _serializer.serialize(value)
+                    for position, value in enumerate(values.values())
+                },
+                ":complete": {"S": COMPLETE},
+            },
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
+def record_error(dynamodb: Any, table: str, launch_id: str, reason: str) -> bool:
+    """Note why the launch could not be priced (it stays unpriced and is retried). False when it was
+    priced meanwhile: a stale error is never written over a cost."""
+    try:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"launch_id": {"S": launch_id}},
+            UpdateExpression="SET pricing_error = :reason, pricing_error_at = :now ADD pricing_attempts :one",
+            ConditionExpression="attribute_exists(launch_id) AND attribute_not_exists(total_cost)",
+            ExpressionAttributeValues={
+                ":reason": {"S": reason[:2000]},
+                ":now": {"S": _now()},
+                ":one": {"N": "1"},
+            },
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        return False
+    return True
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
