@@ -40,6 +40,11 @@ def client(service: str, conn_id: str | None = None, region: str | None = None):
     return hook.get_conn()
 
 
+def client_in(service: str, region: str):
+    """``client`` with a positional region: the (service, region) factory pricing takes."""
+    return client(service, region=region)
+
+
 def endpoint_url(conn_id: str | None = None) -> str | None:
     """The connection's ``endpoint_url`` (the moto server locally; ``None`` in AWS).
 

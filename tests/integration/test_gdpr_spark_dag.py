@@ -65,6 +65,7 @@ def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_s
     assert states[group + "gdpr_app_logs.create_cluster[-1]"] == "success"
     assert states[group + "gdpr_app_logs.run_step[-1]"] == "failed"
     assert states[group + "gdpr_app_logs.terminate_cluster[-1]"] == "success"
+    assert states[group + "gdpr_app_logs.record_cost[-1]"] == "success"
     assert states[group + "record[-1]"] == "success"
     assert states["erase_iceberg[-1]"] == "skipped"
     assert states["finish_requests[-1]"] == "failed" and run.state == "failed"
@@ -97,3 +98,26 @@ def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_s
     for request in failed:
         (record,) = audit.records_for(dynamodb, config.audit_table, request.request_id)
         assert record["dataset"] == "app_logs" and record["outcome"] == "failed"
+
+
+def test_the_transient_cluster_gets_a_cost_record_even_when_it_cannot_be_priced(hudi_config):
+    """moto's EMR lists no instances, fleets or groups for a cluster (ListInstanceFleets is not
+    implemented), so there is nothing to price: the record names the cluster and the reason and has no
+    cost (never zero). The pricing from ListInstances and from fleets is tested on real-shaped responses
+    in tests/unit/test_pricing_jobs.py."""
+    aws = hudi_config
+    run = run_repo_dag("gdpr_erasure", run_conf={"subject_ids": SUBJECTS, "datasets": ["app_logs"]})
+    assert task_states(run)["erase_app_logs.gdpr_app_logs.record_cost[-1]"] == "success"
+
+    (summary,) = aws.client("emr").list_clusters()["Clusters"]
+    dynamodb = aws.client("dynamodb")
+    items = dynamodb.scan(TableName=settings().pricing.job_costs_table)["Items"]
+    (record,) = [{k: v.get("S", v.get("N", v.get("BOOL"))) for k, v in item.items()} for item in items]
+    assert record["run_key"] == f"gdpr_erasure/{run.run_id}"
+    assert record["job_name"] == "erase_app_logs.gdpr_app_logs"
+    assert record["backend"] == "emr"
+    assert (
+        record["pricing_error"]
+        == f"EMR cluster {summary['Id']} reports no instances and no capacity to price"
+    )
+    assert "total_cost" not in record

@@ -20,13 +20,8 @@ def _pricer():
     from dataplatform.pricing.prices import PriceStore
 
     config = settings().pricing
-    s3 = aws.client("s3")
-    return Pricer(
-        config,
-        lambda service, region: aws.client(service, region=region),
-        aws.client("dynamodb"),
-        store=PriceStore(config.price_cache_uri, config.price_cache_hours, s3=s3),
-    )
+    store = PriceStore(config.price_cache_uri, config.price_cache_hours, s3=aws.client("s3"))
+    return Pricer(config, aws.client_in, aws.client("dynamodb"), store=store)
 
 
 def check_launch_ids(value: Any) -> list[str]:
@@ -141,3 +136,69 @@ def build_report(selected: list[str], outcomes: list[dict] | None, context) -> d
             f"{len(missing)} launch(es) failed in price_launch (see those tasks' logs): {', '.join(missing[:20])}"
         )
     return report
+
+
+def record_spark_job_cost(
+    context,
+    backend: str,
+    region: str,
+    cluster_id: str | None = None,
+    step_ids: list[str] | None = None,
+    application_id: str | None = None,
+    job_run_id: str | None = None,
+    sizing=None,
+) -> dict:
+    """The cost record of the Spark job whose group this task ends (``spark_job_costs``, one per job and
+    run: a retry writes nothing new). A job that cannot be priced gets a record with ``pricing_error``
+    instead of a cost: the job's own outcome decides the run's state, not its bill."""
+    from dataplatform import aws
+    from dataplatform.pricing import jobs
+    from dataplatform.pricing.pricer import price_catalog, source_label, spot_history
+    from dataplatform.pricing.prices import PriceStore
+    from dataplatform.pricing.resources import PricingError
+
+    config = settings().pricing
+    ti = context["ti"]
+    record = {
+        "run_key": f"{ti.dag_id}/{ti.run_id}",
+        "job_name": ti.task_id.rsplit(".", 1)[0],
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "region": region,
+    }
+    client = aws.client_in
+    catalog = price_catalog(
+        config, client, PriceStore(config.price_cache_uri, config.price_cache_hours, aws.client("s3"))
+    )
+    try:
+        if backend == "emr":
+            if not cluster_id:
+                raise PricingError("no EMR cluster id (the cluster was not created)")
+            cost = jobs.emr_job_cost_record(
+                client("emr", region),
+                cluster_id,
+                catalog,
+                spot_history(config, client, region),
+                region,
+                step_ids or (),
+            )
+        else:
+            if not job_run_id:
+                raise PricingError("no EMR Serverless job run id (the job run was not started)")
+            cost = jobs.serverless_job_cost_record(
+                client("emr-serverless", region), application_id, job_run_id, catalog, region, sizing
+            )
+        record.update(cost, price_source=source_label(config), price_date=catalog.price_date())
+        log.info(
+            "%s cost %s USD%s",
+            record["job_name"],
+            cost["total_cost"],
+            " (estimated)" if cost["estimated"] else "",
+        )
+    except PricingError as exc:
+        log.warning("%s: no cost recorded: %s", record["job_name"], exc)
+        record.update(backend=backend, pricing_error=str(exc))
+    dynamodb = aws.client("dynamodb")
+    jobs.ensure_job_costs_table(dynamodb, config.job_costs_table)
+    if not jobs.write_job_cost(dynamodb, config.job_costs_table, record):
+        log.info("%s already has a cost record for this run: nothing written", record["job_name"])
+    return record

@@ -10,6 +10,10 @@
 - ``emr`` without a cluster id: ``create_cluster >> run_step >> terminate_cluster``; the last is a teardown
   of ``create_cluster``, so the cluster goes also when the step fails or times out.
 - ``emr_serverless``: one ``start_job_run`` task, deferred, that cancels the job run when killed.
+
+On EMR and EMR Serverless a ``record_cost`` teardown ends the group: the job run's cost record
+(``dataplatform.pricing.jobs``), so every Spark job the platform runs in AWS has a price. Local runs are
+not billed and get none.
 """
 
 from __future__ import annotations
@@ -123,6 +127,49 @@ class LocalSparkSubmitOperator(BaseOperator):
             pass
 
 
+class SparkJobCostOperator(BaseOperator):
+    """Write the cost record of the group's job run (``dataplatform.pricing.jobs``): a teardown, so it
+    runs when the job fails too (a failed job is billed as well) and never decides the run's state."""
+
+    template_fields: Sequence[str] = ("cluster_id", "step_ids", "job_run_id")
+    ui_color = "#e8f4d4"
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        region_name: str,
+        cluster_id: Any = None,
+        step_ids: Any = None,
+        application_id: str | None = None,
+        job_run_id: Any = None,
+        sizing: spark.SparkSizing | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.region_name = region_name
+        self.cluster_id = cluster_id
+        self.step_ids = step_ids
+        self.application_id = application_id
+        self.job_run_id = job_run_id
+        self.sizing = sizing
+
+    def execute(self, context: Any) -> dict:
+        from dataplatform.operators.pricing import record_spark_job_cost
+
+        return record_spark_job_cost(
+            context,
+            self.backend,
+            self.region_name,
+            cluster_id=self.cluster_id,
+            step_ids=self.step_ids,
+            application_id=self.application_id,
+            job_run_id=self.job_run_id,
+            sizing=self.sizing,
+        )
+
+
 def spark_job_tasks(
     job: spark.SparkJob,
     spark_settings: SparkSettings | None = None,
@@ -173,7 +220,18 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
     }
     steps = [spark.emr_step(job, spark_settings)]
     if emr.cluster_id:
-        EmrAddStepsOperator(task_id="run_step", job_flow_id=emr.cluster_id, steps=steps, **wait, **aws_kwargs)
+        run_step = EmrAddStepsOperator(
+            task_id="run_step", job_flow_id=emr.cluster_id, steps=steps, **wait, **aws_kwargs
+        )
+        # On a long-lived cluster the job costs the cluster's instances while its step ran.
+        record_cost = SparkJobCostOperator(
+            task_id="record_cost",
+            backend="emr",
+            region_name=aws_kwargs["region_name"],
+            cluster_id=emr.cluster_id,
+            step_ids=run_step.output,
+        )
+        run_step >> record_cost.as_teardown()
         return
     # job_flow_overrides is templated: the cluster's name carries the DAG and run it belongs to.
     create = EmrCreateJobFlowOperator(
@@ -196,14 +254,19 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
     terminate = EmrTerminateJobFlowOperator(
         task_id="terminate_cluster", job_flow_id=create.output, **aws_kwargs
     )
+    record_cost = SparkJobCostOperator(
+        task_id="record_cost", backend="emr", region_name=aws_kwargs["region_name"], cluster_id=create.output
+    )
     create >> run_step >> terminate.as_teardown(setups=create)
+    # After the termination: the cluster's end time is known then.
+    terminate >> record_cost.as_teardown(setups=create)
 
 
 def _emr_serverless_tasks(
     job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: dict[str, Any]
 ) -> None:
     serverless = spark_settings.emr_serverless
-    EmrServerlessStartJobOperator(
+    start = EmrServerlessStartJobOperator(
         task_id="start_job_run",
         application_id=serverless.application_id,
         execution_role_arn=serverless.execution_role_arn,
@@ -217,3 +280,12 @@ def _emr_serverless_tasks(
         waiter_max_attempts=spark.wait_attempts(serverless.job_timeout_minutes, serverless.poll_seconds),
         **aws_kwargs,
     )
+    record_cost = SparkJobCostOperator(
+        task_id="record_cost",
+        backend="emr_serverless",
+        region_name=aws_kwargs["region_name"],
+        application_id=serverless.application_id,
+        job_run_id=start.output,
+        sizing=job.sizing,
+    )
+    start >> record_cost.as_teardown()

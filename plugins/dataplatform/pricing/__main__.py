@@ -33,13 +33,14 @@ def _pricer(source: str | None):
     from dataplatform import aws
     from dataplatform.pricing.pricer import Pricer
 
-    return Pricer(_pricing_settings(source), _aws_client, aws.client("dynamodb"))
+    return Pricer(_pricing_settings(source), aws.client_in, aws.client("dynamodb"))
 
 
-def _aws_client(service: str, region: str):
+def _aws_client_in(service: str, region: str):
+    # Imported on use: the snapshot source needs no AWS client (and no Airflow import).
     from dataplatform import aws
 
-    return aws.client(service, region=region)
+    return aws.client_in(service, region)
 
 
 def emr_serverless_command(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def emr_serverless_command(args: argparse.Namespace) -> int:
     from dataplatform.pricing.pricer import price_catalog
     from dataplatform.pricing.prices import emr_serverless_key
 
-    catalog = price_catalog(_pricing_settings(args.source), _aws_client)
+    catalog = price_catalog(_pricing_settings(args.source), _aws_client_in)
     usage = EmrServerlessUsage.from_capacity(
         args.vcpu, args.memory_gb, args.storage_gb, args.hours, args.arch, workers=args.workers
     )

@@ -18,6 +18,7 @@ Local Spark runs are not billed and get no record.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,7 +35,7 @@ from dataplatform.pricing.costs import (
     emr_serverless_cost,
     money,
 )
-from dataplatform.pricing.prices import PriceCatalog
+from dataplatform.pricing.prices import PriceCatalog, ec2_instance_key
 from dataplatform.pricing.resources import Interval, PricingError
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,11 @@ def emr_instances(emr: Any, cluster_id: str, window: Interval | None = None) -> 
 
 
 def emr_capacity_estimate(
-    emr: Any, cluster_id: str, window: Interval | None = None
+    emr: Any, cluster_id: str, catalog: PriceCatalog, region: str, window: Interval | None = None
 ) -> list[EmrInstanceUsage]:
-    """Instances implied by the fleets' target capacities (first instance type of each fleet, one unit per
-    instance) or the groups' requested counts, for the cluster's whole life (clipped to ``window``)."""
+    """Instances implied by the fleets' target capacities or the groups' counts, for the cluster's whole
+    life (clipped to ``window``). A fleet lists several types and EMR's ``lowest-price`` strategy takes
+    the cheapest per unit of capacity: so does the estimate, among the types that have a price."""
     cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
     interval = _interval(cluster.get("Status", {}).get("Timeline", {}), datetime.now(UTC))
     if interval is not None and window is not None:
@@ -116,14 +118,12 @@ def emr_capacity_estimate(
     estimated: list[EmrInstanceUsage] = []
     if cluster.get("InstanceCollectionType") == "INSTANCE_FLEET":
         for fleet in emr.list_instance_fleets(ClusterId=cluster_id).get("InstanceFleets", []):
-            specs = fleet.get("InstanceTypeSpecifications") or []
-            if not specs:
-                continue
-            instance_type = specs[0]["InstanceType"]
-            for market, count in (
+            instance_type, weight = _cheapest_per_unit(fleet, catalog, region)
+            for market, capacity in (
                 ("ON_DEMAND", fleet.get("TargetOnDemandCapacity", 0)),
                 ("SPOT", fleet.get("TargetSpotCapacity", 0)),
             ):
+                count = math.ceil(capacity / weight)
                 estimated.extend(
                     EmrInstanceUsage(
                         f"{fleet['Id']}-{market.lower()}-{n}", instance_type, market, zone, interval
@@ -144,6 +144,24 @@ def emr_capacity_estimate(
                 for n in range(count)
             )
     return estimated
+
+
+def _cheapest_per_unit(fleet: dict[str, Any], catalog: PriceCatalog, region: str) -> tuple[str, int]:
+    priced = []
+    for spec in fleet.get("InstanceTypeSpecifications") or []:
+        try:
+            hourly = catalog.price(ec2_instance_key(spec["InstanceType"], region)).usd
+        except PricingError:
+            continue
+        weight = spec.get("WeightedCapacity") or 1
+        priced.append((hourly / weight, spec["InstanceType"], weight))
+    if not priced:
+        types = [spec["InstanceType"] for spec in fleet.get("InstanceTypeSpecifications") or []]
+        raise PricingError(
+            f"EMR instance fleet {fleet.get('Name', fleet['Id'])}: no price for any of {types}"
+        )
+    _, instance_type, weight = min(priced)
+    return instance_type, weight
 
 
 def step_window(emr: Any, cluster_id: str, step_ids: Sequence[str]) -> Interval | None:
@@ -173,7 +191,7 @@ def emr_job_cost_record(
     instances = emr_instances(emr, cluster_id, window)
     estimated = not instances
     if estimated:
-        instances = emr_capacity_estimate(emr, cluster_id, window)
+        instances = emr_capacity_estimate(emr, cluster_id, catalog, region, window)
     if not instances:
         raise PricingError(f"EMR cluster {cluster_id} reports no instances and no capacity to price")
     cost = emr_cluster_cost(instances, catalog, spot_history, region)

@@ -60,11 +60,7 @@ class Pricer:
         return self._catalog
 
     def spot_history(self, region: str):
-        if self.settings.source == "snapshot":
-            history = _snapshot_spot_history(str(self.settings.snapshot_path() / "spot_price_history.json"))
-        else:
-            history = self.client("ec2", region)
-        return functools.partial(spot_price_points, history)
+        return spot_history(self.settings, self.client, region)
 
     def clients(self, region: str) -> _Clients:
         return _Clients(*(self.client(service, region) for service in ("batch", "ecs", "ec2", "fsx")))
@@ -101,7 +97,7 @@ class Pricer:
         attributes = {
             **cost.attributes(),
             "price_source": self.source,
-            "price_date": self.price_date(),
+            "price_date": self.catalog.price_date(),
             "instance_types": sorted({instance.instance_type for instance in usage.instances}),
         }
         if not launches.write_cost(self.dynamodb, table, launch_id, attributes):
@@ -122,11 +118,6 @@ class Pricer:
             **{k: attributes[k] for k in ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")},
         }
 
-    def price_date(self) -> str:
-        """The newest publication date among the prices used so far (the offer they come from)."""
-        dates = [price.published for price in self.catalog.prices_used() if price.published]
-        return max(dates) if dates else ""
-
 
 def source_label(settings: PricingSettings) -> str:
     """Written next to every cost as ``price_source``."""
@@ -145,6 +136,15 @@ def price_catalog(
         else client("pricing", PRICE_LIST_REGION)
     )
     return PriceCatalog(price_list, source_label(settings), store=store)
+
+
+def spot_history(settings: PricingSettings, client: ClientFactory, region: str):
+    """``(instance type, zone, interval) -> [(time, USD/hour)]`` from the configured source."""
+    if settings.source == "snapshot":
+        history = _snapshot_spot_history(str(settings.snapshot_path() / "spot_price_history.json"))
+    else:
+        history = client("ec2", region)
+    return functools.partial(spot_price_points, history)
 
 
 @functools.cache

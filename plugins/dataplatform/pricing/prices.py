@@ -226,6 +226,12 @@ class PriceCatalog:
         with self._lock:
             return [price for price in self._prices.values() if isinstance(price, UnitPrice)]
 
+    def price_date(self) -> str:
+        """The newest publication date of the offers the prices used so far come from (the ``price_date``
+        written next to a cost)."""
+        dates = [price.published for price in self.prices_used() if price.published]
+        return max(dates) if dates else ""
+
     def _stored_or_fetched(self, key: PriceKey) -> UnitPrice:
         if self.store is not None:
             stored = self.store.get(key, self.source)
