@@ -123,6 +123,8 @@ def test_gp3_bills_iops_and_throughput_above_the_free_baseline(catalog):
     # at the baseline only storage is billed
     assert volume_cost(gp3(3000, 125), catalog, REGION) == D("40")
     assert volume_cost(gp3(), catalog, REGION) == D("40")
+    # 10 seconds are billed as 60: 60 x 60 / (730 x 3600) = 0.0013698...
+    assert money(volume_cost(gp3(6000, 250, h=10 / 3600), catalog, REGION)) == "0.0014"
 
 
 def test_io1_bills_every_provisioned_iops_and_gp2_storage_only(catalog):

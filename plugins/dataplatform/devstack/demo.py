@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +58,8 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
     ),
     DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
+    DemoRun("benchmark_pricing", "7 COMPLETE launches: 6 priced, 1 without a price"),
+    DemoRun("benchmark_pricing", "rerun: only the unpriceable launch is tried again"),
     DemoRun(
         "iceberg_archive_register",
         "oldest kept metadata of orders as demo_lake.orders_archive",
@@ -155,7 +158,7 @@ def seed_local_lake(moto_url: str):
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
-    from dataplatform.devstack.seed import seed_demo, seed_gdpr, seed_iceberg, seed_recon
+    from dataplatform.devstack.seed import seed_demo, seed_gdpr, seed_iceberg, seed_pricing, seed_recon
     from dataplatform.gdpr.__main__ import main as gdpr_cli
 
     s3 = aws.client("s3")
@@ -176,6 +179,14 @@ def seed_local_lake(moto_url: str):
     print("gdpr datasets written by pyiceberg: " + ", ".join(f"{n} ({c} rows)" for n, c in gdpr.items()))
     print(f"$ python -m dataplatform.gdpr submit --subject-id <customer> --request-id {GDPR_DEMO_REQUEST}")
     gdpr_cli(["submit", "--subject-id", GDPR_DEMO["erase"][0], "--request-id", GDPR_DEMO_REQUEST])
+    launches = seed_pricing(settings())
+    print(
+        f"workflow launches on moto (Batch, ECS, EC2, EBS, FSx): {len(launches)} in "
+        f"{settings().pricing.launches_table}, "
+        + ", ".join(
+            f"{n} {status}" for status, n in sorted(Counter(launch["status"] for launch in launches).items())
+        )
+    )
     landed = seed_recon(settings())
     print(
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
@@ -198,6 +209,17 @@ def show_gdpr_status(env: dict[str, str]) -> None:
     for args in (["status"], ["status", "--request-id", GDPR_DEMO_REQUEST]):
         print(f"\n$ python -m dataplatform.gdpr {' '.join(args)}", flush=True)
         subprocess.run([sys.executable, "-m", "dataplatform.gdpr", *args], env=env, timeout=300)
+
+
+def show_pricing_commands(env: dict[str, str]) -> None:
+    """One priced launch line by line, and reference 06's Graviton2 run priced from the snapshot."""
+    for args in (
+        ["launch", "germline-wgs-0001"],
+        ["emr-serverless", "--vcpu", "404", "--memory-gb", "1616", "--storage-gb", "20000", "--workers", "100",
+         "--hours", "0.74", "--arch", "arm64", "--region", "us-east-1"],
+    ):  # fmt: skip
+        print(f"\n$ python -m dataplatform.pricing {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, "-m", "dataplatform.pricing", *args], env=env, timeout=300)
 
 
 def show_recon_commands(env: dict[str, str]) -> None:
@@ -262,6 +284,7 @@ def run_demo() -> int:
             )
         show_recon_commands(env)
         show_gdpr_status(env)
+        show_pricing_commands(env)
 
     print()
     print_table(rows)

@@ -213,3 +213,22 @@ def seed_gdpr(catalog, s3, config: Settings) -> dict:
         )
         seeded[key] = table.scan().to_arrow().num_rows
     return seeded
+
+
+def seed_pricing(config) -> list[dict]:
+    """The demo's workflow launches (``dataplatform.pricing.sample``) as moto resources and launch records,
+    plus one launch whose instance type has no price."""
+    from types import SimpleNamespace
+
+    from dataplatform import aws
+    from dataplatform.pricing.sample import DEMO_LAUNCHES, DEMO_UNPRICEABLE, seed_launches
+
+    clients = SimpleNamespace(
+        **{service: aws.client(service) for service in ("batch", "ecs", "ec2", "fsx", "iam")}
+    )
+    return seed_launches(
+        clients,
+        aws.client("dynamodb"),
+        config.pricing.launches_table,
+        launches=(*DEMO_LAUNCHES, DEMO_UNPRICEABLE),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -116,7 +117,17 @@ def build_report(selected: list[str], outcomes: list[dict] | None, context) -> d
         links["csv"],
         links["png"],
     )
+    failed = [
+        {"launch_id": o["launch_id"], "reason": o.get("reason")} for o in outcomes if o["outcome"] == "failed"
+    ]
+    priced_total = sum((Decimal(o["total_cost"]) for o in outcomes if o["outcome"] == "priced"), Decimal(0))
     report = {
+        "summary": (
+            f"priced {counts['priced']} launch(es) ({priced_total} USD), {counts['already_priced']} already "
+            f"priced, {counts['failed']} not priceable"
+            + "".join(f"\n  {f['launch_id']}: {f['reason']}" for f in failed)
+            + f"\ncomparison of {comparison.launches} launch(es) over {comparison.period}: CSV + PNG chart"
+        ),
         "counts": counts,
         "launches": outcomes,
         "failed": [

@@ -4,7 +4,8 @@ Billing rules applied (AWS's published rules for Linux On-Demand and Spot):
 
 - EC2: per second with a 60-second minimum per instance. On-Demand at the list price; Spot at the
   price in force second by second (the history's steps integrated over the running interval).
-- EBS: per GB-month of provisioned size, prorated per second over a 730-hour month. gp3 adds
+- EBS: per GB-month of provisioned size, prorated per second over a 730-hour month with a 60-second
+  minimum (as AWS bills volumes). gp3 adds
   provisioned IOPS above the free 3,000 and throughput above the free 125 MiB/s; io1 / io2 add every
   provisioned IOPS (io2's cheaper tiers above 32,000 IOPS are not applied: the first tier's price is).
 - FSx for Lustre: per GB-month of storage capacity (the throughput tier is part of the price key),
@@ -70,6 +71,11 @@ def prorated_months(interval: Interval) -> Decimal:
     return Decimal(str(interval.seconds)) / SECONDS_PER_MONTH
 
 
+def billed_months(interval: Interval) -> Decimal:
+    """Per second with the 60-second minimum, in 730-hour months (EBS)."""
+    return billed_seconds(interval) / SECONDS_PER_MONTH
+
+
 @dataclass(frozen=True)
 class LineItem:
     """One priced resource: shown in reports and the CLI, summed into the components."""
@@ -132,7 +138,7 @@ def spot_instance_cost(interval: Interval, history: Sequence[tuple[datetime, Dec
 
 
 def volume_cost(volume: VolumeUsage, catalog: PriceCatalog, region: str) -> Decimal:
-    months = prorated_months(volume.interval)
+    months = billed_months(volume.interval)
     storage = catalog.price(prices.ebs_key(volume.volume_type, "storage", region)).usd
     monthly = storage * volume.size_gib
     if volume.volume_type == "gp3":

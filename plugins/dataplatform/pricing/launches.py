@@ -86,10 +86,11 @@ def unpriced_launches(dynamodb: Any, table: str, limit: int) -> list[dict[str, A
     return found[:limit]
 
 
-def priced_launches(
+def completed_launches(
     dynamodb: Any, table: str, completed_from: str, completed_to: str
 ) -> list[dict[str, Any]]:
-    """COMPLETE launches completed in [from, to) that have a total cost (the comparison report's input)."""
+    """COMPLETE launches completed in [from, to), priced or not (the comparison report's input: it
+    compares the priced ones and counts the others)."""
     request: dict[str, Any] = {
         "TableName": table,
         "IndexName": STATUS_INDEX,

@@ -141,6 +141,12 @@ DEMO_LAUNCHES: tuple[DemoLaunch, ...] = (
     DemoLaunch("rnaseq-quant-0004", "rnaseq-quant", "FAILED", (DemoInstance("c5.2xlarge"),), jobs=1),
 )
 
+# The demo adds one launch that cannot be priced (the snapshot has no m7i price): it gets a pricing_error
+# and is tried again by every run until a price exists.
+DEMO_UNPRICEABLE = DemoLaunch(
+    "rnaseq-quant-0005", "rnaseq-quant", "COMPLETE", (DemoInstance("m7i.xlarge"),), jobs=1
+)
+
 
 def seed_launches(
     clients: Any,
