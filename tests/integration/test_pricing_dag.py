@@ -235,3 +235,34 @@ def test_the_launch_ids_param_prices_only_those(lake):
     assert run.state == "success"
     priced = {launch_id for launch_id, launch in items(lake).items() if "total_cost" in launch}
     assert priced == {"rnaseq-quant-0002"}
+
+
+def test_fresh_launches_go_before_the_ones_that_failed_to_price(aws):
+    """A pile of unpriceable launches (oldest first in the index) must not starve new ones."""
+    dynamodb, table = aws.client("dynamodb"), "it_launch_order"
+    launches.ensure_launches_table(dynamodb, table)
+    for number in range(4):
+        record = {
+            "launch_id": f"l-{number}",
+            "status": "COMPLETE",
+            "completed_at": f"2026-11-2{number}T00:00:00+00:00",
+        }
+        launches.put_launch(dynamodb, table, record)
+    launches.put_launch(
+        dynamodb, table, {"launch_id": "l-9", "status": "RUNNING", "started_at": "2026-11-20"}
+    )
+    for launch_id in ("l-0", "l-1"):
+        assert launches.record_error(dynamodb, table, launch_id, "no price for x9.huge")
+    assert launches.write_cost(dynamodb, table, "l-3", {"total_cost": "1.0000"})
+
+    assert [launch["launch_id"] for launch in launches.unpriced_launches(dynamodb, table, 1)] == ["l-2"]
+    assert [launch["launch_id"] for launch in launches.unpriced_launches(dynamodb, table, 3)] == [
+        "l-2",
+        "l-0",
+        "l-1",
+    ]
+    # priced once: neither a second cost nor an error is written over it
+    assert not launches.write_cost(dynamodb, table, "l-3", {"total_cost": "2.0000"})
+    assert not launches.record_error(dynamodb, table, "l-3", "late error")
+    assert launches.get_launch(dynamodb, table, "l-3")["total_cost"] == "1.0000"
+    assert "pricing_error" not in launches.get_launch(dynamodb, table, "l-3")

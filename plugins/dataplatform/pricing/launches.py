@@ -65,13 +65,29 @@ def get_launch(dynamodb: Any, table: str, launch_id: str) -> dict[str, Any] | No
 
 
 def unpriced_launches(dynamodb: Any, table: str, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` COMPLETE launches without a total cost, oldest completed first. Launches that
-    failed to price before are included: the reason may be gone (a price added, a resource found)."""
+    """Up to ``limit`` COMPLETE launches without a total cost, oldest completed first: the ones never
+    tried before, then the ones that failed to price (the reason may be gone: a price added, a resource
+    found). Fresh launches go first so that a pile of unpriceable ones cannot starve them."""
+    fresh = _query_complete(
+        dynamodb, table, "attribute_not_exists(total_cost) AND attribute_not_exists(pricing_error)", limit
+    )
+    if len(fresh) >= limit:
+        return fresh
+    failed = _query_complete(
+        dynamodb,
+        table,
+        "attribute_not_exists(total_cost) AND attribute_exists(pricing_error)",
+        limit - len(fresh),
+    )
+    return fresh + failed
+
+
+def _query_complete(dynamodb: Any, table: str, condition: str, limit: int) -> list[dict[str, Any]]:
     request: dict[str, Any] = {
         "TableName": table,
         "IndexName": STATUS_INDEX,
         "KeyConditionExpression": "#status = :complete",
-        "FilterExpression": "attribute_not_exists(total_cost)",
+        "FilterExpression": condition,
         "ExpressionAttributeNames": {"#status": "status"},
         "ExpressionAttributeValues": {":complete": {"S": COMPLETE}},
         "ScanIndexForward": True,
