@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 from dataplatform.pricing.resources import PricingError
+from dataplatform.reports import read_bytes, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ class PriceStore:
         return f"{self.uri}{key.service}/{key.region}/{digest}.json"
 
     def get(self, key: PriceKey, source: str) -> UnitPrice | None:
-        body = _read(self._location(key, source), self.s3)
+        body = read_bytes(self._location(key, source), self.s3)
         if body is None:
             return None
         stored = json.loads(body)
@@ -365,27 +365,4 @@ class PriceStore:
                 "stored_at": datetime.now(UTC).timestamp(),
             }
         ).encode()
-        _write(self._location(key, source), body, self.s3)
-
-
-def _read(uri: str, s3: Any) -> bytes | None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        try:
-            return s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            return None
-    path = Path(parsed.path)
-    return path.read_bytes() if path.is_file() else None
-
-
-def _write(uri: str, body: bytes, s3: Any) -> None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        s3.put_object(
-            Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body, ContentType="application/json"
-        )
-        return
-    path = Path(parsed.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
+        write_bytes(self._location(key, source), body, "application/json", self.s3)

@@ -26,12 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from dataplatform.pricing.resources import architecture, instance_family
-from dataplatform.reports import _UNSAFE
+from dataplatform.reports import safe_key_part, write_bytes
 
 GroupBy = Literal["family", "architecture"]
 GRAVITON_VS_X86 = "graviton_vs_x86"
@@ -486,19 +484,7 @@ def _safe_key(key_prefix: str) -> str:
     parts = key_prefix.strip("/").split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"key_prefix {key_prefix!r} has an empty, '.' or '..' part")
-    return "/".join(_UNSAFE.sub("_", part) for part in parts)
-
-
-def _put(uri: str, body: bytes, content_type: str, s3) -> None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if s3 is None:
-            raise ValueError("an S3 client is needed to write a report to " + uri)
-        s3.put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"), Body=body, ContentType=content_type)
-    else:
-        path = Path(parsed.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+    return "/".join(safe_key_part(part) for part in parts)
 
 
 def write_comparison(comparison: Comparison, reports_uri: str, key_prefix: str, s3=None) -> dict[str, str]:
@@ -508,6 +494,6 @@ def write_comparison(comparison: Comparison, reports_uri: str, key_prefix: str, 
     ``_``). ``s3`` is required for s3:// URIs."""
     base = reports_uri.rstrip("/") + "/" + _safe_key(key_prefix)
     uris = {"csv": base + ".csv", "png": base + ".png"}
-    _put(uris["csv"], comparison_csv(comparison).encode(), "text/csv", s3)
-    _put(uris["png"], comparison_chart_png(comparison), "image/png", s3)
+    write_bytes(uris["csv"], comparison_csv(comparison).encode(), "text/csv", s3)
+    write_bytes(uris["png"], comparison_chart_png(comparison), "image/png", s3)
     return uris
