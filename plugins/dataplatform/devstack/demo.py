@@ -111,7 +111,12 @@ def _reports(s3, reports_uri: str, dag_id: str, run_id: str) -> list[dict]:
     bucket, root = split_s3_uri(reports_uri)
     prefix = root + report_key(dag_id, run_id, "x").rsplit("/", 1)[0] + "/"
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    return [json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()) for obj in listing]
+    # Reports are the JSON objects; a run may leave other files beside them (pricing's CSV and chart).
+    return [
+        json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+        for obj in listing
+        if obj["Key"].endswith(".json")
+    ]
 
 
 def _describe(reports: list[dict]) -> str:

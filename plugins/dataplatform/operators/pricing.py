@@ -88,6 +88,7 @@ def build_report(selected: list[str], outcomes: list[dict] | None, context) -> d
     from dataplatform import aws
     from dataplatform.operators.iceberg import publish_report
     from dataplatform.pricing import launches
+    from dataplatform.pricing.pricer import ALREADY_PRICED, FAILED, PRICED
     from dataplatform.pricing.report import compare, write_comparison
     from dataplatform.reports import report_key
 
@@ -104,37 +105,24 @@ def build_report(selected: list[str], outcomes: list[dict] | None, context) -> d
     key_prefix = report_key(context["dag"].dag_id, context["run_id"], "benchmark_comparison")[: -len(".json")]
     links = write_comparison(comparison, settings().reports_uri, key_prefix, s3)
     counts = {
-        name: sum(1 for o in outcomes if o["outcome"] == name)
-        for name in ("priced", "already_priced", "failed")
+        name: sum(1 for o in outcomes if o["outcome"] == name) for name in (PRICED, ALREADY_PRICED, FAILED)
     }
-    log.info(
-        "priced %d launch(es), %d already priced, %d failed; comparison of %d launch(es) over %s: %s, %s",
-        counts["priced"],
-        counts["already_priced"],
-        counts["failed"],
-        comparison.launches,
-        comparison.period,
-        links["csv"],
-        links["png"],
-    )
     failed = [
-        {"launch_id": o["launch_id"], "reason": o.get("reason")} for o in outcomes if o["outcome"] == "failed"
+        {"launch_id": o["launch_id"], "reason": o.get("reason")} for o in outcomes if o["outcome"] == FAILED
     ]
-    priced_total = sum((Decimal(o["total_cost"]) for o in outcomes if o["outcome"] == "priced"), Decimal(0))
+    priced_total = sum((Decimal(o["total_cost"]) for o in outcomes if o["outcome"] == PRICED), Decimal(0))
+    summary = (
+        f"priced {counts[PRICED]} launch(es) ({priced_total} USD), {counts[ALREADY_PRICED]} already priced, "
+        f"{counts[FAILED]} not priceable"
+        + "".join(f"\n  {f['launch_id']}: {f['reason']}" for f in failed)
+        + f"\ncomparison of {comparison.launches} launch(es) over {comparison.period}: {links['csv']}, {links['png']}"
+    )
+    log.info("%s", summary)
     report = {
-        "summary": (
-            f"priced {counts['priced']} launch(es) ({priced_total} USD), {counts['already_priced']} already "
-            f"priced, {counts['failed']} not priceable"
-            + "".join(f"\n  {f['launch_id']}: {f['reason']}" for f in failed)
-            + f"\ncomparison of {comparison.launches} launch(es) over {comparison.period}: CSV + PNG chart"
-        ),
+        "summary": summary,
         "counts": counts,
         "launches": outcomes,
-        "failed": [
-            {"launch_id": o["launch_id"], "reason": o.get("reason")}
-            for o in outcomes
-            if o["outcome"] == "failed"
-        ],
+        "failed": failed,
         "comparison": comparison.summary(),
         "comparison_csv": links["csv"],
         "comparison_chart": links["png"],
