@@ -87,6 +87,15 @@ def build_dag(dag_id: str, spark_settings: SparkSettings):
     return dag
 
 
+def cost_records(aws) -> list[dict]:
+    """The items of the Spark job cost table, as plain values."""
+    from dataplatform.config import settings
+    from dataplatform.pricing.launches import from_item
+
+    table = settings().pricing.job_costs_table
+    return [from_item(item) for item in aws.client("dynamodb").scan(TableName=table)["Items"]]
+
+
 def states(dagrun) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
@@ -111,12 +120,18 @@ def test_transient_cluster_group_wires_into_a_dag_with_a_teardown():
             "partition_profile.create_cluster",
             "partition_profile.run_step",
         ],
-        # Downstream work waits for the step, not for the cluster to go.
+        # After the termination, when the cluster's end time is known.
+        "partition_profile.record_cost": [
+            "partition_profile.create_cluster",
+            "partition_profile.terminate_cluster",
+        ],
+        # Downstream work waits for the step, not for the cluster to go or its cost.
         "load": ["partition_profile.run_step"],
     }
     create = dag.task_dict["partition_profile.create_cluster"]
     terminate = dag.task_dict["partition_profile.terminate_cluster"]
     assert create.is_setup and terminate.is_teardown
+    assert dag.task_dict["partition_profile.record_cost"].is_teardown
     # Runs whenever the setup created a cluster, whatever happened to the step.
     assert terminate.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
     assert create.emr_conn_id is None
@@ -149,7 +164,7 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
         backend="emr", code_uri=CODE_URI, emr=EmrSettings(cluster_id=cluster_id, **FAST_EMR)
     )
     dag = build_dag("test_spark_emr_existing", settings)
-    assert sorted(dag.task_dict) == ["partition_profile.run_step"]
+    assert sorted(dag.task_dict) == ["partition_profile.record_cost", "partition_profile.run_step"]
     run_step = dag.task_dict["partition_profile.run_step"]
     assert (run_step.deferrable, run_step.waiter_delay, run_step.waiter_max_attempts) == (True, 60, 1)
     aws.server.start_recording()
@@ -159,13 +174,32 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
     add_steps = aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
     assert [request["body"] for request in add_steps] == [{"JobFlowId": cluster_id, "Steps": [EXPECTED_STEP]}]
     # The deferred wait polled the step it added, once (moto keeps it RUNNING, so that poll fails the wait).
-    polls = [request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.ListSteps")]
+    polls = [
+        request["body"]
+        for request in aws.server.recorded_requests("ElasticMapReduce.ListSteps")
+        if "StepIds" in request["body"]
+    ]
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["Config"]["Args"] == EXPECTED_STEP["HadoopJarStep"]["Args"]
     assert step["Status"]["State"] == "RUNNING"
     assert polls == [{"ClusterId": cluster_id, "StepIds": [step["Id"]]}]
-    assert states(dagrun) == {"partition_profile.run_step": "failed"}
+    # The cost teardown runs although the step failed, and does not turn the run green.
+    assert states(dagrun) == {
+        "partition_profile.run_step": "failed",
+        "partition_profile.record_cost": "success",
+    }
     assert dagrun.state == "failed"
+    # The step failed, so its task returned no step id: the cost task found the step by name. moto lists
+    # no instances, so the group's 1 x m5.xlarge is priced over the step's run, billed the 60 s minimum:
+    # EC2 0.192 / 60 and EMR 0.048 / 60.
+    (record,) = cost_records(aws)
+    assert (record["job_name"], record["backend"], record["resource_id"]) == (
+        "partition_profile",
+        "emr",
+        cluster_id,
+    )
+    assert (record["instances"], record["instance_hours"], record["estimated"]) == (1, "0.0167", True)
+    assert (record["ec2_cost"], record["emr_cost"], record["total_cost"]) == ("0.0032", "0.0008", "0.0040")
     # A configured cluster is never terminated by a job.
     assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] not in (
@@ -188,6 +222,7 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
     prefix = "partition_profile."
     assert sorted(dag.task_dict) == [
         prefix + "create_cluster",
+        prefix + "record_cost",
         prefix + "run_step",
         prefix + "terminate_cluster",
     ]
@@ -239,7 +274,15 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
         prefix + "create_cluster": "success",
         prefix + "run_step": "failed",
         prefix + "terminate_cluster": "success",
+        prefix + "record_cost": "success",
     }
+    # moto's EMR lists neither instances nor fleets: a record that says why, and no cost (never zero).
+    (record,) = cost_records(aws)
+    assert record["run_key"] == f"test_spark_emr_transient/{dagrun.run_id}"
+    assert (
+        record["pricing_error"] == f"EMR cluster {cluster_id} reports no instances and no capacity to price"
+    )
+    assert "total_cost" not in record
     assert dagrun.state == "failed"
     assert (
         aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
@@ -267,12 +310,15 @@ def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
     )
     dag = build_dag("test_spark_emr_serverless", settings)
     start = dag.task_dict["partition_profile.start_job_run"]
-    assert sorted(dag.task_dict) == ["partition_profile.start_job_run"]
+    assert sorted(dag.task_dict) == ["partition_profile.record_cost", "partition_profile.start_job_run"]
     assert (start.deferrable, start.cancel_on_kill, start.wait_for_completion) == (True, True, True)
 
     dagrun = dag.test(logical_date=LOGICAL_DATE)
 
-    assert states(dagrun) == {"partition_profile.start_job_run": "success"}
+    assert states(dagrun) == {
+        "partition_profile.start_job_run": "success",
+        "partition_profile.record_cost": "success",
+    }
     assert dagrun.state == "success"
     (listed,) = serverless.list_job_runs(applicationId=application_id)["jobRuns"]
     job_run = serverless.get_job_run(applicationId=application_id, jobRunId=listed["id"])["jobRun"]
@@ -292,6 +338,18 @@ def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
             ),
         }
     }
+    # moto reports no billed utilization (and equal created / updated times): the sizing is priced, each
+    # worker the 1-minute minimum. 1 + 2 x 4 = 9 vCPU, 2 + 2 x 8 = 18 GB for 1/60 h at the x86 rates:
+    # 0.15 x 0.052624 = 0.0078936, 0.3 x 0.0057785 = 0.0017336.
+    (record,) = cost_records(aws)
+    assert record["resource_id"] == f"{application_id}/{listed['id']}"
+    assert (record["architecture"], record["estimated"]) == ("x86_64", True)
+    assert (record["vcpu_hours"], record["memory_gb_hours"]) == ("0.1500", "0.3000")
+    assert (record["vcpu_cost"], record["memory_cost"], record["total_cost"]) == (
+        "0.0079",
+        "0.0017",
+        "0.0096",
+    )
     assert job_run["configurationOverrides"] == {
         "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": "s3://ops-logs/serverless/"}}
     }

@@ -141,15 +141,20 @@ def record_spark_job_cost(
     context,
     backend: str,
     region: str,
+    job_name: str,
+    job_task_id: str | None = None,
     cluster_id: str | None = None,
-    step_ids: list[str] | None = None,
     application_id: str | None = None,
-    job_run_id: str | None = None,
     sizing=None,
 ) -> dict:
     """The cost record of the Spark job whose group this task ends (``spark_job_costs``, one per job and
     run: a retry writes nothing new). A job that cannot be priced gets a record with ``pricing_error``
-    instead of a cost: the job's own outcome decides the run's state, not its bill."""
+    instead of a cost: the job's own outcome decides the run's state, not its bill.
+
+    ``job_task_id`` (a step on a long-lived cluster, an EMR Serverless job run): the task whose XCom names
+    the step ids or job run id; a task that failed returned none, and then they are looked up by
+    ``job_name`` among the ones created since this DAG run started. Without it (a transient cluster) the
+    whole cluster is the job's."""
     from dataplatform import aws
     from dataplatform.pricing import jobs
     from dataplatform.pricing.pricer import price_catalog, source_label, spot_history
@@ -168,23 +173,24 @@ def record_spark_job_cost(
     catalog = price_catalog(
         config, client, PriceStore(config.price_cache_uri, config.price_cache_hours, aws.client("s3"))
     )
+    job_output = ti.xcom_pull(task_ids=job_task_id) if job_task_id else None
+    since = context["dag_run"].start_date
     try:
         if backend == "emr":
             if not cluster_id:
                 raise PricingError("no EMR cluster id (the cluster was not created)")
+            emr = client("emr", region)
+            step_ids: list[str] = []
+            if job_task_id:
+                step_ids = job_output or jobs.find_step_ids(emr, cluster_id, job_name, since)
             cost = jobs.emr_job_cost_record(
-                client("emr", region),
-                cluster_id,
-                catalog,
-                spot_history(config, client, region),
-                region,
-                step_ids or (),
+                emr, cluster_id, catalog, spot_history(config, client, region), region, step_ids
             )
         else:
-            if not job_run_id:
-                raise PricingError("no EMR Serverless job run id (the job run was not started)")
+            serverless = client("emr-serverless", region)
+            job_run_id = job_output or jobs.find_job_run_id(serverless, application_id, job_name, since)
             cost = jobs.serverless_job_cost_record(
-                client("emr-serverless", region), application_id, job_run_id, catalog, region, sizing
+                serverless, application_id, job_run_id, catalog, region, sizing
             )
         record.update(cost, price_source=source_label(config), price_date=catalog.price_date())
         log.info(

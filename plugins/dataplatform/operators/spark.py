@@ -129,9 +129,13 @@ class LocalSparkSubmitOperator(BaseOperator):
 
 class SparkJobCostOperator(BaseOperator):
     """Write the cost record of the group's job run (``dataplatform.pricing.jobs``): a teardown, so it
-    runs when the job fails too (a failed job is billed as well) and never decides the run's state."""
+    runs when the job fails too (a failed job is billed as well) and never decides the run's state.
 
-    template_fields: Sequence[str] = ("cluster_id", "step_ids", "job_run_id")
+    ``job_task_id``: the task that ran the job; its XCom (step ids, job run id) names the run. A task
+    that failed returned nothing, so then the step or job run is looked up by ``job_name`` among those
+    created since this DAG run started."""
+
+    template_fields: Sequence[str] = ("cluster_id",)
     ui_color = "#e8f4d4"
 
     def __init__(
@@ -139,20 +143,20 @@ class SparkJobCostOperator(BaseOperator):
         *,
         backend: str,
         region_name: str,
+        job_name: str,
+        job_task_id: str | None = None,
         cluster_id: Any = None,
-        step_ids: Any = None,
         application_id: str | None = None,
-        job_run_id: Any = None,
         sizing: spark.SparkSizing | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.backend = backend
         self.region_name = region_name
+        self.job_name = job_name
+        self.job_task_id = job_task_id
         self.cluster_id = cluster_id
-        self.step_ids = step_ids
         self.application_id = application_id
-        self.job_run_id = job_run_id
         self.sizing = sizing
 
     def execute(self, context: Any) -> dict:
@@ -162,10 +166,10 @@ class SparkJobCostOperator(BaseOperator):
             context,
             self.backend,
             self.region_name,
+            self.job_name,
+            job_task_id=self.job_task_id,
             cluster_id=self.cluster_id,
-            step_ids=self.step_ids,
             application_id=self.application_id,
-            job_run_id=self.job_run_id,
             sizing=self.sizing,
         )
 
@@ -228,8 +232,9 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
             task_id="record_cost",
             backend="emr",
             region_name=aws_kwargs["region_name"],
+            job_name=job.name,
+            job_task_id=run_step.task_id,
             cluster_id=emr.cluster_id,
-            step_ids=run_step.output,
         )
         run_step >> record_cost.as_teardown()
         return
@@ -255,7 +260,11 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
         task_id="terminate_cluster", job_flow_id=create.output, **aws_kwargs
     )
     record_cost = SparkJobCostOperator(
-        task_id="record_cost", backend="emr", region_name=aws_kwargs["region_name"], cluster_id=create.output
+        task_id="record_cost",
+        backend="emr",
+        region_name=aws_kwargs["region_name"],
+        job_name=job.name,
+        cluster_id=create.output,
     )
     create >> run_step >> terminate.as_teardown(setups=create)
     # After the termination: the cluster's end time is known then.
@@ -284,8 +293,9 @@ def _emr_serverless_tasks(
         task_id="record_cost",
         backend="emr_serverless",
         region_name=aws_kwargs["region_name"],
+        job_name=job.name,
+        job_task_id=start.task_id,
         application_id=serverless.application_id,
-        job_run_id=start.output,
         sizing=job.sizing,
     )
     start >> record_cost.as_teardown()

@@ -164,6 +164,21 @@ def _cheapest_per_unit(fleet: dict[str, Any], catalog: PriceCatalog, region: str
     return instance_type, weight
 
 
+def find_step_ids(emr: Any, cluster_id: str, step_name: str, since: datetime) -> list[str]:
+    """The cluster's steps called ``step_name`` created since ``since`` (the DAG run's start)."""
+    found = []
+    for page in emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
+        for step in page.get("Steps", []):
+            created = step.get("Status", {}).get("Timeline", {}).get("CreationDateTime")
+            if step.get("Name") == step_name and created is not None and created >= since:
+                found.append(step["Id"])
+    if not found:
+        raise PricingError(
+            f"EMR cluster {cluster_id} has no step {step_name!r} created since {since.isoformat()}"
+        )
+    return found
+
+
 def step_window(emr: Any, cluster_id: str, step_ids: Sequence[str]) -> Interval | None:
     """From the first step's start to the last step's end (now while one runs); None before any started."""
     now = datetime.now(UTC)
@@ -229,6 +244,23 @@ def _memory_gb(value: str) -> Decimal:
     )
 
 
+def find_job_run_id(serverless: Any, application_id: str, name: str, since: datetime) -> str:
+    """The newest job run called ``name`` on the application created since ``since`` (the DAG run's start)."""
+    runs = [
+        run
+        for page in serverless.get_paginator("list_job_runs").paginate(
+            applicationId=application_id, createdAtAfter=since
+        )
+        for run in page.get("jobRuns", [])
+        if run.get("name") == name
+    ]
+    if not runs:
+        raise PricingError(
+            f"EMR Serverless application {application_id} has no job run {name!r} created since {since.isoformat()}"
+        )
+    return max(runs, key=lambda run: run["createdAt"])["id"]
+
+
 def serverless_usage_estimate(job_run: dict[str, Any], sizing, architecture: str) -> EmrServerlessUsage:
     """Driver plus executors (``SparkSizing``; 1 executor when dynamic allocation decides) for the run's
     duration, each worker billed at least one minute; the default 20 GB of storage is free."""
@@ -256,7 +288,14 @@ def serverless_job_cost_record(
     application = serverless.get_application(applicationId=application_id)["application"]
     architecture = application.get("architecture", "X86_64").lower()
     job_run = serverless.get_job_run(applicationId=application_id, jobRunId=job_run_id)["jobRun"]
-    billed = job_run.get("billedResourceUtilization")
+    billed = job_run.get("billedResourceUtilization") or {}
+    # Reported as absent or as zeros until the service has metered the run (billing has a minimum per
+    # worker, so a finished run is never billed zero).
+    billed = (
+        billed
+        if any(float(billed.get(k, 0) or 0) for k in ("vCPUHour", "memoryGBHour", "storageGBHour"))
+        else None
+    )
     if billed:
         usage = EmrServerlessUsage(
             Decimal(str(billed.get("vCPUHour", 0))),

@@ -233,13 +233,21 @@ class PriceCatalog:
         return max(dates) if dates else ""
 
     def _stored_or_fetched(self, key: PriceKey) -> UnitPrice:
+        # The store only saves requests: when it cannot be read or written, the price is still right.
         if self.store is not None:
-            stored = self.store.get(key, self.source)
+            try:
+                stored = self.store.get(key, self.source)
+            except Exception as exc:
+                log.warning("price cache %s unreadable (%s): asking %s", self.store.uri, exc, self.source)
+                stored = None
             if stored is not None:
                 return stored
         price = self._fetch(key)
         if self.store is not None:
-            self.store.put(key, self.source, price)
+            try:
+                self.store.put(key, self.source, price)
+            except Exception as exc:
+                log.warning("price cache %s not written (%s)", self.store.uri, exc)
         return price
 
     def _fetch(self, key: PriceKey) -> UnitPrice:
