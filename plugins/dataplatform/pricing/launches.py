@@ -92,14 +92,7 @@ def _query_complete(dynamodb: Any, table: str, condition: str, limit: int) -> li
         "ExpressionAttributeValues": {":complete": {"S": COMPLETE}},
         "ScanIndexForward": True,
     }
-    found: list[dict[str, Any]] = []
-    while len(found) < limit:
-        page = dynamodb.query(**request)
-        found.extend(from_item(item) for item in page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            break
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return found[:limit]
+    return _query_pages(dynamodb, request, limit)
 
 
 def completed_launches(
@@ -118,15 +111,20 @@ def completed_launches(
             ":to": {"S": completed_to},
         },
     }
+    # BETWEEN includes its upper bound; the period is half-open.
+    return [launch for launch in _query_pages(dynamodb, request) if launch["completed_at"] < completed_to]
+
+
+def _query_pages(dynamodb: Any, request: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
+    """Every page of a Query (until ``limit`` items), as plain values."""
     found: list[dict[str, Any]] = []
-    while True:
+    while limit is None or len(found) < limit:
         page = dynamodb.query(**request)
         found.extend(from_item(item) for item in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             break
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    # BETWEEN includes its upper bound; the period is half-open.
-    return [launch for launch in found if launch["completed_at"] < completed_to]
+        request = {**request, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+    return found if limit is None else found[:limit]
 
 
 def write_cost(dynamodb: Any, table: str, launch_id: str, attributes: dict[str, Any]) -> bool:
