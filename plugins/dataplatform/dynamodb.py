@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,19 @@ class TableSchemaError(ValueError):
 
 def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
+
+
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain values (str, int, Decimal, bool, lists, dicts) as a DynamoDB item; ``None`` values left out."""
+    return {name: _serializer.serialize(value) for name, value in values.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain values (numbers as ``Decimal``)."""
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
 
 def key(hash_key: str, range_key: str | None = None) -> list[dict[str, str]]:

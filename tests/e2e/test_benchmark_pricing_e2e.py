@@ -12,8 +12,8 @@ import pytest
 from dataplatform import aws as aws_clients
 from dataplatform.config import settings
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
+from dataplatform.dynamodb import from_item
 from dataplatform.iceberg.objects import split_uri
-from dataplatform.pricing import launches
 from dataplatform.pricing.sample import DEMO_LAUNCHES, seed_launches
 from tests.e2e.airflow_api import (
     dag_runs,
@@ -52,7 +52,7 @@ def stored(dynamodb) -> dict[str, dict]:
     table = settings().pricing.launches_table
     return {
         item["launch_id"]: item
-        for item in map(launches.from_item, dynamodb.scan(TableName=table, ConsistentRead=True)["Items"])
+        for item in map(from_item, dynamodb.scan(TableName=table, ConsistentRead=True)["Items"])
     }
 
 

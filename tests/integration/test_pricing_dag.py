@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from dataplatform.config import REPO_ROOT, settings
+from dataplatform.dynamodb import from_item
 from dataplatform.iceberg.objects import split_uri
 from dataplatform.pricing import launches
 from dataplatform.pricing.pricer import Pricer
@@ -55,9 +56,7 @@ def seed(lake, launch_list=DEMO_LAUNCHES):
 def items(lake) -> dict[str, dict]:
     return {
         item["launch_id"]: item
-        for item in map(
-            launches.from_item, lake.dynamodb.scan(TableName=lake.table, ConsistentRead=True)["Items"]
-        )
+        for item in map(from_item, lake.dynamodb.scan(TableName=lake.table, ConsistentRead=True)["Items"])
     }
 
 

@@ -90,7 +90,7 @@ def build_dag(dag_id: str, spark_settings: SparkSettings):
 def cost_records(aws) -> list[dict]:
     """The items of the Spark job cost table, as plain values."""
     from dataplatform.config import settings
-    from dataplatform.pricing.launches import from_item
+    from dataplatform.dynamodb import from_item
 
     table = settings().pricing.job_costs_table
     return [from_item(item) for item in aws.client("dynamodb").scan(TableName=table)["Items"]]

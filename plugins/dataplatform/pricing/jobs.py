@@ -26,7 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dataplatform.dynamodb import ensure_table, error_code, key
+from dataplatform.dynamodb import ensure_table, error_code, key, to_item
 from dataplatform.pricing.costs import (
     CURRENCY,
     EmrInstanceUsage,
@@ -49,8 +49,6 @@ def ensure_job_costs_table(dynamodb: Any, table: str) -> bool:
 
 def write_job_cost(dynamodb: Any, table: str, record: dict[str, Any]) -> bool:
     """Put the record unless this job of this run has one already (a retried task writes nothing)."""
-    from dataplatform.pricing.launches import to_item
-
     try:
         dynamodb.put_item(
             TableName=table,

@@ -19,10 +19,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from dataplatform.dynamodb import ensure_table, error_code, key
+from dataplatform.dynamodb import ensure_table, error_code, from_item, key, to_item
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ COMPLETE = "COMPLETE"
 STATUS_INDEX = "by_status"
 COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
 
-_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+_serializer = TypeSerializer()
 
 
 def ensure_launches_table(dynamodb: Any, table: str) -> bool:
@@ -42,14 +42,6 @@ def ensure_launches_table(dynamodb: Any, table: str) -> bool:
         ["launch_id", "status", "completed_at"],
         indexes={STATUS_INDEX: key("status", "completed_at")},
     )
-
-
-def to_item(launch: dict[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in launch.items() if value is not None}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
 
 def put_launch(dynamodb: Any, table: str, launch: dict[str, Any]) -> None:
