@@ -29,6 +29,7 @@ from dataplatform.pricing.resources import (
     LaunchUsage,
     PricingError,
     VolumeUsage,
+    as_utc,
 )
 
 log = logging.getLogger(__name__)
@@ -122,17 +123,11 @@ def _record_time(launch: dict, name: str) -> datetime:
     if not value:
         raise PricingError(f"launch {launch.get('launch_id')}: {name} is missing")
     try:
-        parsed = (
-            value
-            if isinstance(value, datetime)
-            else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        )
+        return as_utc(value if isinstance(value, datetime) else str(value))
     except ValueError:
         raise PricingError(
             f"launch {launch.get('launch_id')}: {name} {value!r} is not an ISO-8601 time"
         ) from None
-    # The workflow manager writes UTC; a time without an offset is read as UTC rather than local time.
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def launch_region(launch: dict, ec2: Any) -> str:
@@ -339,7 +334,7 @@ def describe_instances(ec2: Any, instance_ids: list[str]) -> list[dict]:
 def instance_usage(instance: dict, window: Interval) -> InstanceUsage | None:
     """The instance's running time clipped to ``window``; None when it did not run inside it."""
     end = instance_end_time(instance) or window.end
-    start = _utc(instance["LaunchTime"])
+    start = as_utc(instance["LaunchTime"])
     if end <= start:
         return None
     running = Interval(start, end).clip(window)
@@ -426,7 +421,7 @@ def attached_volume_usages(
 def volume_usage(volume: dict, window: Interval) -> VolumeUsage | None:
     """A volume is charged from its creation (or the launch start, if later) to the launch end; None for
     one created after the launch ended."""
-    start = max(_utc(volume["CreateTime"]), window.start)
+    start = max(as_utc(volume["CreateTime"]), window.start)
     if start >= window.end:
         log.info("volume %s was created after the launch ended: not charged", volume["VolumeId"])
         return None
@@ -469,7 +464,7 @@ def file_system_usage(fsx: Any, file_system_id: str, window: Interval) -> FileSy
         raise PricingError(f"FSx file system {file_system_id} has no Lustre DeploymentType")
     # AWS always reports CreationTime; moto does not, and then the launch start stands in.
     created = file_system.get("CreationTime")
-    start = max(_utc(created), window.start) if created else window.start
+    start = max(as_utc(created), window.start) if created else window.start
     if start >= window.end:
         raise PricingError(f"FSx file system {file_system_id} was created after launch end {window.end}")
     return FileSystemUsage(
@@ -536,12 +531,6 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 def _unique(items: Iterable[str]) -> list[str]:
     """``items`` without repeats, in first-seen order (deterministic requests and log lines)."""
     return list(dict.fromkeys(items))
-
-
-def _utc(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _count(number: int, noun: str) -> str:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Literal
 
-from dataplatform.pricing.resources import architecture, instance_family
+from dataplatform.pricing.resources import architecture, instance_family, require_aware
 from dataplatform.reports import safe_key_part, write_bytes
 
 GroupBy = Literal["family", "architecture"]
@@ -165,7 +165,7 @@ def compare(
     timestamps or cost cannot be read (bad data is reported, not silently left out)."""
     if by not in ("family", "architecture"):
         raise ValueError(f"by must be 'family' or 'architecture', got {by!r}")
-    start, end = _aware(start, "start"), _aware(end, "end")
+    start, end = require_aware(start, "start"), require_aware(end, "end")
     if end <= start:
         raise ValueError(f"the period is empty: end ({end}) is not after start ({start})")
 
@@ -295,12 +295,6 @@ def _ratio(numerator: Decimal, denominator: Decimal) -> Decimal | None:
 def _percent(fraction: Decimal) -> Decimal:
     value = (fraction * 100).quantize(_PERCENT, ROUND_HALF_UP)
     return abs(value) if value == 0 else value  # no "-0.00"
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware, got {value!r}")
-    return value.astimezone(UTC)
 
 
 def _timestamp(value: Any, launch_id: str, what: str) -> datetime:

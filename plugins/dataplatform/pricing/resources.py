@@ -16,10 +16,19 @@ class PricingError(Exception):
     reason stored on the launch; the launch is retried by the next run and never priced at zero."""
 
 
-def _aware(value: datetime, what: str) -> datetime:
+def require_aware(value: datetime, what: str) -> datetime:
+    """``value`` in UTC; a naive datetime is refused (it would silently mean local time)."""
     if value.tzinfo is None:
         raise ValueError(f"{what} must be timezone-aware, got {value!r}")
     return value.astimezone(UTC)
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A time from an AWS API or a launch record (datetime or ISO-8601, ``Z`` accepted) in UTC. AWS and the
+    workflow manager write UTC: a time without an offset is read as UTC, not local time."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,8 @@ class Interval:
     end: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _aware(self.start, "Interval.start"))
-        object.__setattr__(self, "end", _aware(self.end, "Interval.end"))
+        object.__setattr__(self, "start", require_aware(self.start, "Interval.start"))
+        object.__setattr__(self, "end", require_aware(self.end, "Interval.end"))
         if self.end < self.start:
             raise ValueError(f"interval ends ({self.end}) before it starts ({self.start})")
 

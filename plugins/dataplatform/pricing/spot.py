@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from dataplatform.pricing.resources import Interval
+from dataplatform.pricing.resources import Interval, as_utc
 
 PRODUCT_DESCRIPTION = "Linux/UNIX"
 
@@ -39,18 +39,12 @@ def spot_price_points(ec2: Any, instance_type: str, availability_zone: str, inte
                 continue
             if record.get("InstanceType") != instance_type:
                 continue
-            points.append((_utc(record["Timestamp"]), Decimal(record["SpotPrice"])))
+            points.append((as_utc(record["Timestamp"]), Decimal(record["SpotPrice"])))
         token = page.get("NextToken")
         if not token:
             break
         request["NextToken"] = token
     return sorted(set(points))
-
-
-def _utc(value: datetime | str) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class SnapshotSpotHistory:
@@ -72,7 +66,7 @@ class SnapshotSpotHistory:
         EndTime: datetime,
         NextToken: str | None = None,
     ) -> dict:
-        start, end = _utc(StartTime), _utc(EndTime)
+        start, end = as_utc(StartTime), as_utc(EndTime)
         ours = sorted(
             (
                 record
@@ -81,10 +75,10 @@ class SnapshotSpotHistory:
                 and record["ProductDescription"] in ProductDescriptions
                 and record["AvailabilityZone"] == AvailabilityZone
             ),
-            key=lambda record: _utc(record["Timestamp"]),
+            key=lambda record: as_utc(record["Timestamp"]),
         )
-        before = [record for record in ours if _utc(record["Timestamp"]) < start][-1:]
-        inside = [record for record in ours if start <= _utc(record["Timestamp"]) <= end]
+        before = [record for record in ours if as_utc(record["Timestamp"]) < start][-1:]
+        inside = [record for record in ours if start <= as_utc(record["Timestamp"]) <= end]
         return {"SpotPriceHistory": before + inside}
 
     def _load(self) -> list[dict]:
