@@ -1,0 +1,44 @@
+"""``dataplatform.cli.run``: while a command runs, only its ``Output`` reaches standard output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from dataplatform import cli
+
+pytestmark = pytest.mark.unit
+
+
+def test_logging_set_up_during_the_command_and_stray_prints_go_to_stderr(capsys):
+    logger = logging.getLogger("tests.cli.stdout_handler")
+    logger.propagate = False
+
+    def command(out: cli.Output) -> int:
+        # What importing Airflow does: a StreamHandler on whatever sys.stdout is at that moment.
+        handler = logging.StreamHandler(sys.stdout)
+        logger.addHandler(handler)
+        try:
+            logger.warning("AWS Connection credentials retrieved")
+            print("a library's print")
+            out.json({"key": "ORD-1", "version": 2})
+        finally:
+            logger.removeHandler(handler)
+        return 0
+
+    assert cli.run(command) == 0
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"key": "ORD-1", "version": 2}
+    assert captured.err == "AWS Connection credentials retrieved\na library's print\n"
+
+
+def test_a_command_error_is_one_line_on_stderr_and_its_exit_code(capsys):
+    def command(out: cli.Output) -> int:
+        raise cli.CommandError("no price for X in eu-west-9", exit_code=3)
+
+    assert cli.run(command) == 3
+    assert capsys.readouterr() == ("", "error: no price for X in eu-west-9\n")
