@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 
 import pytest
@@ -42,3 +44,18 @@ def test_a_command_error_is_one_line_on_stderr_and_its_exit_code(capsys):
 
     assert cli.run(command) == 3
     assert capsys.readouterr() == ("", "error: no price for X in eu-west-9\n")
+
+
+def test_no_cli_module_imports_airflow_before_run_points_stdout_away():
+    # Airflow's logging takes sys.stdout when Airflow is first imported: that must happen inside run().
+    script = (
+        "import sys\n"
+        "import dataplatform.reconciliation.__main__, dataplatform.gdpr.__main__, dataplatform.pricing.__main__\n"
+        "print(sorted(name for name in sys.modules if name == 'airflow' or name.startswith('airflow.')))\n"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
