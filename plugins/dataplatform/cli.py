@@ -19,8 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+
+from botocore.exceptions import ClientError
+
+from dataplatform.dynamodb import error_code
 
 
 class CommandError(Exception):
@@ -44,6 +48,18 @@ class Output:
     def json(self, value: Any) -> None:
         """One JSON document (dates and Decimals as strings)."""
         self.line(json.dumps(value, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def table_must_exist(table: str, created_by: str) -> Iterator[None]:
+    """A DynamoDB table that is not there yet (a fresh stack) is a ``CommandError`` naming the table and
+    what creates it, not a traceback."""
+    try:
+        yield
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        raise CommandError(f"DynamoDB table {table} does not exist yet: {created_by} creates it") from exc
 
 
 def run(command: Callable[[Output], int]) -> int:

@@ -129,3 +129,14 @@ def test_ack_invalid_takes_an_invalid_batch_off_status_once(aws, tmp_path):
         refused.stderr
     )
     assert stored("20240305T1000")["state"] == "PENDING"
+
+
+def test_status_on_a_fresh_stack_names_the_missing_table(aws):
+    fresh = run_cli("reconciliation", "status")
+
+    assert (fresh.returncode, fresh.stdout) == (1, "")
+    assert fresh.stderr.splitlines()[-1] == (
+        "error: DynamoDB table recon_ledger does not exist yet: the first recon_stateless run (setup_tables) "
+        "creates it"
+    )
+    assert "Traceback" not in fresh.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from botocore.exceptions import ClientError
 
 from dataplatform import cli
 
@@ -59,3 +60,20 @@ def test_no_cli_module_imports_airflow_before_run_points_stdout_away():
     )
 
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
+def test_a_missing_table_is_a_command_error_and_other_aws_errors_pass(capsys):
+    def failing(code: str):
+        def command(out: cli.Output) -> int:
+            with cli.table_must_exist("recon_ledger", "setup_tables"):
+                raise ClientError({"Error": {"Code": code, "Message": "..."}}, "Query")
+
+        return command
+
+    assert cli.run(failing("ResourceNotFoundException")) == 1
+    assert (
+        capsys.readouterr().err
+        == "error: DynamoDB table recon_ledger does not exist yet: setup_tables creates it\n"
+    )
+    with pytest.raises(ClientError, match="AccessDenied"):
+        cli.run(failing("AccessDeniedException"))

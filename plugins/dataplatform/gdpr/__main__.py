@@ -52,9 +52,14 @@ def submit_command(out: cli.Output, subject_id: str, request_id: str | None) -> 
 
 
 def status_command(out: cli.Output, request_id: str | None, as_json: bool) -> int:
+    config, dynamodb = _clients()
+    with cli.table_must_exist(config.requests_table, "the first `submit` or gdpr_erasure run"):
+        return _show_status(out, config, dynamodb, request_id, as_json)
+
+
+def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_json: bool) -> int:
     from dataplatform.gdpr import audit, requests
 
-    config, dynamodb = _clients()
     if request_id:
         request = requests.get_request(dynamodb, config.requests_table, request_id)
         if request is None:

@@ -110,7 +110,8 @@ def launch_command(out: cli.Output, args: argparse.Namespace) -> int:
 
     pricer = _pricer(args.source)
     table = pricer.settings.launches_table
-    launch = launches.get_launch(pricer.dynamodb, table, args.launch_id)
+    with cli.table_must_exist(table, "the first benchmark_pricing run"):
+        launch = launches.get_launch(pricer.dynamodb, table, args.launch_id)
     if launch is None:
         raise cli.CommandError(f"no launch {args.launch_id!r} in {table}", exit_code=2)
     try:

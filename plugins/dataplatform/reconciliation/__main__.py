@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from dataplatform import cli
 
+CREATED_BY = "the first recon_stateless run (setup_tables)"
+
 
 def _clients():
     from dataplatform import aws
@@ -29,9 +31,10 @@ def status_command(out: cli.Output, as_json: bool) -> int:
     from dataplatform.reconciliation import ledger
 
     config, dynamodb, _ = _clients()
-    status = ledger.status(
-        dynamodb, config.ledger_table, config.completeness_window_minutes, datetime.now(UTC)
-    )
+    with cli.table_must_exist(config.ledger_table, CREATED_BY):
+        status = ledger.status(
+            dynamodb, config.ledger_table, config.completeness_window_minutes, datetime.now(UTC)
+        )
     if as_json:
         out.json(status.as_dict())
     else:
@@ -43,7 +46,8 @@ def get_command(out: cli.Output, key: str) -> int:
     from dataplatform.reconciliation import index
 
     config, dynamodb, storage = _clients()
-    artifact = index.get_artifact(dynamodb, storage, config.index_table, key)
+    with cli.table_must_exist(config.index_table, CREATED_BY):
+        artifact = index.get_artifact(dynamodb, storage, config.index_table, key)
     if artifact is None:
         raise cli.CommandError(f"no artifact {key!r} in the index {config.index_table}")
     out.json(artifact)
@@ -55,7 +59,10 @@ def ack_invalid_command(out: cli.Output, batch_id: str) -> int:
 
     config, dynamodb, _ = _clients()
     try:
-        acknowledged = ledger.acknowledge_invalid(dynamodb, config.ledger_table, batch_id, datetime.now(UTC))
+        with cli.table_must_exist(config.ledger_table, CREATED_BY):
+            acknowledged = ledger.acknowledge_invalid(
+                dynamodb, config.ledger_table, batch_id, datetime.now(UTC)
+            )
     except ledger.LedgerConflict as exc:
         raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     out.line(f"INVALID batch {batch_id} {'acknowledged' if acknowledged else 'was already acknowledged'}")
