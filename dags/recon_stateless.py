@@ -15,8 +15,8 @@ DOC = """
 ### Reconciliation: stateless reduce
 
 Every 10 minutes: registers the batches whose `_manifest.json` has landed under
-`reconciliation.landing_uri` (a batch failing its row count or checksum is recorded INVALID, never
-processed), claims pending batches for this run (conditional writes in the DynamoDB ledger: one run per
+`reconciliation.landing_uri` (a batch whose manifest names another `batch_id` than its folder, or that
+fails its row count or checksum, is recorded INVALID, never processed), claims pending batches for this run (conditional writes in the DynamoDB ledger: one run per
 batch), and reduces them with Spark to one stateless artifact per order (malformed rows go to
 `quarantine/` with the reason; redelivered event ids are dropped). A committed group updates the asset
 `recon_stateless_artifacts`, which schedules `recon_stateful`.
@@ -24,7 +24,8 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 * **Backlog**: a run claims `backlog.batches_per_run` batches, more when the backlog is long
   (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit.
 * **Status**: `python -m dataplatform.reconciliation status` (backlog, batches per state, latest
-  complete window).
+  complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
+  them).
 """
 
 

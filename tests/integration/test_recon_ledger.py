@@ -135,6 +135,78 @@ def test_invalid_manifests_are_marked_with_the_reason_and_unfinished_batches_wai
     assert later == {"registered": ["20240305T1030"], "invalid": [], "already_known": 3}
 
 
+def test_a_folder_named_unlike_its_manifest_is_invalid_until_an_operator_acknowledges_it(
+    dynamodb, landing, tmp_path
+):
+    land(landing, 3)
+    root = tmp_path / "landing"
+    (root / "20240305T1010").rename(root / "20240305T1015")  # the manifest still says 20240305T1010
+
+    registered = ledger.register_batches(dynamodb, TABLE, Storage(), landing, NOW)
+
+    reason = "manifest batch_id '20240305T1010' does not match its folder"
+    assert registered["invalid"] == [{"batch_id": "20240305T1015", "reason": reason}]
+    before = ledger.status(dynamodb, TABLE, 60, NOW)
+    assert before.invalid == [{"batch_id": "20240305T1015", "reason": reason}]
+    assert f"INVALID batch 20240305T1015: {reason}" in ledger.format_status(before)
+
+    assert ledger.acknowledge_invalid(dynamodb, TABLE, "20240305T1015", NOW) is True
+
+    stored = item(dynamodb, "batch#20240305T1015")
+    assert (stored["state"], stored["state_key"], stored["reason"], stored["acknowledged_at"]) == (
+        "INVALID_ACKNOWLEDGED",
+        "batch#INVALID_ACKNOWLEDGED",
+        reason,
+        "2024-03-05T14:00:00.000000Z",
+    )
+    after = ledger.status(dynamodb, TABLE, 60, NOW)
+    assert after.invalid == []
+    assert (after.batches["INVALID"], after.batches["INVALID_ACKNOWLEDGED"], after.backlog) == (0, 1, 2)
+    assert "20240305T1015" not in ledger.format_status(after)
+
+    # Again: nothing changes (the first acknowledgement's time stays); the folder is not registered anew.
+    assert ledger.acknowledge_invalid(dynamodb, TABLE, "20240305T1015", NOW + TIMEOUT) is False
+    assert item(dynamodb, "batch#20240305T1015") == stored
+    rescan = ledger.register_batches(dynamodb, TABLE, Storage(), landing, NOW + TIMEOUT)
+    assert rescan == {"registered": [], "invalid": [], "already_known": 3}
+
+
+def test_only_an_invalid_batch_can_be_acknowledged(dynamodb, landing):
+    [pending] = land(landing, 1)
+    ledger.register_batches(dynamodb, TABLE, Storage(), landing, NOW)
+    stored = item(dynamodb, f"batch#{pending}")
+
+    with pytest.raises(ledger.LedgerConflict, match=f"batch {pending} is PENDING: only an INVALID batch"):
+        ledger.acknowledge_invalid(dynamodb, TABLE, pending, NOW)
+    with pytest.raises(ledger.LedgerConflict, match="batch nope is not in the ledger"):
+        ledger.acknowledge_invalid(dynamodb, TABLE, "nope", NOW)
+
+    assert item(dynamodb, f"batch#{pending}") == stored
+    assert item(dynamodb, "batch#nope") is None
+
+
+def test_concurrent_acknowledgements_acknowledge_once(dynamodb, landing, tmp_path):
+    land(landing, 1)
+    (tmp_path / "landing" / "20240305T1000" / "_manifest.json").write_text("{")
+    ledger.register_batches(dynamodb, TABLE, Storage(), landing, NOW)
+    atomic = AtomicWrites(dynamodb)
+    results = []
+
+    def acknowledge(minute):
+        results.append(
+            ledger.acknowledge_invalid(atomic, TABLE, "20240305T1000", NOW + timedelta(minutes=minute))
+        )
+
+    threads = [threading.Thread(target=acknowledge, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == [False] * 5 + [True]
+    assert item(dynamodb, "batch#20240305T1000")["state"] == "INVALID_ACKNOWLEDGED"
+
+
 # -- claims --------------------------------------------------------------------------------------------------
 
 

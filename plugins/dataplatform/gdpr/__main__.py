@@ -2,7 +2,9 @@
 
 ``submit`` checks the id's format and stores a PENDING request (the same request id again is the same
 request: nothing changes); the next ``gdpr_erasure`` run claims it. ``status`` counts requests per status
-and lists the open ones, or shows one request with its audit records. Neither prints a subject id.
+and lists the open ones (``--json``: as one JSON document), or shows one request with its audit records
+(JSON). Neither prints a subject id. Standard output carries only the result; logs and errors go to
+standard error (``dataplatform.cli``).
 
 AWS clients come from the Airflow connection (``aws_default``), as in the tasks: locally, run it where
 ``make up`` runs (it prints the connection to export) or inside the Airflow environment.
@@ -11,11 +13,12 @@ AWS clients come from the Airflow connection (``aws_default``), as in the tasks:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+from dataplatform import cli
 
 
 def _clients():
@@ -25,7 +28,7 @@ def _clients():
     return settings().gdpr, aws.client("dynamodb")
 
 
-def submit_command(subject_id: str, request_id: str | None) -> int:
+def submit_command(out: cli.Output, subject_id: str, request_id: str | None) -> int:
     from dataplatform.gdpr import audit, requests
     from dataplatform.gdpr.subjects import SubjectIdError, check_subject_id
 
@@ -34,8 +37,7 @@ def submit_command(subject_id: str, request_id: str | None) -> int:
         check_subject_id(subject_id, config.subject_id_pattern)
         request_id = requests.check_request_id(request_id or f"req-{uuid.uuid4()}")
     except (SubjectIdError, requests.RequestError) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
+        raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     requests.create_requests_table(dynamodb, config.requests_table)
     audit.create_audit_table(dynamodb, config.audit_table)
     try:
@@ -43,35 +45,54 @@ def submit_command(subject_id: str, request_id: str | None) -> int:
             dynamodb, config.requests_table, request_id, subject_id, datetime.now(UTC), config.deadline_days
         )
     except requests.RequestError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
+        raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     verb = "submitted" if created else "already submitted"
-    print(f"{verb}: request {request.request_id}, status {request.status}, deadline {request.deadline}")
+    out.line(f"{verb}: request {request.request_id}, status {request.status}, deadline {request.deadline}")
     return 0
 
 
-def status_command(request_id: str | None) -> int:
+def status_command(out: cli.Output, request_id: str | None, as_json: bool) -> int:
+    config, dynamodb = _clients()
+    with cli.table_must_exist(config.requests_table, "the first `submit` or gdpr_erasure run"):
+        return _show_status(out, config, dynamodb, request_id, as_json)
+
+
+def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_json: bool) -> int:
     from dataplatform.gdpr import audit, requests
 
-    config, dynamodb = _clients()
     if request_id:
         request = requests.get_request(dynamodb, config.requests_table, request_id)
         if request is None:
-            print(f"no request {request_id!r} in {config.requests_table}", file=sys.stderr)
-            return 1
-        shown = {**request.public(), "audit": audit.records_for(dynamodb, config.audit_table, request_id)}
-        print(json.dumps(shown, indent=2, default=str))
+            raise cli.CommandError(f"no request {request_id!r} in {config.requests_table}")
+        out.json({**request.public(), "audit": audit.records_for(dynamodb, config.audit_table, request_id)})
         return 0
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    for status in (requests.PENDING, requests.IN_PROGRESS, requests.FAILED, requests.COMPLETED):
-        found = requests.requests_by_status(dynamodb, config.requests_table, status)
-        print(f"{status}: {len(found)}")
+    by_status = {
+        status: requests.requests_by_status(dynamodb, config.requests_table, status)
+        for status in (requests.PENDING, requests.IN_PROGRESS, requests.FAILED, requests.COMPLETED)
+    }
+    if as_json:
+        # Completed requests are counted, not listed (as in the text form).
+        out.json(
+            {
+                "counts": {status: len(found) for status, found in by_status.items()},
+                "open": [
+                    {**request.public(), "overdue": request.deadline < now}
+                    for status, found in by_status.items()
+                    if status != requests.COMPLETED
+                    for request in found
+                ],
+            }
+        )
+        return 0
+    for status, found in by_status.items():
+        out.line(f"{status}: {len(found)}")
         if status == requests.COMPLETED:
             continue
         for request in found:
             late = "  OVERDUE" if request.deadline < now else ""
             reason = f"  ({request.reason})" if request.reason else ""
-            print(
+            out.line(
                 f"  {request.request_id}  received {request.received_at}  deadline {request.deadline}{late}{reason}"
             )
     return 0
@@ -86,11 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--request-id", help="your ticket id (default: a new uuid); resubmitting it is a no-op"
     )
     status = commands.add_parser("status", help="requests per status, or one request with its audit")
-    status.add_argument("--request-id")
+    status.add_argument("--request-id", help="show this request and its audit records (JSON)")
+    status.add_argument("--json", action="store_true", help="the counts and open requests as JSON")
     args = parser.parse_args(argv)
     if args.command == "submit":
-        return submit_command(args.subject_id, args.request_id)
-    return status_command(args.request_id)
+        return cli.run(lambda out: submit_command(out, args.subject_id, args.request_id))
+    return cli.run(lambda out: status_command(out, args.request_id, args.json))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""``python -m dataplatform.reconciliation status | get <key>``.
+"""``python -m dataplatform.reconciliation status [--json] | get <key> | ack-invalid <batch_id>``.
+
+Standard output carries only the result (``get``: the artifact as JSON; ``status --json``: the status as
+JSON); logs and errors go to standard error (``dataplatform.cli``).
 
 AWS clients come from the Airflow connection (``aws_default``), as in the tasks: locally, run it where
 ``make up`` runs (it prints the connection to export) or inside the Airflow environment.
@@ -7,10 +10,13 @@ AWS clients come from the Airflow connection (``aws_default``), as in the tasks:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+from dataplatform import cli
+
+CREATED_BY = "the first recon_stateless run (setup_tables)"
 
 
 def _clients():
@@ -21,39 +27,68 @@ def _clients():
     return settings().reconciliation, aws.client("dynamodb"), Storage(aws.client("s3"))
 
 
-def status_command() -> int:
+def status_command(out: cli.Output, as_json: bool) -> int:
     from dataplatform.reconciliation import ledger
 
     config, dynamodb, _ = _clients()
-    status = ledger.status(
-        dynamodb, config.ledger_table, config.completeness_window_minutes, datetime.now(UTC)
-    )
-    print(ledger.format_status(status))
+    with cli.table_must_exist(config.ledger_table, CREATED_BY):
+        status = ledger.status(
+            dynamodb, config.ledger_table, config.completeness_window_minutes, datetime.now(UTC)
+        )
+    if as_json:
+        out.json(status.as_dict())
+    else:
+        out.line(ledger.format_status(status))
     return 0
 
 
-def get_command(key: str) -> int:
+def get_command(out: cli.Output, key: str) -> int:
     from dataplatform.reconciliation import index
 
     config, dynamodb, storage = _clients()
-    artifact = index.get_artifact(dynamodb, storage, config.index_table, key)
+    with cli.table_must_exist(config.index_table, CREATED_BY):
+        artifact = index.get_artifact(dynamodb, storage, config.index_table, key)
     if artifact is None:
-        print(f"no artifact {key!r} in the index {config.index_table}", file=sys.stderr)
-        return 1
-    print(json.dumps(artifact, indent=2))
+        raise cli.CommandError(f"no artifact {key!r} in the index {config.index_table}")
+    out.json(artifact)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataplatform.reconciliation")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="backlog, batches per state, latest complete window")
-    get = commands.add_parser("get", help="one artifact: one index read and one ranged GET")
+def ack_invalid_command(out: cli.Output, batch_id: str) -> int:
+    from dataplatform.reconciliation import ledger
+
+    config, dynamodb, _ = _clients()
+    try:
+        with cli.table_must_exist(config.ledger_table, CREATED_BY):
+            acknowledged = ledger.acknowledge_invalid(
+                dynamodb, config.ledger_table, batch_id, datetime.now(UTC)
+            )
+    except ledger.LedgerConflict as exc:
+        raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
+    out.line(f"INVALID batch {batch_id} {'acknowledged' if acknowledged else 'was already acknowledged'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m dataplatform.reconciliation")
+    commands = root.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="backlog, batches per state, latest complete window")
+    status.add_argument("--json", action="store_true", help="the status as one JSON document")
+    status.set_defaults(run=lambda out, args: status_command(out, args.json))
+    get = commands.add_parser("get", help="one artifact as JSON: one index read and one ranged GET")
     get.add_argument("key", help="the artifact key (order id)")
-    args = parser.parse_args(argv)
-    if args.command == "status":
-        return status_command()
-    return get_command(args.key)
+    get.set_defaults(run=lambda out, args: get_command(out, args.key))
+    ack = commands.add_parser(
+        "ack-invalid", help="an INVALID batch has been seen to: `status` stops listing it (rerun: no-op)"
+    )
+    ack.add_argument("batch_id")
+    ack.set_defaults(run=lambda out, args: ack_invalid_command(out, args.batch_id))
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return cli.run(lambda out: args.run(out, args))
 
 
 if __name__ == "__main__":

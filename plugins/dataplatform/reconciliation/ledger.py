@@ -1,7 +1,8 @@
 """The reconciliation ledger: one DynamoDB table that records every batch, stateless group and stateful run.
 
 Item kinds (``pk`` is the hash key; ``state_key = "<kind>#<state>"`` feeds the GSI ``by_state``):
-- ``batch#<batch_id>``: PENDING -> CLAIMED -> STATELESS_DONE -> STATEFUL_DONE -> INDEXED, or INVALID;
+- ``batch#<batch_id>``: PENDING -> CLAIMED -> STATELESS_DONE -> STATEFUL_DONE -> INDEXED, or INVALID
+  (-> INVALID_ACKNOWLEDGED once an operator has seen it: ``status`` stops listing it);
 - ``group#<group_id>`` (one stateless run): CLAIMING -> READY -> CLAIMED -> APPLIED;
 - ``stateful#<seq8>`` (one stateful run): BEGUN -> PROCESSED -> INDEXED;
 - ``stateful_run#<run_id>`` -> seq, so a retried begin finds its run; ``counter#stateful`` -> last seq.
@@ -49,7 +50,16 @@ from spark_jobs.common.storage import Storage
 
 log = logging.getLogger(__name__)
 
-BATCH_STATES = ("PENDING", "CLAIMED", "STATELESS_DONE", "STATEFUL_DONE", "INDEXED", "INVALID")
+INVALID_ACKNOWLEDGED = "INVALID_ACKNOWLEDGED"
+BATCH_STATES = (
+    "PENDING",
+    "CLAIMED",
+    "STATELESS_DONE",
+    "STATEFUL_DONE",
+    "INDEXED",
+    "INVALID",
+    INVALID_ACKNOWLEDGED,
+)
 GROUP_STATES = ("CLAIMING", "READY", "CLAIMED", "APPLIED")
 RUN_STATES = ("BEGUN", "PROCESSED", "INDEXED")
 STATES = {"batch": BATCH_STATES, "group": GROUP_STATES, "stateful": RUN_STATES}
@@ -210,17 +220,38 @@ def register_batches(
     return result
 
 
+def acknowledge_invalid(dynamodb: Any, table: str, batch_id: str, now: datetime) -> bool:
+    """Record that an operator has seen an INVALID batch: it becomes INVALID_ACKNOWLEDGED (reason kept,
+    ``acknowledged_at`` set) and ``status`` stops listing it. True when this call acknowledged it, False
+    when it already was (a rerun changes nothing). A batch that is not INVALID (or not in the ledger) is
+    refused with LedgerConflict. The batch is never processed either way: corrected data lands again
+    under a new batch id."""
+    pk = _batch_pk(batch_id)
+    update = {**_state_fields("batch", INVALID_ACKNOWLEDGED), "acknowledged_at": _stamp(now)}
+    try:
+        return _advance(
+            dynamodb,
+            table,
+            pk,
+            update,
+            "#state = :invalid",
+            {"invalid": "INVALID"},
+            _state_in(INVALID_ACKNOWLEDGED),
+        )
+    except LedgerConflict:
+        item = _get(dynamodb, table, pk)
+        state = item["state"] if item else f"not in the ledger {table}"
+        raise LedgerConflict(
+            f"batch {batch_id} is {state}: only an INVALID batch can be acknowledged"
+        ) from None
+
+
 def count_by_state(dynamodb: Any, table: str, kind: str = "batch") -> dict[str, int]:
     """Items of ``kind`` (batch, group, stateful) per state, every state listed (GSI, eventually
     consistent: for reports and the backlog estimate, not for decisions)."""
     if kind not in STATES:
         raise ValueError(f"kind must be one of {sorted(STATES)}, got {kind!r}")
-    counts = {}
-    for state in STATES[kind]:
-        counts[state] = sum(
-            page["Count"] for page in _query_pages(dynamodb, table, f"{kind}#{state}", select="COUNT")
-        )
-    return counts
+    return {state: _count(dynamodb, table, f"{kind}#{state}") for state in STATES[kind]}
 
 
 def claim_batches(
@@ -712,11 +743,15 @@ def status(dynamodb: Any, table: str, window_minutes: int, now: datetime) -> Sta
     if window_minutes < 1:
         raise ValueError(f"window_minutes must be >= 1, got {window_minutes}")
     batches: list[dict[str, Any]] = []
+    invalid = list(_query(dynamodb, table, "batch#INVALID", projection=("batch_id", "reason")))
     batch_counts = {}
     for state in BATCH_STATES:
+        # INVALID batches hold no window: listed until acknowledged, then only counted.
         if state == "INVALID":
-            invalid = list(_query(dynamodb, table, "batch#INVALID", projection=("batch_id", "reason")))
             batch_counts[state] = len(invalid)
+            continue
+        if state == INVALID_ACKNOWLEDGED:
+            batch_counts[state] = _count(dynamodb, table, f"batch#{state}")
             continue
         found = list(
             _query(
@@ -851,6 +886,8 @@ def format_status(status: Status) -> str:
         lines.append(f"INVALID batch {bad['batch_id']}: {bad['reason']}")
     if status.batches.get("INVALID", 0) > len(status.invalid):
         lines.append(f"... and {status.batches['INVALID'] - len(status.invalid)} more INVALID batches")
+    if status.invalid:
+        lines.append("(seen to: python -m dataplatform.reconciliation ack-invalid <batch_id>)")
     return "\n".join(lines)
 
 
@@ -1106,6 +1143,10 @@ def _query_pages(
         if limit or "LastEvaluatedKey" not in page:
             return
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _count(dynamodb: Any, table: str, state_key: str) -> int:
+    return sum(page["Count"] for page in _query_pages(dynamodb, table, state_key, select="COUNT"))
 
 
 def _query(dynamodb: Any, table: str, state_key: str, **options: Any) -> Iterator[dict[str, Any]]:
