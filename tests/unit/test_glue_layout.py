@@ -194,6 +194,14 @@ def test_keys_that_name_the_same_field_must_agree():
         layout.parse("year=2024/dt=2023-03-05/")
 
 
+def test_month_names_and_two_digit_years_are_dates_too():
+    keys = [{"name": "mon", "format": "%b"}, {"name": "yy", "format": "%y"}, {"name": "day", "format": "%d"}]
+    layout = PartitionLayout(glue_table("short", keys))
+    assert layout.parse("mon=Feb/yy=24/day=29/") == ("Feb", "24", "29")
+    with pytest.raises(InvalidPartitionPath, match=r"^day 29 is out of range for February 2023$"):
+        layout.parse("mon=Feb/yy=23/day=29/")
+
+
 def test_keys_with_a_pattern_are_not_dates():
     # The day key is a bucket number, whatever its name.
     table = glue_table("bucketed", [*YEAR_MONTH_DAY[:2], {"name": "day", "pattern": "[0-9]{2}"}])
