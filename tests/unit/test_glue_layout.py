@@ -144,9 +144,8 @@ IMPOSSIBLE = [
         (HIVE_YMD, "year={y}/month={m}/day={d}/"),
         (TRAIL_HOURLY, "{y}/{m}/{d}/05/"),
         (MONTH_AND_DAY, "ym={y}-{m}/day={d}/"),
-        (DAY_FIRST, "{m}-{d}/{y}/"),
     ],
-    ids=["template", "hive", "template-hourly", "hive-year-month-key", "template-day-first"],
+    ids=["template", "hive", "template-hourly", "hive-year-month-key"],
 )
 def test_impossible_dates_split_over_keys_are_invalid(table, path, year, month, day, reason):
     with pytest.raises(InvalidPartitionPath, match=f"^{reason}$"):
@@ -179,6 +178,8 @@ def test_a_date_is_refused_at_the_level_that_completes_it():
     assert day_first.parse_prefix("02-29/") == {"month": "02", "day": "29"}
     with pytest.raises(InvalidPartitionPath, match=r"day 30 is out of range for February$"):
         day_first.parse_prefix("02-30/")
+    with pytest.raises(InvalidPartitionPath, match=r"^day 31 is out of range for April$"):
+        day_first.parse("04-31/2024/")
     with pytest.raises(InvalidPartitionPath, match="day 29 is out of range for February 2023"):
         day_first.parse("02-29/2023/")
 

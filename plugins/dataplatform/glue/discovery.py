@@ -139,23 +139,30 @@ def discover(s3, location: str, layout: PartitionLayout, concurrency: int = LIST
     not in series."""
     bucket, root = split_s3_uri(location)
     found = Discovery()
-    frontier = [""]
+    frontier: list[tuple[str, dict[str, str]]] = [("", {})]  # relative prefix, the values it names so far
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-list") as pool:
         for level in range(layout.depth):
             lister = list_partitions if level == layout.depth - 1 else list_level
-            listings = pool.map(partial(lister, s3, bucket), [root + relative for relative in frontier])
+            listings = pool.map(partial(lister, s3, bucket), [root + relative for relative, _ in frontier])
             next_frontier = []
-            for relative, listing in zip(frontier, listings, strict=True):
+            for (relative, values), listing in zip(frontier, listings, strict=True):
                 found.list_calls += listing.calls
-                next_frontier.extend(_valid_children(layout, level, relative, listing, found))
+                next_frontier.extend(_valid_children(layout, level, relative, values, listing, found))
             frontier = next_frontier
             log.info("level %d (%s): %d prefixes", level + 1, layout.segments[level].template, len(frontier))
-    for path in frontier:
-        found.partitions[layout.parse(path)] = path
+    for path, values in frontier:
+        found.partitions[layout.in_key_order(values)] = path
     return found
 
 
-def _valid_children(layout: PartitionLayout, level: int, relative: str, listing: Listing, found: Discovery):
+def _valid_children(
+    layout: PartitionLayout,
+    level: int,
+    relative: str,
+    values: dict[str, str],
+    listing: Listing,
+    found: Discovery,
+):
     children = [child for child in listing.children if not layout.is_ignored(child)]
     if not children and relative:
         if listing.has_data_files:
@@ -165,14 +172,14 @@ def _valid_children(layout: PartitionLayout, level: int, relative: str, listing:
     for child in children:
         path = f"{relative}{child}/"
         try:
-            layout.parse_prefix(path)
+            child_values = layout.parse_level(level, child, values)
         except InvalidPartitionPath as exc:
             found.invalid[path] = str(exc)
             continue
         if child in listing.without_data:
             found.empty.append(path)
             continue
-        yield path
+        yield path, child_values
 
 
 def present_in_s3(

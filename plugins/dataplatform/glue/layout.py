@@ -113,10 +113,18 @@ class PartitionLayout:
                 raise InvalidPartitionPath(f"{name}={value!r} does not fit the format {key_format!r}")
         return values
 
+    def parse_level(self, level: int, segment: str, above: dict[str, str]) -> dict[str, str]:
+        """Values of a prefix one level deeper: those of the levels ``above`` and this ``segment``'s,
+        checked together (the date the time keys form so far must exist). Discovery calls it level by
+        level, so an impossible day is refused before anything below it is listed."""
+        own = self.parse_segment(level, segment)
+        values = {**above, **own}
+        if any(self._date_fields.get(name) for name in own):
+            self._check_date(values)
+        return values
+
     def parse_prefix(self, relative_path: str) -> dict[str, str]:
-        """Values of the first levels of a partition path (``2024/02/``), checked alone and together: the
-        date the time keys form so far must exist. Discovery calls it level by level, so an impossible
-        day is refused before anything below it is listed."""
+        """Values of the first levels of a partition path (``2024/02/``), checked alone and together."""
         parts = [part for part in relative_path.strip("/").split("/") if part]
         if len(parts) > self.depth:
             raise InvalidPartitionPath(
@@ -124,8 +132,7 @@ class PartitionLayout:
             )
         values: dict[str, str] = {}
         for level, part in enumerate(parts):
-            values.update(self.parse_segment(level, part))
-        self._check_date(values)
+            values = self.parse_level(level, part, values)
         return values
 
     def parse(self, relative_path: str) -> PartitionValues:
@@ -135,7 +142,10 @@ class PartitionLayout:
             raise InvalidPartitionPath(
                 f"{relative_path!r} has {depth} levels, expected {self.depth} ({self.template!r})"
             )
-        values = self.parse_prefix(relative_path)
+        return self.in_key_order(self.parse_prefix(relative_path))
+
+    def in_key_order(self, values: dict[str, str]) -> PartitionValues:
+        """``{"hour": "05", "dt": "2023-06-01"}`` -> ``("2023-06-01", "05")`` (Glue's order)."""
         return tuple(values[key.name] for key in self.keys)
 
     def _check_date(self, values: dict[str, str]) -> None:
