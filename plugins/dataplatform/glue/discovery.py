@@ -6,7 +6,8 @@ directory). The partitions' parents are listed without one, so that the same cal
 partitions hold data and which hold only writer leftovers (``_SUCCESS``, ``_temporary/``, ``$folder$``
 markers): those are empty, not partitions. That listing skips, with ``StartAfter``, the rest of every
 partition once a data file is seen (and the rest of a ``_temporary/``-style directory), so a partition of
-a few files costs a share of one call and one of a million files one call, never a page per 1,000 files.
+a few files costs a share of one call and one of a million data files one call, not a page per 1,000
+files (only leftover *files* lying directly in a partition, before its first data file, are paged past).
 Prefixes that do not fit the layout are reported and never descended into.
 """
 
