@@ -5,9 +5,11 @@ prefixes: the loader (discover mode: S3 listing, GetPartitions existence check, 
 a call) and the baseline (the same S3 discovery code, then one CreatePartition call per partition). Then
 the loader runs again with nothing new. Prints one JSON line: end-to-end figures (``speedup``) and the
 Glue registration part alone (``register_speedup``: existence check + creates vs the creates), since the
-S3 listing is the same code on both sides.
+S3 listing is the same code on both sides. Each partition holds a data file and a ``_SUCCESS`` marker, as
+Spark leaves it; ``--empty`` more hour prefixes hold only writer leftovers (``_SUCCESS`` and a failed
+attempt under ``_temporary/``), which both sides must skip without a listing per partition.
 
-    .venv/bin/python benchmarks/glue_partitions.py [--partitions 10000]
+    .venv/bin/python benchmarks/glue_partitions.py [--partitions 10000] [--empty 100]
 
 Targets (issue #2): loader <= 100 write calls for 10,000 partitions and >= 20x faster than the baseline;
 a rerun with nothing new makes 0 write calls and at most 10 read calls. "read/write calls" count Glue
@@ -75,19 +77,22 @@ class CallCounter:
         return sum(n for op, n in self.calls.items() if op.startswith("s3.List"))
 
 
-def seed(s3, partitions, layout):
+def seed(s3, partitions, empty, layout):
     ensure_bucket(s3, "bench-lake")
 
-    def put(values):
-        s3.put_object(Bucket="bench-lake", Key=f"events/{layout.render(values)}part-00000.json", Body=b"{}\n")
+    def put(values, names):
+        for name in names:
+            s3.put_object(Bucket="bench-lake", Key=f"events/{layout.render(values)}{name}", Body=b"{}\n")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(put, partitions))
+        list(pool.map(put, partitions, [("part-00000.json", "_SUCCESS")] * len(partitions)))
+        list(pool.map(put, empty, [("_SUCCESS", "_temporary/0/part-00000.json")] * len(empty)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partitions", type=int, default=10_000)
+    parser.add_argument("--empty", type=int, default=100, help="hour prefixes with only writer leftovers")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench-glue-"))
@@ -102,8 +107,10 @@ def main() -> None:
         loader_table, baseline_table = table("events_loader"), table("events_baseline")
         layout = PartitionLayout(loader_table)
         start = datetime(2022, 1, 1)
-        partitions = layout.values_for_interval(start, start + timedelta(hours=args.partitions))
-        seed(s3, partitions, layout)
+        end = start + timedelta(hours=args.partitions)
+        partitions = layout.values_for_interval(start, end)
+        empty = layout.values_for_interval(end, end + timedelta(hours=args.empty)) if args.empty else []
+        seed(s3, partitions, empty, layout)
         create_table(glue, loader_table)
         create_table(glue, baseline_table)
         counter = CallCounter(s3, glue)
@@ -114,7 +121,7 @@ def main() -> None:
         report = load_partitions(glue, s3, "events_loader", loader_table, "discover")
         loader_seconds = time.perf_counter() - started
         loader = (counter.glue(writes=True), counter.glue(writes=False), counter.s3_lists())
-        assert report.created == len(partitions), report.summary()
+        assert (report.created, report.empty) == (len(partitions), len(empty)), report.summary()
 
         # Baseline: the same S3 discovery (same code), then one CreatePartition call per partition.
         counter.reset()
@@ -143,6 +150,7 @@ def main() -> None:
     result = {
         "benchmark": "glue_partitions",
         "partitions": len(partitions),
+        "empty_partitions": report.empty,
         "loader_write_calls": loader[0],
         "loader_read_calls": loader[1],
         "loader_s3_list_calls": loader[2],

@@ -22,9 +22,11 @@ BatchCreatePartition call with the table's schema, SerDe and formats and their o
 * **Manual**: `table` (empty = all), `mode` (`interval` | `discover` | `msck` | `crawler`), `dry_run`.
   `discover` lists the table location level by level and registers everything missing.
 
-Prefixes that do not fit the partition keys (`dt=garbage`, a missing level, an unexpected key) are
-reported and never registered. Each table's report (listed, already present, created, invalid, failed)
-is the task's XCom and a JSON file under `reports_uri`.
+Prefixes that do not fit the partition keys (`dt=garbage`, a missing level, an unexpected key) or name a
+day that does not exist (`2024/02/30`, checked on the date the keys form together) are reported as
+invalid and never registered. Prefixes that hold only writer leftovers (`_SUCCESS`, `_temporary/`,
+`$folder$` markers) are empty: skipped and counted. Each table's report (listed, already present,
+created, invalid, empty, failed) is the task's XCom and a JSON file under `reports_uri`.
 """
 
 

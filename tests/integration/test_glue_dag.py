@@ -201,3 +201,65 @@ def test_interval_waits_deferred_for_a_late_success_marker(dag, demo_lake):
     assert time.monotonic() - started >= 4, "the task must have waited for the marker"
     assert set(registered(demo_lake.glue, "cloudtrail")) == {("2024", "03", "07")}
     assert read_report(demo_lake.s3, dagrun, "cloudtrail")["created"] == 1
+
+
+def test_impossible_dates_and_leftover_only_prefixes_are_never_registered(dag, demo_lake):
+    lake, s3 = "dataplatform-local-lake", demo_lake.s3
+    # cloudtrail ({year}/{month}/{day}, waits for _SUCCESS): days that do not exist, each with data and
+    # its marker; and 2024-03-06, whose writer succeeded with no rows (only its _SUCCESS is left).
+    impossible = {
+        "2024/02/30/": "day 30 is out of range for February 2024",
+        "2023/02/29/": "day 29 is out of range for February 2023",
+        "2024/04/31/": "day 31 is out of range for April 2024",
+    }
+    for prefix in impossible:
+        s3.put_object(Bucket=lake, Key=f"cloudtrail/{prefix}part-00000.json", Body=b'{"event_id": "x"}\n')
+        s3.put_object(Bucket=lake, Key=f"cloudtrail/{prefix}_SUCCESS", Body=b"")
+    s3.delete_object(Bucket=lake, Key="cloudtrail/2024/03/06/part-00000.json")
+    # web_events: three hours of 2024-03-06 whose writers left only a marker, a failed attempt, or
+    # Hadoop's $folder$ markers.
+    leftovers = {
+        "05": "_SUCCESS",
+        "06": "_temporary/0/_temporary/attempt_0001_m_000000_0/part-00000.json",
+        "07": "_temporary_$folder$",
+    }
+    for hour, key in leftovers.items():
+        s3.delete_object(Bucket=lake, Key=f"web_events/dt=2024-03-06/hour={hour}/part-00000.json")
+        s3.put_object(Bucket=lake, Key=f"web_events/dt=2024-03-06/hour={hour}/{key}", Body=b"")
+    s3.put_object(Bucket=lake, Key="web_events/dt=2024-03-06/hour=07_$folder$", Body=b"")
+    web = PartitionLayout(settings().glue.tables["web_events"])
+    web_day = web.values_for_interval(datetime(2024, 3, 6), datetime(2024, 3, 7))
+    web_with_data = {v for v in web_day if v[1] not in leftovers}
+
+    # The scheduled run whose data interval is 2024-03-06.
+    dagrun = dag.test(logical_date=datetime(2024, 3, 7, tzinfo=UTC))
+    assert dagrun.state == "success", task_states(dagrun)
+    assert dagrun.data_interval_start == datetime(2024, 3, 6, tzinfo=UTC)
+    assert set(registered(demo_lake.glue, "web_events")) == web_with_data
+    assert registered(demo_lake.glue, "cloudtrail") == {}
+    web_report, trail_report = read_report(s3, dagrun, "web_events"), read_report(s3, dagrun, "cloudtrail")
+    assert (web_report["created"], web_report["empty"], web_report["missing_in_s3"]) == (21, 3, 0)
+    assert (trail_report["created"], trail_report["empty"], trail_report["missing_in_s3"]) == (0, 1, 0)
+    assert trail_report["empty_prefixes"] == ["2024/03/06/"]
+
+    # Discover everything: the impossible days are reported with their reason, the empty prefixes skipped.
+    dagrun = dag.test(run_conf={"mode": "discover"})
+    assert dagrun.state == "success", task_states(dagrun)
+    seeded_web = web.values_for_interval(SEED_START, SEED_START + timedelta(days=10))
+    trail = PartitionLayout(settings().glue.tables["cloudtrail"])
+    seeded_trail = trail.values_for_interval(SEED_START, SEED_START + timedelta(days=90))
+    assert set(registered(demo_lake.glue, "web_events")) == set(seeded_web) - (set(web_day) - web_with_data)
+    assert set(registered(demo_lake.glue, "cloudtrail")) == set(seeded_trail) - {("2024", "03", "06")}
+    trail_report = read_report(s3, dagrun, "cloudtrail")
+    assert {p: trail_report["invalid_prefixes"][p] for p in impossible} == impossible
+    assert (trail_report["created"], trail_report["invalid"], trail_report["empty"]) == (89, 2 + 3, 1)
+    web_report = read_report(s3, dagrun, "web_events")
+    assert (web_report["created"], web_report["invalid"], web_report["empty"]) == (240 - 21 - 3, 5, 3)
+
+    # A rerun registers nothing.
+    before = registered(demo_lake.glue, "web_events"), registered(demo_lake.glue, "cloudtrail")
+    dagrun = dag.test(run_conf={"mode": "discover"})
+    assert dagrun.state == "success", task_states(dagrun)
+    assert (registered(demo_lake.glue, "web_events"), registered(demo_lake.glue, "cloudtrail")) == before
+    for table in ("web_events", "cloudtrail"):
+        assert read_report(s3, dagrun, table)["glue_write_calls"] == 0

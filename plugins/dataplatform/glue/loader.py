@@ -4,6 +4,8 @@ Two ways to find the partitions, one way to register them:
 - ``interval``: the partitions a data interval covers (scheduled runs and backfills), kept only where S3
   holds data for them;
 - ``discover``: everything under the table location, listed level by level.
+Either way a prefix that holds only writer leftovers (``_SUCCESS``, ``_temporary/``, ``$folder$``) is
+empty: counted, never registered.
 Then: which of them Glue already has (BatchGetPartition), and the rest created with BatchCreatePartition,
 inheriting the table's storage descriptor. The table is read only when there is something to create, so a
 rerun with nothing new costs just the existence check.
@@ -47,13 +49,15 @@ class LoadReport:
     interval_start: str | None = None
     interval_end: str | None = None
     listed: int = 0  # partitions found (discover) or covered by the interval (interval)
-    missing_in_s3: int = 0  # interval partitions with no data in S3 yet (not registered)
+    missing_in_s3: int = 0  # interval partitions with no prefix in S3 yet (not registered)
+    empty: int = 0  # prefixes that hold only writer leftovers, no data (not registered)
     already_present: int = 0
     created: int = 0
     would_create: int = 0  # dry run only
     invalid: int = 0
     failed: int = 0
     invalid_prefixes: dict[str, str] = field(default_factory=dict)
+    empty_prefixes: list[str] = field(default_factory=list)
     failed_partitions: dict[str, str] = field(default_factory=dict)
     s3_list_calls: int = 0
     glue_read_calls: int = 0
@@ -68,7 +72,8 @@ class LoadReport:
         verb = f"would register {self.would_create}" if self.dry_run else f"registered {self.created}"
         return (
             f"{self.table}: {verb} partitions, {self.already_present} already present, "
-            f"{self.invalid} invalid, {self.failed} failed, {self.missing_in_s3} not in S3 yet "
+            f"{self.invalid} invalid, {self.empty} empty, {self.failed} failed, "
+            f"{self.missing_in_s3} not in S3 yet "
             f"(listed {self.listed}; {self.s3_list_calls} S3 list, {self.glue_read_calls} Glue read, "
             f"{self.glue_write_calls} Glue write calls)"
         )
@@ -128,6 +133,15 @@ def load_partitions(
     report.invalid_prefixes = dict(list(found.invalid.items())[:_REPORT_SAMPLE])
     for prefix, reason in found.invalid.items():
         log.warning("%s: not a partition, skipped: %s (%s)", name, prefix, reason)
+    report.empty = len(found.empty)
+    report.empty_prefixes = found.empty[:_REPORT_SAMPLE]
+    if found.empty:
+        log.info(
+            "%s: %d prefixes hold only writer leftovers, skipped: %s",
+            name,
+            len(found.empty),
+            found.empty[:10],
+        )
 
     candidates = list(found.partitions)
     existing, report.glue_read_calls = _existing(glue, table, mode, candidates)
@@ -178,9 +192,10 @@ def _find(s3, table: GlueTable, layout: PartitionLayout, mode: Mode, interval, r
     wanted = layout.values_for_interval(start, end)
     found = discovery.present_in_s3(s3, table.location, layout, wanted)
     report.listed = len(wanted)
-    report.missing_in_s3 = len(wanted) - len(found.partitions)
+    report.missing_in_s3 = len(wanted) - len(found.partitions) - len(found.empty)
     if report.missing_in_s3:
-        missing = [values for values in wanted if values not in found.partitions]
+        empty = set(found.empty)
+        missing = [v for v in wanted if v not in found.partitions and layout.render(v) not in empty]
         log.warning(
             "%s: %d partitions of %s..%s have no data in S3 yet and are not registered: %s",
             report.table,
