@@ -178,15 +178,21 @@ def archive_table_files(run: TableRun) -> tuple[set[str], list[str]]:
 
 
 def create_tags(run: TableRun) -> dict:
-    """Create the tags the rules call for, in one commit (retried on a lost race)."""
+    """Create the tags the rules call for, in one commit (retried on a lost race); a tag already past its
+    retention is not created (reported under ``skipped``, with the reason)."""
     for attempt in range(run.ctx.commit_retries + 1):
-        plan = snapshots.plan_tags(run.table.metadata, run.policy.tag_rules, run.clock.day)
+        plan = snapshots.plan_tags(
+            run.table.metadata, run.policy.tag_rules, run.clock.day, snapshots.to_ms(run.clock.now)
+        )
         result = {
             "created": [t.name for t in plan.create],
             "existing": plan.existing,
             "no_snapshot_yet": plan.no_snapshot,
+            "skipped": plan.past_retention,
             "commits": 0,
         }
+        for name, reason in plan.past_retention.items():
+            log.info("not creating tag %s: %s", name, reason)
         if not plan.create or run.dry_run:
             return result
         try:
@@ -200,10 +206,7 @@ def create_tags(run: TableRun) -> dict:
         result["commits"] = 1
         for tag in plan.create:
             log.info(
-                "created tag %s on snapshot %d (kept %d days)",
-                tag.name,
-                tag.snapshot_id,
-                tag.max_ref_age_ms // snapshots.DAY_MS,
+                "created tag %s on snapshot %d (kept through %s)", tag.name, tag.snapshot_id, tag.kept_through
             )
         run.reload()
         return result
@@ -429,8 +432,10 @@ def summarize(report: dict) -> str:
     expiry, files, orphans = report["expiry"], report["unreferenced"], report["orphans"]
     verb = "would " if report["dry_run"] else ""
     action = {"delete": "delete", "tag": "tag"}[files["action"]]
+    skipped = report["tags"]["skipped"]
     return (
-        f"{report['identifier']}: {verb}create tags {report['tags']['created'] or 'none'}, "
+        f"{report['identifier']}: {verb}create tags {report['tags']['created'] or 'none'}"
+        f"{f' (skipped {sorted(skipped)}: past their retention)' if skipped else ''}, "
         f"{verb}expire {expiry['snapshots_expired']} of {expiry['snapshots_before']} snapshots, "
         f"{verb}{action} {files['files']} unreferenced files ({files['bytes']} bytes), "
         f"{orphans['found']} orphans"
