@@ -180,6 +180,7 @@ def test_a_rerun_changes_nothing(lake):
     table = lake.catalog.load_table(IDENTIFIER)
     tags = all_tags(lake.s3)
     lifecycle = _lifecycle(lake.s3)
+    view = lake_view(lake)
 
     second = run(lake, policy(tag_rules=rule))
 
@@ -193,6 +194,7 @@ def test_a_rerun_changes_nothing(lake):
     assert lake.catalog.load_table(IDENTIFIER).metadata_location == table.metadata_location
     assert all_tags(lake.s3) == tags and _lifecycle(lake.s3) == lifecycle
     assert second["lifecycle"]["status"] == "unchanged"
+    assert lake_view(lake) == view  # the state object too is not written again
     assert not {"PutObjectTagging", "DeleteObjects", "PutBucketLifecycleConfiguration"} & set(
         second["s3_calls"]
     )
@@ -397,11 +399,18 @@ def daily_tags(days) -> set[str]:
 
 
 def lake_view(lake) -> tuple:
-    """What a rerun must leave as it is: the catalog's metadata location and refs, and every object under
-    the table location (size, last modified, S3 tags)."""
+    """What a rerun must leave as it is: the catalog's metadata location and refs, every object under
+    the table location (size, last modified, S3 tags), and the maintenance state object."""
     table = lake.catalog.load_table(IDENTIFIER)
     refs = {name: (ref.snapshot_id, ref.max_ref_age_ms) for name, ref in table.metadata.refs.items()}
-    return table.metadata_location, refs, list_objects(lake.s3, LOCATION), all_tags(lake.s3)
+    state = lake.s3.head_object(Bucket=BUCKET, Key=split_uri(state_uri_for(STATE_ROOT, IDENTIFIER))[1])
+    return (
+        table.metadata_location,
+        refs,
+        list_objects(lake.s3, LOCATION),
+        all_tags(lake.s3),
+        (state["ETag"], state["LastModified"]),
+    )
 
 
 def test_daily_tags_stay_keep_days_after_their_day_and_a_rerun_of_an_aged_day_writes_nothing(lake):

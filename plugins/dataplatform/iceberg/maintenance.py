@@ -16,9 +16,10 @@ does not reach them: a writer that commits during the run keeps its files.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -118,6 +119,7 @@ def maintain_table(
         load_state(ctx.s3, state_uri),
         state_uri,
     )
+    loaded = copy.deepcopy(run.state)  # the steps change run.state
     sizes = {uri: obj.size for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()}
     report: dict[str, Any] = {"table": name, "identifier": policy.identifier, "dry_run": dry_run}
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
@@ -132,15 +134,23 @@ def maintain_table(
     report["lifecycle"] = ensure_lifecycle(run)
     report["orphans"] = handle_orphans(run)
     if not dry_run:
-        run.state.files = sorted(run.reachable())
-        run.state.metadata_location = run.table.metadata_location
-        run.state.updated_at = clock.now.isoformat()
-        run.save_state()
+        save_what_the_run_saw(run, loaded)
     report["manifest_reads"] = run.index.reads
     report["s3_calls"] = ctx.calls.as_dict()
     report["summary"] = summarize(report)
     log.info("%s", report["summary"])
     return report
+
+
+def save_what_the_run_saw(run: TableRun, loaded: TableState) -> None:
+    """Record the files the table reaches now (the next run tags those it has not seen as created). A
+    state that did not change is not written again, so a rerun writes nothing."""
+    run.state.files = sorted(run.reachable())
+    run.state.metadata_location = run.table.metadata_location
+    if replace(run.state, updated_at=None) == replace(loaded, updated_at=None):
+        return
+    run.state.updated_at = run.clock.now.isoformat()
+    run.save_state()
 
 
 # -- archive tables ---------------------------------------------------------------------------------------
