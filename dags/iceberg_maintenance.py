@@ -44,7 +44,8 @@ backend (EMR steps on a transient or existing cluster, or EMR Serverless), one t
 under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and publishes the report.
 
 1. `ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION <main's snapshot at the end of the day>
-   RETAIN <keep_days> DAYS`.
+   RETAIN <n> MINUTES`, n running from that snapshot to the end of the day + `keep_days` (the same
+   retention as above, to the minute); tags already past it are skipped by the plan.
 2. `CALL glue_catalog.system.expire_snapshots(older_than, retain_last)`; it also drops aged tags.
 3. Unreferenced files are deleted by Iceberg itself, or, with `action: tag`, tagged instead
    (catalog properties `s3.delete-enabled=false`, `s3.delete.tags.<key>=<value>`).

@@ -100,6 +100,19 @@ def tag_keep_until(rule: TagRule, day: date) -> datetime:
     return start_of_day(day) + timedelta(days=rule.keep_days + 1)
 
 
+def past_retention(rule: TagRule, day: date, now_ms: int) -> str | None:
+    """Why the rule's tag naming ``day`` is not to be created at ``now_ms`` (it is past its retention),
+    or None. The same moment at which the expiry removes the tag (see ``plan_tags``)."""
+    keep_until = tag_keep_until(rule, day)
+    if now_ms < to_ms(keep_until):
+        return None
+    return (
+        f"past its retention: kept through {(keep_until - timedelta(days=1)).date()} "
+        f"({day} + keep_days {rule.keep_days}), the run is at "
+        f"{datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec='seconds')}"
+    )
+
+
 def ref_is_aged(snapshot_ms: int, max_ref_age_ms: int, now_ms: int) -> bool:
     """Iceberg's rule: a ref is past its age when its snapshot is older than ``max_ref_age_ms``."""
     return now_ms - snapshot_ms > max_ref_age_ms
@@ -118,21 +131,18 @@ def plan_tags(metadata: TableMetadata, rules: list[TagRule], day: date, now_ms: 
         if name in metadata.refs:
             plan.existing.append(name)
             continue
+        reason = past_retention(rule, day, now_ms)
+        if reason is not None:
+            plan.past_retention[name] = reason
+            continue
         snapshot_id = snapshot_at(metadata, end_of_day_ms)
         if snapshot_id is None:
             plan.no_snapshot.append(name)
             continue
-        snapshot_ms = metadata.snapshot_by_id(snapshot_id).timestamp_ms
         keep_until = tag_keep_until(rule, day)
-        kept_through = (keep_until - timedelta(days=1)).date()
         # Aged from the first millisecond after the last kept day (Iceberg: age > max_ref_age_ms).
-        max_ref_age_ms = to_ms(keep_until) - 1 - snapshot_ms
-        if ref_is_aged(snapshot_ms, max_ref_age_ms, now_ms):
-            plan.past_retention[name] = (
-                f"past its retention: kept through {kept_through} ({day} + keep_days {rule.keep_days}), "
-                f"the run is at {datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec='seconds')}"
-            )
-            continue
+        max_ref_age_ms = to_ms(keep_until) - 1 - metadata.snapshot_by_id(snapshot_id).timestamp_ms
+        kept_through = (keep_until - timedelta(days=1)).date()
         plan.create.append(TagToCreate(name, snapshot_id, max_ref_age_ms, rule.name, kept_through))
     return plan
 
