@@ -27,12 +27,13 @@ Tasks:
 2. **check**: reads the metadata file, walks all its snapshots and HEADs every object a reader needs
    (metadata file, manifest lists, manifests, data and delete files), `iceberg.tag_workers` at a time:
    present, missing, archived (GLACIER / DEEP_ARCHIVE without a completed restore: needs a restore
-   first) or unreadable.
+   first) or unreadable. A `metadata_file` that is not Iceberg table metadata (not JSON, or JSON of
+   another shape) fails here at once, without retries, naming the file.
    GLACIER_IR and STANDARD_IA are readable: present, counted by storage class. The report is the task's
    XCom and `<reports_uri>/iceberg_archive_register/<run_id>/<table>.json`; when files need a restore,
    an S3 Batch Operations manifest of them is written under `<reports_uri>/restore_manifests/`.
-3. **register**: `register_table` when every file is present. Otherwise the task fails with the counts and
-   how to restore (`aws s3api restore-object ...` or a Batch Operations restore job on the manifest); run
+3. **register**: `register_table` when every file is present. Otherwise the task fails naming the missing
+   and archived files, with the counts and how to restore (`aws s3api restore-object ...` or a Batch Operations restore job on the manifest); run
    the DAG again with the same params once the restores have completed. A rerun on an archive table
    already registered on the same file changes nothing; an archive name already used for another
    metadata file is refused.

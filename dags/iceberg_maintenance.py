@@ -17,11 +17,14 @@ DOC = """
 Nightly (02:00 UTC), for every table in `iceberg.tables` (`include/config/<env>.yaml`), one mapped task
 per table:
 
-1. **Tags** the table's `tag_rules` call for (e.g. `daily-2024-03-05` kept 7 days, `month-end-2024-03`
-   kept a year), on main's snapshot as of the end of the day before the run. Existing tags are kept.
+1. **Tags** the table's `tag_rules` call for (e.g. `daily-2024-03-05` with `keep_days: 7`, kept through
+   2024-03-12 UTC: a tag stays `keep_days` after the day it names; `month-end-2024-03` kept a year), on
+   main's snapshot as of the end of the day before the run. Existing tags are kept. A tag already past
+   its retention (a rerun or backfill of a day more than `keep_days` ago) is not created: the report
+   lists it under `tags.skipped` with the reason, and the rerun writes nothing.
 2. **Expiry** of every snapshot that is not a tag or branch head, not among main's last `retain_last`,
-   and older than `max_snapshot_age_hours`, and of tags past their age: one commit, re-planned if another
-   writer commits first.
+   and older than `max_snapshot_age_hours`, and of tags past their retention: one commit, re-planned if
+   another writer commits first.
 3. **Unreferenced files** (data, delete, manifest, manifest-list and dropped metadata files): `delete`
    (DeleteObjects, 1,000 a call) or `tag` (`delete-tag-name=deleted`, merged with existing tags).
 4. **Created files** since the last run get the `created` tag (when enabled).
@@ -41,7 +44,8 @@ backend (EMR steps on a transient or existing cluster, or EMR Serverless), one t
 under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and publishes the report.
 
 1. `ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION <main's snapshot at the end of the day>
-   RETAIN <keep_days> DAYS`.
+   RETAIN <n> MINUTES`, n running from that snapshot to the end of the day + `keep_days` (the same
+   retention as above, to the minute); tags already past it are skipped by the plan.
 2. `CALL glue_catalog.system.expire_snapshots(older_than, retain_last)`; it also drops aged tags.
 3. Unreferenced files are deleted by Iceberg itself, or, with `action: tag`, tagged instead
    (catalog properties `s3.delete-enabled=false`, `s3.delete.tags.<key>=<value>`).

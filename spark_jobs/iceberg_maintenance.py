@@ -6,7 +6,8 @@ expiry and orphan cutoffs, dry_run and where the report goes. The catalog itself
 S3 delete and write tags) comes from the Spark conf the job is submitted with. The steps:
 
 1. tags: for each tag due, main's snapshot as of the end of the tagged day, then
-   ``ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION ... RETAIN n DAYS``;
+   ``ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION ... RETAIN n MINUTES``, n running to the end
+   of the day the tag names + keep_days (tags already past that are in the spec's ``tags_skipped``);
 2. expiry: ``CALL <catalog>.system.expire_snapshots`` (older_than, retain_last); it also drops tags past
    their retention;
 3. unreferenced files: handled inside the procedures by the catalog's FileIO (deleted, or tagged when
@@ -49,7 +50,13 @@ class Statements:
 
 
 def create_tags(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {"created": [], "existing": [], "no_snapshot_yet": [], "snapshot_ids": {}}
+    result: dict[str, Any] = {
+        "created": [],
+        "existing": [],
+        "no_snapshot_yet": [],
+        "skipped": dict(spec["tags_skipped"]),
+        "snapshot_ids": {},
+    }
     if not spec["tags"]:
         return result
     existing = {row["name"] for row in sql.rows(iceberg_sql.ref_names_sql(spec))}
@@ -58,13 +65,13 @@ def create_tags(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
         if name in existing:
             result["existing"].append(name)
             continue
-        found = sql.rows(iceberg_sql.snapshot_as_of_sql(spec, tag["as_of_before"]))
+        found = sql.rows(iceberg_sql.snapshot_as_of_sql(spec, tag["as_of_before"], tag["keep_until"]))
         if not found:
             result["no_snapshot_yet"].append(name)
             continue
         snapshot_id = int(found[0]["snapshot_id"])
         if not spec["dry_run"]:
-            sql.rows(iceberg_sql.create_tag_sql(spec, name, snapshot_id, tag["keep_days"]))
+            sql.rows(iceberg_sql.create_tag_sql(spec, name, snapshot_id, int(found[0]["retain_minutes"])))
         result["created"].append(name)
         result["snapshot_ids"][name] = snapshot_id
     return result

@@ -263,7 +263,8 @@ _S3_TAG_VALUE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{0,256}$")
 class TagRule(_Strict):
     """A snapshot tag made for each period: ``name`` is a template over ``{date}`` (a strftime format
     after the colon, e.g. ``daily-{date:%Y-%m-%d}``), ``every`` says which dates get one, ``keep_days`` is
-    the tag's max_ref_age (the expiry step removes it after that)."""
+    the number of days the tag stays after the day it names: the tag of day D stays through D +
+    ``keep_days`` (UTC) and the expiry step removes it after that (``snapshots.tag_keep_until``)."""
 
     name: str
     every: Literal["day", "month_end"]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 CATALOG = "glue_catalog"
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 # Where EMR (on EC2 and Serverless) installs the Iceberg Spark runtime.
 EMR_ICEBERG_JAR = "/usr/share/aws/iceberg/lib/iceberg-spark3-runtime.jar"
 # Iceberg's remove_orphan_files refuses an older_than less than a day in the past.
@@ -42,6 +42,7 @@ SPEC_KEYS = (
     "day",
     "now",
     "tags",
+    "tags_skipped",
     "expire",
     "orphans",
     "unreferenced_action",
@@ -212,6 +213,9 @@ def check_spec(spec: Any) -> dict[str, Any]:
         quote_tag(tag["name"])
         _int(tag["keep_days"], f"tag {tag['name']} keep_days", 1)
         parse_utc(tag["as_of_before"])
+        parse_utc(tag["keep_until"])
+    if not isinstance(spec["tags_skipped"], dict):
+        raise ValueError("spec tags_skipped must be an object (tag name -> reason)")
     _int(spec["expire"]["retain_last"], "expire.retain_last", 1)
     parse_utc(spec["expire"]["older_than"])
     parse_utc(spec["orphans"]["older_than"])
@@ -228,23 +232,27 @@ def ref_names_sql(spec: Mapping[str, Any]) -> str:
     return f"SELECT name, type FROM {metadata_table(spec, 'refs')}"
 
 
-def snapshot_as_of_sql(spec: Mapping[str, Any], before: datetime | str) -> str:
+def snapshot_as_of_sql(spec: Mapping[str, Any], before: datetime | str, keep_until: datetime | str) -> str:
     """The newest snapshot of main's ancestry committed before ``before`` (the end of the tagged day),
-    as the pyiceberg path picks it: ``history.is_current_ancestor`` is main's ancestry."""
+    as the pyiceberg path picks it: ``history.is_current_ancestor`` is main's ancestry; with the minutes
+    from its commit to ``keep_until`` (the tag's RETAIN: Iceberg ages a ref from its snapshot's time),
+    computed in SQL so that no timestamp crosses into Python."""
     return (
-        f"SELECT s.snapshot_id FROM {metadata_table(spec, 'snapshots')} AS s "
+        f"SELECT s.snapshot_id, CAST(FLOOR((unix_millis({timestamp_literal(keep_until)}) - "
+        "unix_millis(s.committed_at) - 1) / 60000) AS BIGINT) AS retain_minutes "
+        f"FROM {metadata_table(spec, 'snapshots')} AS s "
         f"JOIN {metadata_table(spec, 'history')} AS h ON s.snapshot_id = h.snapshot_id "
         f"WHERE h.is_current_ancestor AND s.committed_at < {timestamp_literal(before)} "
         "ORDER BY s.committed_at DESC, s.snapshot_id DESC LIMIT 1"
     )
 
 
-def create_tag_sql(spec: Mapping[str, Any], name: str, snapshot_id: int, keep_days: int) -> str:
+def create_tag_sql(spec: Mapping[str, Any], name: str, snapshot_id: int, retain_minutes: int) -> str:
     """``IF NOT EXISTS``: a rerun, or a writer that made the tag meanwhile, leaves the tag as it is."""
     return (
         f"ALTER TABLE {table_ref(spec)} CREATE TAG IF NOT EXISTS {quote_tag(name)} "
         f"AS OF VERSION {_int(snapshot_id, 'snapshot id')} "
-        f"RETAIN {_int(keep_days, 'keep_days', 1)} DAYS"
+        f"RETAIN {_int(retain_minutes, 'retain minutes', 1)} MINUTES"
     )
 
 

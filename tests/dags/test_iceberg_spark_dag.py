@@ -151,7 +151,9 @@ def local_config_with_spark_table(tmp_path: Path) -> Path:
         "backend": "spark",
         "retain_last": 5,
         "max_snapshot_age_hours": 48,
-        "tag_rules": [{"name": "month-end-{date:%Y-%m}", "every": "month_end", "keep_days": 365}],
+        # Kept a century: the tag of this test's 2024 date is still within its retention today (the plan
+        # leaves out tags already past it).
+        "tag_rules": [{"name": "month-end-{date:%Y-%m}", "every": "month_end", "keep_days": 36500}],
         "unreferenced": {"action": "tag", "tag": {"key": "delete-tag-name", "value": "deleted"}},
         "created": {"enabled": False},
         "orphan_min_age_hours": 72,

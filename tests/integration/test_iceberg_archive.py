@@ -154,6 +154,46 @@ def test_a_deleted_data_file_is_reported_missing_and_nothing_is_registered(lake)
     assert report["blocked_by_kind"] == {"data": 1}
     assert (report["ready"], report["registered"]) == (False, False)
     assert "NOT registered" in report["summary"] and "1 missing" in report["summary"]
+    assert f"files missing: {gone}" in report["summary"]
+    assert set(glue_tables(lake.glue)) == {"orders"}
+
+
+def test_the_refusal_to_register_names_the_missing_files(lake):
+    old = metadata(lake, lake.log[1])
+    gone = sorted(data_files(lake.table, old.current_snapshot_id))
+    for uri in gone:
+        lake.s3.delete_object(Bucket=BUCKET, Key=key_of(uri))
+    request = prepare(lake.catalog, SOURCE, "oldest", "orders_archive")
+    report = check_files(lake.catalog, lake.s3, request).report
+
+    with pytest.raises(FilesNotReadyError) as refused:
+        register(lake.catalog, request, report)
+    assert f"files missing: {gone[0]}, {gone[1]}" in str(refused.value)
+    assert set(glue_tables(lake.glue)) == {"orders"}
+
+
+NOT_METADATA = {
+    "json_of_another_shape": b'{"format-version": 2, "location": "s3://dataplatform-local-lake/x"}',
+    "a_json_list": b"[1, 2]",
+    "not_json": b"not json at all",
+    "not_text": b"\xff\xfe\x00\x01",
+}
+
+
+def put_not_metadata(lake, body: bytes) -> str:
+    uri = f"{LOCATION}/metadata/00009-not-metadata.metadata.json"
+    lake.s3.put_object(Bucket=BUCKET, Key=key_of(uri), Body=body)
+    return uri
+
+
+@pytest.mark.parametrize("body", NOT_METADATA.values(), ids=NOT_METADATA.keys())
+def test_a_metadata_file_that_is_not_iceberg_metadata_is_refused_naming_it(lake, body):
+    uri = put_not_metadata(lake, body)
+    request = prepare(lake.catalog, SOURCE, uri, "orders_archive")  # the URI itself is well formed
+    with pytest.raises(ArchiveError, match=f"{uri} is not an Iceberg table metadata file"):
+        check_files(lake.catalog, lake.s3, request)
+    with pytest.raises(ArchiveError, match=f"{uri} is not an Iceberg table metadata file"):
+        archive_register(lake.catalog, lake.s3, SOURCE, uri, "orders_archive")
     assert set(glue_tables(lake.glue)) == {"orders"}
 
 
@@ -371,6 +411,22 @@ def test_dag_bad_params_fail_before_registering(lake, airflow_db):
             "check": "upstream_failed",
             "register": "upstream_failed",
         }
+        assert set(glue_tables(lake.glue)) == {"orders"}
+
+
+def test_dag_a_metadata_file_that_is_not_iceberg_metadata_fails_the_check_at_once(lake, airflow_db, capfd):
+    for body in NOT_METADATA.values():
+        uri = put_not_metadata(lake, body)
+        capfd.readouterr()
+
+        dagrun = run_dag(run_conf={**CONF, "metadata_file": uri})
+
+        assert dagrun.state == "failed", body
+        instances = {ti.task_id: ti for ti in dagrun.get_task_instances()}
+        assert states(dagrun) == {"validate": "success", "check": "failed", "register": "upstream_failed"}
+        assert instances["check"].try_number == 1, "an input error must not be retried"
+        out = capfd.readouterr().out
+        assert f"AirflowFailException: {uri} is not an Iceberg table metadata file" in out, body
         assert set(glue_tables(lake.glue)) == {"orders"}
 
 

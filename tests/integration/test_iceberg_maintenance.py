@@ -3,7 +3,7 @@ maintenance run expires, tags and deletes, and the tests read the tables and S3 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -180,6 +180,7 @@ def test_a_rerun_changes_nothing(lake):
     table = lake.catalog.load_table(IDENTIFIER)
     tags = all_tags(lake.s3)
     lifecycle = _lifecycle(lake.s3)
+    view = lake_view(lake)
 
     second = run(lake, policy(tag_rules=rule))
 
@@ -193,6 +194,7 @@ def test_a_rerun_changes_nothing(lake):
     assert lake.catalog.load_table(IDENTIFIER).metadata_location == table.metadata_location
     assert all_tags(lake.s3) == tags and _lifecycle(lake.s3) == lifecycle
     assert second["lifecycle"]["status"] == "unchanged"
+    assert lake_view(lake) == view  # the state object too is not written again
     assert not {"PutObjectTagging", "DeleteObjects", "PutBucketLifecycleConfiguration"} & set(
         second["s3_calls"]
     )
@@ -378,3 +380,82 @@ def test_files_of_an_archive_table_are_never_deleted_tagged_or_called_orphans(la
     lake.s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": both})
     assert release_from_lifecycle(lake.catalog, lake.s3, "db.orders_archive", "delete-tag-name") == 1
     assert object_tags(lake.s3, one) == {"owner": "finance"}
+
+
+def nightly(night: date, *, at_hour: int = 2) -> RunClock:
+    """The clock of the nightly run of ``night``: it tags the day before, ages from 02:00 that night."""
+    return RunClock(
+        night - timedelta(days=1), datetime(night.year, night.month, night.day, at_hour, tzinfo=UTC)
+    )
+
+
+def run_at(lake, table_policy: IcebergTablePolicy, clock: RunClock) -> dict:
+    ctx = MaintenanceContext(lake.catalog, lake.s3, STATE_ROOT, tag_workers=8)
+    return maintain_table(ctx, "orders", table_policy, clock)
+
+
+def daily_tags(days) -> set[str]:
+    return {f"daily-{day:%Y-%m-%d}" for day in days}
+
+
+def lake_view(lake) -> tuple:
+    """What a rerun must leave as it is: the catalog's metadata location and refs, every object under
+    the table location (size, last modified, S3 tags), and the maintenance state object."""
+    table = lake.catalog.load_table(IDENTIFIER)
+    refs = {name: (ref.snapshot_id, ref.max_ref_age_ms) for name, ref in table.metadata.refs.items()}
+    state = lake.s3.head_object(Bucket=BUCKET, Key=split_uri(state_uri_for(STATE_ROOT, IDENTIFIER))[1])
+    return (
+        table.metadata_location,
+        refs,
+        list_objects(lake.s3, LOCATION),
+        all_tags(lake.s3),
+        (state["ETag"], state["LastModified"]),
+    )
+
+
+def test_daily_tags_stay_keep_days_after_their_day_and_a_rerun_of_an_aged_day_writes_nothing(lake):
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=2, n_regions=1)
+    rule = [{"name": "daily-{date:%Y-%m-%d}", "every": "day", "keep_days": 3}]
+    table_policy = policy(tag_rules=rule, retain_last=100)  # every snapshot is kept: only tags age
+    # Nights (and the backfilled ones) whose days end after every snapshot the test writes.
+    first = datetime.now(UTC).date() + timedelta(days=6)
+    nights = [first + timedelta(days=i) for i in range(10)]
+
+    for i, night in enumerate(nights):
+        append_rows(lake.catalog.load_table(IDENTIFIER), version=10 + i)  # a snapshot for each day
+        report = run_at(lake, table_policy, nightly(night))
+        table = lake.catalog.load_table(IDENTIFIER)
+        # keep_days 3: the tag of day D stays through D + 3, so each night after the third holds three.
+        tagged_days = [
+            night - timedelta(days=k)
+            for k in (1, 2, 3)
+            if night - timedelta(days=k) >= first - timedelta(days=1)
+        ]
+        assert set(table.metadata.refs) - {"main"} == daily_tags(tagged_days), night
+        assert report["tags"]["created"] == [f"daily-{night - timedelta(days=1):%Y-%m-%d}"]
+        assert report["tags"]["skipped"] == {}
+        assert (
+            table.metadata.refs[report["tags"]["created"][0]].snapshot_id
+            == table.current_snapshot().snapshot_id
+        )
+    metadata_files = [u for u in list_objects(lake.s3, LOCATION) if "/metadata/" in u and u.endswith(".json")]
+    before = lake_view(lake)
+
+    # The rerun of the third night, and a backfill of three nights before the first, after the last night.
+    later = nightly(nights[-1], at_hour=9).now
+    for night in (nights[2], first - timedelta(days=3), first - timedelta(days=2), first - timedelta(days=1)):
+        clock = RunClock(night - timedelta(days=1), later)
+        report = run_at(lake, table_policy, clock)
+
+        assert lake_view(lake) == before, night
+        name = f"daily-{clock.day:%Y-%m-%d}"
+        assert report["tags"]["created"] == [] and report["tags"]["commits"] == 0
+        assert report["tags"]["skipped"] == {
+            name: f"past its retention: kept through {clock.day + timedelta(days=3)} "
+            f"({clock.day} + keep_days 3), the run is at {later.isoformat()}"
+        }
+        assert report["expiry"]["commits"] == 0 and report["expiry"]["tags_removed"] == []
+        assert f"skipped ['{name}']: past their retention" in report["summary"]
+    assert len(
+        [u for u in list_objects(lake.s3, LOCATION) if "/metadata/" in u and u.endswith(".json")]
+    ) == len(metadata_files)

@@ -9,7 +9,7 @@ import yaml
 from pyiceberg.table.metadata import TableMetadataV2
 
 from dataplatform.config import CONFIG_DIR, ConfigError, IcebergTablePolicy, TagRule, load_settings
-from dataplatform.iceberg.snapshots import DAY_MS, main_ancestry, plan_expiry, plan_tags, to_ms
+from dataplatform.iceberg.snapshots import DAY_MS, aged_refs, main_ancestry, plan_expiry, plan_tags, to_ms
 
 pytestmark = pytest.mark.unit
 
@@ -98,21 +98,54 @@ RULES = [
 ]
 
 
-def test_tags_point_at_mains_snapshot_as_of_the_end_of_the_day():
+NIGHT = to_ms(datetime(2024, 3, 2, 2, tzinfo=UTC))  # the nightly run after 2024-03-01
+
+
+def test_tags_point_at_mains_snapshot_as_of_the_end_of_the_day_and_last_through_day_plus_keep_days():
     meta = metadata(30)  # hourly from 2024-03-01 00:00 to 03-02 05:00
-    plan = plan_tags(meta, RULES, date(2024, 3, 1))
-    assert [(t.name, t.snapshot_id, t.max_ref_age_ms) for t in plan.create] == [
-        ("daily-2024-03-01", 24, 7 * DAY_MS)
+    plan = plan_tags(meta, RULES, date(2024, 3, 1), NIGHT)
+    # Snapshot 24 is 2024-03-01 23:00; kept through 03-08 means until 03-09 00:00 (aged from the first
+    # millisecond after): 7 days and 1 hour.
+    assert [(t.name, t.snapshot_id, t.max_ref_age_ms, t.kept_through) for t in plan.create] == [
+        ("daily-2024-03-01", 24, 7 * DAY_MS + HOUR - 1, date(2024, 3, 8))
     ]
+    assert plan.past_retention == {}
+
+
+def test_keep_days_counts_from_the_day_the_tag_names_not_from_its_snapshot():
+    # The table did not change for weeks: the tag of 2024-03-20 points at a snapshot of 2024-03-01 and is
+    # still kept through 2024-03-27.
+    meta = metadata(3)
+    rule = [TagRule(name="daily-{date:%Y-%m-%d}", every="day", keep_days=7)]
+    night = to_ms(datetime(2024, 3, 21, 2, tzinfo=UTC))
+    (tag,) = plan_tags(meta, rule, date(2024, 3, 20), night).create
+    tagged = {"daily-2024-03-20": (tag.snapshot_id, "tag", tag.max_ref_age_ms)}
+    last_kept = to_ms(datetime(2024, 3, 28, tzinfo=UTC)) - 1
+    assert aged_refs(metadata(3, tagged), last_kept) == []
+    assert aged_refs(metadata(3, tagged), last_kept + 1) == ["daily-2024-03-20"]
+
+
+def test_a_tag_already_past_its_retention_is_not_created_and_the_plan_says_why():
+    meta = metadata(30)
+    rule = [TagRule(name="daily-{date:%Y-%m-%d}", every="day", keep_days=3)]
+    last_kept = to_ms(datetime(2024, 3, 5, tzinfo=UTC)) - 1  # 2024-03-01 + 3 days, end of the day
+    assert [t.name for t in plan_tags(meta, rule, date(2024, 3, 1), last_kept).create] == ["daily-2024-03-01"]
+
+    plan = plan_tags(meta, rule, date(2024, 3, 1), last_kept + 1)
+    assert plan.create == []
+    assert plan.past_retention == {
+        "daily-2024-03-01": "past its retention: kept through 2024-03-04 (2024-03-01 + keep_days 3), "
+        "the run is at 2024-03-05T00:00:00+00:00"
+    }
 
 
 def test_month_end_tags_only_on_the_last_day_and_existing_tags_are_left():
     meta = metadata(3, {"daily-2024-03-31": (1, "tag", 7 * DAY_MS)})
-    plan = plan_tags(meta, RULES, date(2024, 3, 31))
+    plan = plan_tags(meta, RULES, date(2024, 3, 31), to_ms(datetime(2024, 4, 1, 2, tzinfo=UTC)))
     assert plan.existing == ["daily-2024-03-31"]
     assert [t.name for t in plan.create] == ["month-end-2024-03"]
-    assert plan_tags(meta, RULES, date(2024, 2, 28)).no_snapshot == ["daily-2024-02-28"]
-    assert plan_tags(metadata(1), RULES, date(2024, 2, 29)).no_snapshot == [
+    assert plan_tags(meta, RULES, date(2024, 2, 28), NIGHT).no_snapshot == ["daily-2024-02-28"]
+    assert plan_tags(metadata(1), RULES, date(2024, 2, 29), NIGHT).no_snapshot == [
         "daily-2024-02-29",
         "month-end-2024-02",
     ]

@@ -34,6 +34,9 @@ EXPIRE_BEFORE = "TIMESTAMP '2024-03-27 02:00:05.123456'"
 ORPHANS_BEFORE = "TIMESTAMP '2024-03-29 02:00:05.123456'"
 END_OF_MARCH_31 = "TIMESTAMP '2024-04-01 00:00:00.000000'"
 END_OF_MARCH_30 = "TIMESTAMP '2024-03-31 00:00:00.000000'"
+# The end of 2024-03-31 + 7 days (the daily tag) and + 365 days (the month-end tag).
+DAILY_KEPT_UNTIL = "TIMESTAMP '2024-04-08 00:00:00.000000'"
+MONTH_END_KEPT_UNTIL = "TIMESTAMP '2025-04-01 00:00:00.000000'"
 REPORT_URI = "s3://ops/reports/iceberg_maintenance/run/clickstream.spark_job.json"
 
 
@@ -59,9 +62,10 @@ def spec_for(clock=MONTH_END, dry_run=False, report_uri=REPORT_URI, **overrides)
     return spark_sql.build_spec("clickstream", policy(**overrides), clock, dry_run, report_uri, "us-east-1")
 
 
-def lookup_sql(end_of_day: str) -> str:
+def lookup_sql(end_of_day: str, keep_until: str) -> str:
     return (
-        f"SELECT s.snapshot_id FROM {T}.`snapshots` AS s JOIN {T}.`history` AS h "
+        f"SELECT s.snapshot_id, CAST(FLOOR((unix_millis({keep_until}) - unix_millis(s.committed_at) - 1) / "
+        f"60000) AS BIGINT) AS retain_minutes FROM {T}.`snapshots` AS s JOIN {T}.`history` AS h "
         "ON s.snapshot_id = h.snapshot_id "
         f"WHERE h.is_current_ancestor AND s.committed_at < {end_of_day} "
         "ORDER BY s.committed_at DESC, s.snapshot_id DESC LIMIT 1"
@@ -103,14 +107,17 @@ def test_the_spec_carries_the_tags_due_and_the_cutoffs():
             "rule": "daily-{date:%Y-%m-%d}",
             "keep_days": 7,
             "as_of_before": "2024-04-01T00:00:00+00:00",
+            "keep_until": "2024-04-08T00:00:00+00:00",
         },
         {
             "name": "month-end-2024-03",
             "rule": "month-end-{date:%Y-%m}",
             "keep_days": 365,
             "as_of_before": "2024-04-01T00:00:00+00:00",
+            "keep_until": "2025-04-01T00:00:00+00:00",
         },
     ]
+    assert spec["tags_skipped"] == {}
     assert spec["expire"] == {"older_than": "2024-03-27T02:00:05.123456+00:00", "retain_last": 10}
     assert spec["orphans"] == {"older_than": "2024-03-29T02:00:05.123456+00:00", "min_age_hours": 72.0}
     assert (spec["catalog"], spec["database"], spec["table"], spec["dry_run"]) == (
@@ -125,7 +132,7 @@ def test_the_spec_carries_the_tags_due_and_the_cutoffs():
 
 def test_the_month_end_tag_is_due_on_the_last_day_of_the_month_only():
     assert [tag["name"] for tag in spec_for(MID_MONTH)["tags"]] == ["daily-2024-03-30"]
-    leap = RunClock(day=date(2024, 2, 29), now=NOW)
+    leap = RunClock(day=date(2024, 2, 29), now=datetime(2024, 3, 1, 2, tzinfo=UTC))
     assert [tag["name"] for tag in spec_for(leap)["tags"]] == ["daily-2024-02-29", "month-end-2024-02"]
     assert spec_for(MONTH_END, tag_rules=[])["tags"] == []
 
@@ -143,12 +150,13 @@ def test_the_spec_refuses_what_the_spark_procedures_cannot_do():
 def test_tag_sql_looks_up_mains_snapshot_at_the_end_of_the_day_and_creates_the_tag_once():
     spec = spec_for()
     assert iceberg_sql.ref_names_sql(spec) == REF_NAMES
-    assert iceberg_sql.snapshot_as_of_sql(spec, spec["tags"][1]["as_of_before"]) == lookup_sql(
-        END_OF_MARCH_31
+    month_end = spec["tags"][1]
+    assert iceberg_sql.snapshot_as_of_sql(spec, month_end["as_of_before"], month_end["keep_until"]) == (
+        lookup_sql(END_OF_MARCH_31, MONTH_END_KEPT_UNTIL)
     )
-    assert iceberg_sql.create_tag_sql(spec, "month-end-2024-03", 8123456789012345678, 365) == (
+    assert iceberg_sql.create_tag_sql(spec, "month-end-2024-03", 8123456789012345678, 525600) == (
         f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` "
-        "AS OF VERSION 8123456789012345678 RETAIN 365 DAYS"
+        "AS OF VERSION 8123456789012345678 RETAIN 525600 MINUTES"
     )
 
 
@@ -218,7 +226,9 @@ def test_the_spec_is_checked_field_by_field():
     with pytest.raises(ValueError, match="dry_run must be true or false"):
         iceberg_sql.check_spec({**spec, "dry_run": "false"})
     with pytest.raises(ValueError, match="version"):
-        iceberg_sql.check_spec({**spec, "version": 2})
+        iceberg_sql.check_spec({**spec, "version": 1})
+    with pytest.raises(ValueError, match="tags_skipped must be an object"):
+        iceberg_sql.check_spec({**spec, "tags_skipped": ["daily-2024-03-31"]})
 
 
 # -- the catalog conf ---------------------------------------------------------------------------------------
@@ -280,6 +290,10 @@ DAY_MS = 24 * 3600 * 1000
 NOW_MS = int(NOW.timestamp() * 1000)
 
 
+def committed(snapshot_id: int) -> int:
+    return NOW_MS - (9 - snapshot_id) * DAY_MS
+
+
 class FakeFrame:
     def __init__(self, rows):
         self._rows = [Row(**row) for row in rows]
@@ -308,8 +322,13 @@ class FakeIcebergSpark:
         self.statements.append(statement)
         if statement == REF_NAMES:
             return FakeFrame([{"name": ref["name"], "type": ref["type"]} for ref in self.refs])
-        if statement.startswith("SELECT s.snapshot_id FROM"):
-            return FakeFrame([{"snapshot_id": 7}])
+        if statement.startswith("SELECT s.snapshot_id, "):
+            # Snapshot 7, committed two days before NOW; the minutes to the TIMESTAMP the job asks about.
+            keep_until = statement.split("TIMESTAMP '")[1].split("'")[0] + "+00:00"
+            keep_until_ms = int(datetime.fromisoformat(keep_until).timestamp() * 1000)
+            return FakeFrame(
+                [{"snapshot_id": 7, "retain_minutes": (keep_until_ms - committed(7) - 1) // 60000}]
+            )
         if statement.startswith("ALTER TABLE"):
             assert not self.dry_run_expected
             name = statement.split("`")[-2]
@@ -318,9 +337,7 @@ class FakeIcebergSpark:
         if statement == SNAPSHOTS:
             return FakeFrame([{"snapshot_id": n, "old_enough": old} for n, old in self.snapshots.items()])
         if statement == REFS:
-            return FakeFrame(
-                [{**ref, "committed_ms": NOW_MS - (9 - ref["snapshot_id"]) * DAY_MS} for ref in self.refs]
-            )
+            return FakeFrame([{**ref, "committed_ms": committed(ref["snapshot_id"])} for ref in self.refs])
         if statement.startswith("SELECT snapshot_id, max(made_current_at)"):
             return FakeFrame([{"snapshot_id": n, "last_made_current_at": None} for n in (8, 7, 6)])
         if "expire_snapshots" in statement:
@@ -364,10 +381,11 @@ def test_the_job_tags_expires_and_removes_orphans_and_reports_the_counts(tmp_pat
     fake, report = run_job(tmp_path, dry_run=False)
     assert fake.statements == [
         REF_NAMES,
-        lookup_sql(END_OF_MARCH_31),
-        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `daily-2024-03-31` AS OF VERSION 7 RETAIN 7 DAYS",
-        lookup_sql(END_OF_MARCH_31),
-        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 365 DAYS",
+        lookup_sql(END_OF_MARCH_31, DAILY_KEPT_UNTIL),
+        # From snapshot 7 (2024-03-30 02:00:05.123) to the end of 04-07 and of 2025-03-31, in whole minutes.
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `daily-2024-03-31` AS OF VERSION 7 RETAIN 12839 MINUTES",
+        lookup_sql(END_OF_MARCH_31, MONTH_END_KEPT_UNTIL),
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528359 MINUTES",
         SNAPSHOTS,
         REF_NAMES,
         EXPIRE,
@@ -380,6 +398,7 @@ def test_the_job_tags_expires_and_removes_orphans_and_reports_the_counts(tmp_pat
         "created": ["daily-2024-03-31", "month-end-2024-03"],
         "existing": [],
         "no_snapshot_yet": [],
+        "skipped": {},
         "snapshot_ids": {"daily-2024-03-31": 7, "month-end-2024-03": 7},
     }
     assert report["expiry"] == {
@@ -422,15 +441,15 @@ def test_a_rerun_leaves_existing_tags_alone(tmp_path):
     report = job.run(fake, spec, job.Storage())
     assert report["tags"]["existing"] == ["daily-2024-03-30"] and report["tags"]["created"] == []
     assert not any(s.startswith("ALTER TABLE") for s in fake.statements)
-    assert lookup_sql(END_OF_MARCH_30) not in fake.statements
+    assert not any(s.startswith("SELECT s.snapshot_id, ") for s in fake.statements)
 
 
 def test_a_dry_run_creates_no_tag_and_calls_no_expiry(tmp_path):
     fake, report = run_job(tmp_path, dry_run=True)
     assert fake.statements == [
         REF_NAMES,
-        lookup_sql(END_OF_MARCH_31),
-        lookup_sql(END_OF_MARCH_31),
+        lookup_sql(END_OF_MARCH_31, DAILY_KEPT_UNTIL),
+        lookup_sql(END_OF_MARCH_31, MONTH_END_KEPT_UNTIL),
         SNAPSHOTS,
         REFS,
         LAST_ANCESTORS,
@@ -476,3 +495,23 @@ def test_the_job_and_its_sql_are_in_the_py_files_zip(tmp_path):
     with zipfile.ZipFile(out) as archive:
         names = set(archive.namelist())
     assert {"spark_jobs/iceberg_maintenance.py", "spark_jobs/common/iceberg_sql.py"} <= names
+
+
+def test_a_backfill_of_a_day_past_its_tags_retention_creates_no_tag_and_says_why(tmp_path):
+    # The run of 2024-03-31 made on 2024-04-09: the daily tag (kept through 04-07) is past its retention,
+    # the month-end tag (kept a year) is not.
+    late = RunClock(day=date(2024, 3, 31), now=datetime(2024, 4, 9, 2, tzinfo=UTC))
+    spec = spec_for(late, report_uri=(tmp_path / "r.json").as_uri())
+    assert [tag["name"] for tag in spec["tags"]] == ["month-end-2024-03"]
+    reason = (
+        "past its retention: kept through 2024-04-07 (2024-03-31 + keep_days 7), "
+        "the run is at 2024-04-09T02:00:00+00:00"
+    )
+    assert spec["tags_skipped"] == {"daily-2024-03-31": reason}
+    fake = FakeIcebergSpark(dry_run_expected=False)
+    tags = job.create_tags(job.Statements(fake), spec)  # the fake's expiry answers NOW's cutoff only
+    assert tags["skipped"] == {"daily-2024-03-31": reason}
+    assert tags["created"] == ["month-end-2024-03"]
+    assert [s for s in fake.statements if s.startswith("ALTER TABLE")] == [
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528359 MINUTES"
+    ]

@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+from pydantic import ValidationError as PydanticValidationError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError, ValidationError
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
@@ -200,7 +201,22 @@ def resolve_metadata_file(table: Table, requested: Any) -> tuple[str, tuple[str,
 
 
 def read_metadata(io, uri: str) -> TableMetadata:
-    return FromInputFile.table_metadata(io.new_input(uri))
+    """The table metadata in ``uri``. A file that is not Iceberg table metadata (not JSON, not UTF-8, or
+    JSON of another shape) is an ``ArchiveError`` naming it; a file that cannot be read raises OSError."""
+    try:
+        return FromInputFile.table_metadata(io.new_input(uri))
+    except (ValidationError, ValueError) as exc:  # pyiceberg's ValidationError is no ValueError
+        raise ArchiveError(f"{uri} is not an Iceberg table metadata file: {why_not_metadata(exc)}") from None
+
+
+def why_not_metadata(exc: Exception) -> str:
+    """The first parse error, without the file's content (pydantic quotes the input)."""
+    cause = exc.__cause__ if isinstance(exc, ValidationError) else exc
+    if isinstance(cause, PydanticValidationError):
+        errors = cause.errors(include_url=False, include_input=False)
+        where = ".".join(str(part) for part in errors[0]["loc"])
+        return f"{errors[0]['msg']}{f' at {where}' if where else ''} ({len(errors)} errors)"
+    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
 
 
 def registered_location(catalog, identifier: str) -> str | None:
@@ -294,10 +310,7 @@ def check_files(catalog, s3, request: ArchiveRequest, workers: int = 32) -> File
     metadata: TableMetadata | None = None
     not_walked: dict[int, str] = {}
     if check.statuses[uri].status == PRESENT:
-        try:
-            metadata = read_metadata(io, uri)
-        except ValueError as exc:  # JSON or schema errors: not an Iceberg metadata file
-            raise ArchiveError(f"{uri} is not a readable Iceberg table metadata file: {exc}") from None
+        metadata = read_metadata(io, uri)
         if metadata.location.rstrip("/") != source.location().rstrip("/"):
             raise ArchiveError(
                 f"{uri} describes a table at {metadata.location}, not {request.source} at "
@@ -413,7 +426,10 @@ def summarize(report: dict[str, Any]) -> str:
     else:
         verdict = "NOT registered"
     if not report["metadata_readable"]:
-        return f"{head}: {verdict}: the metadata file itself is {_status_of_metadata(report)}"
+        return (
+            f"{head}: {verdict}: the metadata file itself is {_status_of_metadata(report)}: "
+            f"{report['metadata_file']}"
+        )
     classes = ", ".join(f"{c} {n}" for c, n in report["storage_classes"].items())
     text = (
         f"{head}: {verdict}; {report['snapshots']} snapshots, {report['files_checked']} files checked: "
@@ -425,7 +441,21 @@ def summarize(report: dict[str, Any]) -> str:
             f"; walk incomplete: {report['snapshots_not_walked']} snapshots not walked "
             "(their manifest list or manifests cannot be read; their data files were not checked)"
         )
-    return text
+    return text + blocking_files(report)
+
+
+BLOCKING = {MISSING: "missing", NEEDS_RESTORE: "needing a restore", UNREADABLE: "unreadable"}
+
+
+def blocking_files(report: dict[str, Any], limit: int = 5) -> str:
+    """The files that keep the archive from being registered, by status (``limit`` of each named)."""
+    parts = []
+    for status, label in BLOCKING.items():
+        sample = report.get(f"{status}_sample") or []
+        if sample:
+            more = report[status] - min(len(sample), limit)
+            parts.append(f"{label}: {', '.join(sample[:limit])}{f' and {more} more' if more else ''}")
+    return f"; files {'; '.join(parts)}" if parts else ""
 
 
 def _status_of_metadata(report: dict[str, Any]) -> str:

@@ -16,9 +16,10 @@ does not reach them: a writer that commits during the run keeps its files.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -118,6 +119,7 @@ def maintain_table(
         load_state(ctx.s3, state_uri),
         state_uri,
     )
+    loaded = copy.deepcopy(run.state)  # the steps change run.state
     sizes = {uri: obj.size for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()}
     report: dict[str, Any] = {"table": name, "identifier": policy.identifier, "dry_run": dry_run}
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
@@ -132,15 +134,23 @@ def maintain_table(
     report["lifecycle"] = ensure_lifecycle(run)
     report["orphans"] = handle_orphans(run)
     if not dry_run:
-        run.state.files = sorted(run.reachable())
-        run.state.metadata_location = run.table.metadata_location
-        run.state.updated_at = clock.now.isoformat()
-        run.save_state()
+        save_what_the_run_saw(run, loaded)
     report["manifest_reads"] = run.index.reads
     report["s3_calls"] = ctx.calls.as_dict()
     report["summary"] = summarize(report)
     log.info("%s", report["summary"])
     return report
+
+
+def save_what_the_run_saw(run: TableRun, loaded: TableState) -> None:
+    """Record the files the table reaches now (the next run tags those it has not seen as created). A
+    state that did not change is not written again, so a rerun writes nothing."""
+    run.state.files = sorted(run.reachable())
+    run.state.metadata_location = run.table.metadata_location
+    if replace(run.state, updated_at=None) == replace(loaded, updated_at=None):
+        return
+    run.state.updated_at = run.clock.now.isoformat()
+    run.save_state()
 
 
 # -- archive tables ---------------------------------------------------------------------------------------
@@ -178,15 +188,21 @@ def archive_table_files(run: TableRun) -> tuple[set[str], list[str]]:
 
 
 def create_tags(run: TableRun) -> dict:
-    """Create the tags the rules call for, in one commit (retried on a lost race)."""
+    """Create the tags the rules call for, in one commit (retried on a lost race); a tag already past its
+    retention is not created (reported under ``skipped``, with the reason)."""
     for attempt in range(run.ctx.commit_retries + 1):
-        plan = snapshots.plan_tags(run.table.metadata, run.policy.tag_rules, run.clock.day)
+        plan = snapshots.plan_tags(
+            run.table.metadata, run.policy.tag_rules, run.clock.day, snapshots.to_ms(run.clock.now)
+        )
         result = {
             "created": [t.name for t in plan.create],
             "existing": plan.existing,
             "no_snapshot_yet": plan.no_snapshot,
+            "skipped": plan.past_retention,
             "commits": 0,
         }
+        for name, reason in plan.past_retention.items():
+            log.info("not creating tag %s: %s", name, reason)
         if not plan.create or run.dry_run:
             return result
         try:
@@ -200,10 +216,7 @@ def create_tags(run: TableRun) -> dict:
         result["commits"] = 1
         for tag in plan.create:
             log.info(
-                "created tag %s on snapshot %d (kept %d days)",
-                tag.name,
-                tag.snapshot_id,
-                tag.max_ref_age_ms // snapshots.DAY_MS,
+                "created tag %s on snapshot %d (kept through %s)", tag.name, tag.snapshot_id, tag.kept_through
             )
         run.reload()
         return result
@@ -429,8 +442,10 @@ def summarize(report: dict) -> str:
     expiry, files, orphans = report["expiry"], report["unreferenced"], report["orphans"]
     verb = "would " if report["dry_run"] else ""
     action = {"delete": "delete", "tag": "tag"}[files["action"]]
+    skipped = report["tags"]["skipped"]
     return (
-        f"{report['identifier']}: {verb}create tags {report['tags']['created'] or 'none'}, "
+        f"{report['identifier']}: {verb}create tags {report['tags']['created'] or 'none'}"
+        f"{f' (skipped {sorted(skipped)}: past their retention)' if skipped else ''}, "
         f"{verb}expire {expiry['snapshots_expired']} of {expiry['snapshots_before']} snapshots, "
         f"{verb}{action} {files['files']} unreferenced files ({files['bytes']} bytes), "
         f"{orphans['found']} orphans"

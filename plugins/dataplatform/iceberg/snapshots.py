@@ -4,6 +4,12 @@ Expiry follows Iceberg's rules, plus ``retain_last`` (pyiceberg has none): a sna
 is not the head of a tag or branch, not among the last ``retain_last`` snapshots of main's ancestry, and
 older than the maximum age. Tags and branches whose ``max_ref_age_ms`` has passed are removed first (as
 Iceberg's own expire_snapshots does), which can leave their snapshots to expire in the same commit.
+
+A rule's tag naming day D is kept through day D + ``keep_days`` (UTC), whatever the age of the snapshot it
+points at. Iceberg ages a ref from its snapshot's timestamp, so the tag is created with the
+``max_ref_age_ms`` that ends at that moment (``tag_keep_until``): any Iceberg engine's expiry then removes
+it on time. A tag that would already be past that moment (a rerun or backfill of an old day) is not
+created: it would only be removed again by the same run's expiry.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class TagToCreate:
     snapshot_id: int
     max_ref_age_ms: int
     rule: str
+    kept_through: date
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class TagPlan:
     existing: list[str] = field(default_factory=list)
     # Rules due today for which main has no snapshot yet at the end of the day.
     no_snapshot: list[str] = field(default_factory=list)
+    # Names past their retention at the time of the run, with the reason: not created.
+    past_retention: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,24 +91,60 @@ def snapshot_at(metadata: TableMetadata, before_ms: int) -> int | None:
     return None
 
 
-def plan_tags(metadata: TableMetadata, rules: list[TagRule], day: date) -> TagPlan:
+def start_of_day(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def tag_keep_until(rule: TagRule, day: date) -> datetime:
+    """The end of the last day the rule's tag naming ``day`` is kept: ``day`` + ``keep_days``, UTC."""
+    return start_of_day(day) + timedelta(days=rule.keep_days + 1)
+
+
+def past_retention(rule: TagRule, day: date, now_ms: int) -> str | None:
+    """Why the rule's tag naming ``day`` is not to be created at ``now_ms`` (it is past its retention),
+    or None. The same moment at which the expiry removes the tag (see ``plan_tags``)."""
+    keep_until = tag_keep_until(rule, day)
+    if now_ms < to_ms(keep_until):
+        return None
+    return (
+        f"past its retention: kept through {(keep_until - timedelta(days=1)).date()} "
+        f"({day} + keep_days {rule.keep_days}), the run is at "
+        f"{datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec='seconds')}"
+    )
+
+
+def ref_is_aged(snapshot_ms: int, max_ref_age_ms: int, now_ms: int) -> bool:
+    """Iceberg's rule: a ref is past its age when its snapshot is older than ``max_ref_age_ms``."""
+    return now_ms - snapshot_ms > max_ref_age_ms
+
+
+def plan_tags(metadata: TableMetadata, rules: list[TagRule], day: date, now_ms: int) -> TagPlan:
     """The tags the rules call for on ``day``: each points at main's snapshot as of the end of that day
-    (UTC), so a rerun or a backfill of the same day names and tags the same snapshot."""
-    end_of_day_ms = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
-    create, existing, no_snapshot = [], [], []
+    (UTC), so a rerun or a backfill of the same day names and tags the same snapshot, and is kept through
+    ``day`` + ``keep_days``. A tag already past that at ``now_ms`` is left out (``past_retention``)."""
+    end_of_day_ms = to_ms(start_of_day(day) + timedelta(days=1))
+    plan = TagPlan()
     for rule in rules:
         if not rule_is_due(rule, day):
             continue
         name = rule.name.format(date=day)
         if name in metadata.refs:
-            existing.append(name)
+            plan.existing.append(name)
+            continue
+        reason = past_retention(rule, day, now_ms)
+        if reason is not None:
+            plan.past_retention[name] = reason
             continue
         snapshot_id = snapshot_at(metadata, end_of_day_ms)
         if snapshot_id is None:
-            no_snapshot.append(name)
+            plan.no_snapshot.append(name)
             continue
-        create.append(TagToCreate(name, snapshot_id, rule.keep_days * DAY_MS, rule.name))
-    return TagPlan(create, existing, no_snapshot)
+        keep_until = tag_keep_until(rule, day)
+        # Aged from the first millisecond after the last kept day (Iceberg: age > max_ref_age_ms).
+        max_ref_age_ms = to_ms(keep_until) - 1 - metadata.snapshot_by_id(snapshot_id).timestamp_ms
+        kept_through = (keep_until - timedelta(days=1)).date()
+        plan.create.append(TagToCreate(name, snapshot_id, max_ref_age_ms, rule.name, kept_through))
+    return plan
 
 
 def aged_refs(metadata: TableMetadata, now_ms: int) -> list[str]:
@@ -109,7 +154,7 @@ def aged_refs(metadata: TableMetadata, now_ms: int) -> list[str]:
         if name == MAIN_BRANCH or ref.max_ref_age_ms is None:
             continue
         snapshot = metadata.snapshot_by_id(ref.snapshot_id)
-        if snapshot is None or now_ms - snapshot.timestamp_ms > ref.max_ref_age_ms:
+        if snapshot is None or ref_is_aged(snapshot.timestamp_ms, ref.max_ref_age_ms, now_ms):
             aged.append(name)
     return sorted(aged)
 

@@ -5,7 +5,8 @@ The SQL itself is built by ``spark_jobs.common.iceberg_sql`` (shipped to EMR wit
 only feeds it), and run by ``spark_jobs/iceberg_maintenance.py``. The same seven steps as the pyiceberg
 path (``maintenance``), mapped onto Iceberg's Spark procedures:
 
-1. tags: ``ALTER TABLE ... CREATE TAG IF NOT EXISTS`` on main's snapshot at the end of the day;
+1. tags: ``ALTER TABLE ... CREATE TAG IF NOT EXISTS`` on main's snapshot at the end of the day, retained
+   until the end of the day + keep_days (to the minute); tags already past that are not created;
 2. expiry: ``CALL glue_catalog.system.expire_snapshots(older_than, retain_last)``;
 3. unreferenced files: Iceberg's FileIO during expiry: deleted (``action: delete``), or tagged and kept
    (``action: tag``: ``s3.delete-enabled=false`` + ``s3.delete.tags.<key>=<value>``);
@@ -22,7 +23,7 @@ Nothing here imports Spark or Airflow.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from dataplatform.config import IcebergTablePolicy
@@ -63,17 +64,25 @@ def build_spec(
         )
     now = clock.now.astimezone(UTC)
     day = clock.day
-    end_of_day = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    tags = [
-        {
-            "name": rule.name.format(date=day),
-            "rule": rule.name,
-            "keep_days": rule.keep_days,
-            "as_of_before": end_of_day.isoformat(),
-        }
-        for rule in policy.tag_rules
-        if snapshots.rule_is_due(rule, day)
-    ]
+    end_of_day = snapshots.start_of_day(day) + timedelta(days=1)
+    tags, tags_skipped = [], {}
+    for rule in policy.tag_rules:
+        if not snapshots.rule_is_due(rule, day):
+            continue
+        name = rule.name.format(date=day)
+        reason = snapshots.past_retention(rule, day, snapshots.to_ms(now))
+        if reason is not None:
+            tags_skipped[name] = reason
+            continue
+        tags.append(
+            {
+                "name": name,
+                "rule": rule.name,
+                "keep_days": rule.keep_days,
+                "as_of_before": end_of_day.isoformat(),
+                "keep_until": snapshots.tag_keep_until(rule, day).isoformat(),
+            }
+        )
     spec = {
         "version": SPEC_VERSION,
         "table_key": table_key,
@@ -84,6 +93,7 @@ def build_spec(
         "day": day.isoformat(),
         "now": now.isoformat(),
         "tags": tags,
+        "tags_skipped": tags_skipped,
         "expire": {
             "older_than": (now - timedelta(hours=policy.max_snapshot_age_hours)).isoformat(),
             "retain_last": policy.retain_last,

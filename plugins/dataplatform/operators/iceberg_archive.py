@@ -103,8 +103,7 @@ def not_ready_message(report: dict) -> str:
     if report.get("missing") or report.get("unreadable"):
         lines.append(
             f"{report.get('missing', 0)} files are missing and {report.get('unreadable', 0)} unreadable "
-            f"(e.g. {(report['missing_sample'] or report['unreadable_sample'])[0]}): a missing file cannot be "
-            "restored; choose a newer metadata file."
+            "(named above): a missing file cannot be restored; choose a newer metadata file."
         )
     if not report.get("walk_complete"):
         lines.append(
