@@ -260,6 +260,7 @@ HUDI_COMMON = {
     "hoodie.clean.commits.retained": "1",
     "hoodie.keep.min.commits": "2",
     "hoodie.keep.max.commits": "3",
+    "hoodie.metadata.compact.max.delta.commits": "1",
 }
 
 
@@ -292,6 +293,46 @@ def test_hudi_delete_options_for_copy_on_write_and_from_the_table_config():
     options = hudi_job.hudi_delete_options(spec)
     retained = int(options["hoodie.cleaner.commits.retained"])
     assert int(options["hoodie.keep.max.commits"]) > int(options["hoodie.keep.min.commits"]) > retained
+
+
+@pytest.mark.spark
+def test_the_metadata_table_records_naming_a_subject_are_counted(spark):
+    """The predicate the Hudi job's verification runs on the metadata table, over a DataFrame with the
+    metadata table's columns (HoodieMetadata.avsc: bounds are unions of ``{value}`` wrappers; the Hudi
+    bundle that would read the real one is not installable here)."""
+    wrapper = "struct<member0: struct<value: bigint>, member1: struct<value: string>>"
+    schema = (
+        f"key string, type int, ColumnStatsMetadata struct<fileName: string, columnName: string, "
+        f"minValue: {wrapper}, maxValue: {wrapper}, isDeleted: boolean>"
+    )
+
+    def stats(column, low, high, deleted=False):
+        def bound(value):
+            return (None, (value,)) if isinstance(value, str) else ((value,), None)
+
+        return ("k", 3, ("f1.parquet", column, bound(low), bound(high), deleted))
+
+    records = spark.createDataFrame(
+        [
+            stats("user_id", SUBJECTS[0], "cust-000500"),  # a subject is the min: counted
+            stats("peer_id", "cust-000001", SUBJECTS[1]),  # the max of another subject column: counted
+            stats("user_id", SUBJECTS[2], "cust-000900", deleted=True),  # a tombstone: not counted
+            stats("message", SUBJECTS[0], "zzz"),  # not a subject column: not counted
+            stats("user_id", "cust-000100", "cust-000102"),  # around a subject, not one: not counted
+            stats("peer_id", 4242, 4250),  # a numeric id as a long bound: counted below
+            (SUBJECTS[1], 5, None),  # record index keyed by a subject: counted
+            ("f1.parquet", 4, None),  # bloom filter: hashes, not counted
+        ],
+        schema,
+    )
+    spec = hudi_spec()
+    assert hudi_job.metadata_subject_records(records, spec) == 3
+    assert hudi_job.metadata_subject_records(records, {**spec, "subject_ids": [*SUBJECTS, "4242"]}) == 4
+    assert hudi_job.bound_needles(["cust-1", "42"]) == [
+        '"value":"cust-1"',
+        '"value":"42"',
+        '"value":42}',
+    ]
 
 
 PROPERTIES = """#Properties saved on 2024-03-05T10:00:00.000Z
