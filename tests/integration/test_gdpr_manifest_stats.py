@@ -20,14 +20,13 @@ import pytest
 from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import EqualTo
 from pyiceberg.manifest import ManifestFile, read_manifest_list
-from pyiceberg.table.statistics import BlobMetadata, PartitionStatisticsFile, StatisticsFile
-from pyiceberg.table.update import SetPartitionStatisticsUpdate, SetStatisticsUpdate
 
 from dataplatform.config import GdprSettings
 from dataplatform.gdpr import audit, requests, sample
 from dataplatform.gdpr.erasure import ErasureContext, erase_iceberg_dataset
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.objects import split_uri
+from tests.iceberg_statistics import register_statistics
 
 pytestmark = pytest.mark.integration
 
@@ -263,38 +262,8 @@ def test_statistics_files_of_the_purged_snapshots_are_removed(lake):
     table = customers_table(lake)
     subject = "cust-000004"
     snapshot_id = table.current_snapshot().snapshot_id
-    stats_path = f"{table.location()}/metadata/stats-{snapshot_id}.puffin"
-    partition_stats_path = f"{table.location()}/metadata/partition-stats-{snapshot_id}.parquet"
-    for path in (stats_path, partition_stats_path):
-        bucket, key = split_uri(path)
-        lake.s3.put_object(Bucket=bucket, Key=key, Body=b"PFA1 sketch of " + subject.encode())
-    table.catalog.commit_table(
-        table,
-        (),
-        (
-            SetStatisticsUpdate(
-                statistics=StatisticsFile(
-                    snapshot_id=snapshot_id,
-                    statistics_path=stats_path,
-                    file_size_in_bytes=30,
-                    file_footer_size_in_bytes=4,
-                    blob_metadata=[
-                        BlobMetadata(
-                            type="apache-datasketches-theta-v1",
-                            snapshot_id=snapshot_id,
-                            sequence_number=3,
-                            fields=[1],
-                        )
-                    ],
-                )
-            ),
-            SetPartitionStatisticsUpdate(
-                partition_statistics=PartitionStatisticsFile(
-                    snapshot_id=snapshot_id, statistics_path=partition_stats_path, file_size_in_bytes=30
-                )
-            ),
-        ),
-    )
+    body = b"PFA1 sketch of " + subject.encode()
+    stats_path, partition_stats_path = register_statistics(lake.s3, table, snapshot_id, body)
     assert stats_path in metadata_findings(lake, "db.customers", [subject])
 
     report = erase(lake, "customers", [subject])
