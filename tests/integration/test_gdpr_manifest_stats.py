@@ -301,3 +301,19 @@ def test_previous_metadata_files_that_list_the_purged_snapshots_are_deleted(lake
 def read_object(lake, uri: str) -> bytes:
     bucket, key = split_uri(uri)
     return lake.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_tag_on_a_snapshot_whose_manifests_name_the_subject_is_a_pinned_ref(lake):
+    """The tagged snapshot holds no row of the subject, but its manifests carry the subject's id in
+    DELETED entries: under ``pinned_refs: fail`` nothing changes and the tag is named."""
+    table = customers_table(lake)
+    subject = "cust-000004"
+    table.delete(EqualTo("customer_id", subject))
+    table.manage_snapshots().create_tag(table.current_snapshot().snapshot_id, "after-cleanup").commit()
+    table.append(customer_batch(range(30, 33)))
+    location = lake.catalog.load_table("db.customers").metadata_location
+
+    report = erase(lake, "customers", [subject])
+
+    assert report["outcome"] == "pinned_refs" and "after-cleanup" in report["reason"]
+    assert lake.catalog.load_table("db.customers").metadata_location == location
