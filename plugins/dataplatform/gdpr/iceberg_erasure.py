@@ -4,12 +4,15 @@
    a subject column can hold a subject are opened (one pass over the manifests); they are fetched whole,
    filtered and rewritten in parallel; files with no row of the subjects are left as they are. pyiceberg's
    own ``Table.delete`` does the same rewrite one file at a time and may commit twice; its planning binds
-   the id list again for every file.
-2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows is
-   expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
+   the id list again for every file. The commit's manifests name no subject (``iceberg_commit``: no
+   DELETED entry, no subject id as a bound); when the current snapshot holds no row but its manifests
+   still name a subject, that manifest rewrite is committed alone.
+2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows, or
+   a manifest naming a subject, is expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
    ``pinned_refs`` policy (``fail``: nothing is changed and the refs are named; ``drop``: the ref goes in
    the same commit). The files the expiry unreferences are deleted for real, and so are their noncurrent
-   versions in a versioned bucket. The commit, the reachable-file walk and the delete are Iceberg
+   versions in a versioned bucket, and so are the previous metadata files that list an expired snapshot
+   (the log keeps their names). The commit, the reachable-file walk and the delete are Iceberg
    maintenance's (``dataplatform.iceberg``); the list of files to delete is saved before the commit's
    files are touched, and a run that dies in between finishes it on its next run.
 3. ``verify_erasure``: pyiceberg scans (not this module's scanner) of every snapshot left in the metadata
