@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFileContent, ManifestFile
+from pyiceberg.serializers import Compressor
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
@@ -115,9 +116,11 @@ def previous_metadata_listing(io: FileIO, metadata: TableMetadata, snapshot_ids:
     def lists_any(path: str) -> bool:
         try:
             with io.new_input(path).open(seekable=False) as stream:
-                listed = json.loads(stream.read()).get("snapshots", [])
+                # ``.gz.metadata.json`` with write.metadata.compression-codec=gzip.
+                content = Compressor.get_compressor(path).stream_decompressor(stream).read()
         except FileNotFoundError:
             return False
+        listed = json.loads(content).get("snapshots", [])
         return any(snapshot["snapshot-id"] in snapshot_ids for snapshot in listed)
 
     paths = [entry.metadata_file for entry in metadata.metadata_log]
