@@ -29,7 +29,8 @@ session extension come from the Spark conf the job is submitted with. The steps:
    has a metadata table (``.hoodie/metadata``), its live records read as a Hudi table
    (``metadata_table``): no column-stats record of a subject column with a subject id as min or max, no
    record-index entry keyed by one. The bloom-filter partition holds hashes of record keys, not ids in
-   clear; its records for the replaced files are tombstoned like the column stats. The delete asks for
+   clear; its records for the replaced files are tombstoned like the column stats (the delete enables
+   every index ``hoodie.table.metadata.partitions`` lists, so it maintains them). The delete asks for
    the metadata table to compact after its commit, so its base files are written again without the
    tombstoned records; the metadata table's cleaner (which follows the data table's policy, retaining a
    few more commits, and waits a few commits after a compaction) deletes the older metadata file slices
@@ -78,6 +79,12 @@ _V1_COMPLETED = re.compile(rf"^{_INSTANT}_{_INSTANT}\.({'|'.join(DATA_ACTIONS)})
 
 # Cleaner and archival: retain one commit, so every older file slice (the ones holding the deleted rows)
 # is cleaned. Hudi requires keep.min > commits.retained and keep.max > keep.min.
+# Metadata-table partitions (``hoodie.table.metadata.partitions``) -> the write option that maintains each.
+METADATA_INDEXES = {
+    "column_stats": "hoodie.metadata.index.column.stats.enable",
+    "bloom_filters": "hoodie.metadata.index.bloom.filter.enable",
+    "record_index": "hoodie.metadata.record.index.enable",
+}
 COMMITS_RETAINED = 1
 KEEP_MIN_COMMITS = COMMITS_RETAINED + 1
 KEEP_MAX_COMMITS = KEEP_MIN_COMMITS + 1
@@ -173,6 +180,10 @@ def hudi_delete_options(
         options["hoodie.datasource.write.keygenerator.class"] = table_config[
             "hoodie.table.keygenerator.class"
         ]
+    # The metadata-table indexes the table keeps are kept up to date by this write too: the replaced
+    # files' column stats, bloom filters and record-index entries are tombstoned, not left stale.
+    partitions = set(_fields(table_config.get("hoodie.table.metadata.partitions")))
+    options.update({key: "true" for partition, key in METADATA_INDEXES.items() if partition in partitions})
     if spec["table_type"] == "MERGE_ON_READ":
         # The delete goes to log files; the base files keep the rows until compaction rewrites them.
         options["hoodie.compact.inline"] = "true"

@@ -289,6 +289,14 @@ def test_hudi_delete_options_for_copy_on_write_and_from_the_table_config():
         "hoodie.datasource.write.partitionpath.urlencode": "false",
         "hoodie.datasource.write.keygenerator.class": "org.apache.hudi.keygen.SimpleKeyGenerator",
     }
+    # The metadata-table indexes the table has are maintained by the delete (tombstones for the replaced
+    # files' column stats, bloom filters and record-index entries), the others left as they are.
+    indexed = {**table_config, "hoodie.table.metadata.partitions": "files,column_stats,bloom_filters"}
+    assert hudi_job.hudi_delete_options(spec, indexed) == {
+        **hudi_job.hudi_delete_options(spec, table_config),
+        "hoodie.metadata.index.column.stats.enable": "true",
+        "hoodie.metadata.index.bloom.filter.enable": "true",
+    }
     # What Hudi validates: keep.max > keep.min > commits retained.
     options = hudi_job.hudi_delete_options(spec)
     retained = int(options["hoodie.cleaner.commits.retained"])
