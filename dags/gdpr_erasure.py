@@ -23,19 +23,22 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
 2. **claim_requests**: up to `batch_size` open requests (PENDING, FAILED, or IN_PROGRESS with a dead
    claim), oldest first, each claimed with a conditional write.
 3. **erase_iceberg** (mapped, one per pyiceberg dataset): deletes the subjects' rows (copy-on-write: only
-   the files whose statistics can hold them are read and rewritten, in one commit); expires every
-   snapshot that still reaches their rows, whatever retain_last says (a tag or branch pinning one:
+   the files whose statistics can hold them are read and rewritten, in one commit whose manifests hold
+   no DELETED entry and no subject id as a bound); expires every snapshot that still reaches their rows
+   or names them in its manifests, whatever retain_last says (a tag or branch pinning one:
    `pinned_refs: fail` stops the dataset and names the refs, `drop` removes them); deletes the files the
-   expiry unreferences and their noncurrent versions; verifies that no snapshot left (current, tags,
+   expiry unreferences (statistics files included), the previous metadata files that list an expired
+   snapshot, and their noncurrent versions; verifies that no snapshot left (current, tags,
    branches) holds a row of theirs and no deleted file is left; writes each request's progress and an
    audit record (DynamoDB `gdpr_audit`, append-only).
 4. **erase_<dataset>** (a task group per `engine: spark` dataset): `plan` writes the job spec (it holds
    the subject ids) under `gdpr.work_uri`; the Spark job runs, Hudi datasets on their own transient EMR
    cluster (instance fleets, Spot task nodes, auto-termination; `terminate_cluster` is a teardown, so the
    cluster goes also when the step fails): Hudi `delete` with the BLOOM index, the cleaner keeping one
-   commit, inline compaction for merge-on-read; Iceberg `DELETE FROM` and `expire_snapshots` of every
-   snapshot that held the rows. Each job verifies every retained commit or snapshot and writes its
-   counts; `record` checks them, deletes noncurrent versions under the table location in a versioned
+   commit, inline compaction for merge-on-read, the metadata table compacted; Iceberg `DELETE FROM`,
+   `rewrite_manifests` and `expire_snapshots` of every snapshot that held the rows and the DELETE's. Each
+   job verifies every retained commit or snapshot (Hudi: and the metadata table's column stats and record
+   index; Iceberg: every remaining manifest entry's bounds) and writes its counts; `record` checks them, deletes noncurrent versions under the table location in a versioned
    bucket, records progress and audit as above, and deletes the spec.
 5. **finish_requests**: a request is COMPLETED when every dataset verified it; otherwise FAILED with the
    reasons, and later runs claim it again. The task fails (the run shows red) when any request failed.

@@ -25,7 +25,16 @@ session extension come from the Spark conf the job is submitted with. The steps:
    subject row. Hudi refuses to time-travel to a commit before the cleaner's earliest retained commit
    ("Cleaner cleaned up the timestamp of interest"): those commits are listed as ``cleaned``. Log files
    of merge-on-read tables are not read raw (they are Hudi's own format): compaction folds the delete
-   into new base files and the purge's clean removes the logs with the old slices;
+   into new base files and the purge's clean removes the logs with the old slices. And, when the table
+   has a metadata table (``.hoodie/metadata``), its live records read as a Hudi table
+   (``metadata_table``): no column-stats record of a subject column with a subject id as min or max, no
+   record-index entry keyed by one. The bloom-filter partition holds hashes of record keys, not ids in
+   clear; its records for the replaced files are tombstoned like the column stats (the delete enables
+   every index ``hoodie.table.metadata.partitions`` lists, so it maintains them). The delete asks for
+   the metadata table to compact after its commit, so its base files are written again without the
+   tombstoned records; the metadata table's cleaner (which follows the data table's policy, retaining a
+   few more commits, and waits a few commits after a compaction) deletes the older metadata file slices
+   later: until it has, they hold the old records on storage, compressed HFiles this job does not read;
 6. the result JSON at the spec's ``result_uri`` (``spark_jobs.common.gdpr_spec.build_result``).
 
 Subject ids never leave the SQL: the job prints counts and commit instants, and any exception is raised
@@ -70,6 +79,12 @@ _V1_COMPLETED = re.compile(rf"^{_INSTANT}_{_INSTANT}\.({'|'.join(DATA_ACTIONS)})
 
 # Cleaner and archival: retain one commit, so every older file slice (the ones holding the deleted rows)
 # is cleaned. Hudi requires keep.min > commits.retained and keep.max > keep.min.
+# Metadata-table partitions (``hoodie.table.metadata.partitions``) -> the write option that maintains each.
+METADATA_INDEXES = {
+    "column_stats": "hoodie.metadata.index.column.stats.enable",
+    "bloom_filters": "hoodie.metadata.index.bloom.filter.enable",
+    "record_index": "hoodie.metadata.record.index.enable",
+}
 COMMITS_RETAINED = 1
 KEEP_MIN_COMMITS = COMMITS_RETAINED + 1
 KEEP_MAX_COMMITS = KEEP_MIN_COMMITS + 1
@@ -149,6 +164,11 @@ def hudi_delete_options(
         "hoodie.clean.commits.retained": str(COMMITS_RETAINED),
         "hoodie.keep.min.commits": str(KEEP_MIN_COMMITS),
         "hoodie.keep.max.commits": str(KEEP_MAX_COMMITS),
+        # The metadata table records each file's column stats (min / max per column) and bloom filter;
+        # the delete only appends tombstones for the replaced files' records to the metadata table's log.
+        # Compacting it after this commit writes its base files again without them (see the module doc
+        # for what its cleaner still keeps).
+        "hoodie.metadata.compact.max.delta.commits": "1",
     }
     for key in (
         "hoodie.datasource.write.hive_style_partitioning",
@@ -160,6 +180,10 @@ def hudi_delete_options(
         options["hoodie.datasource.write.keygenerator.class"] = table_config[
             "hoodie.table.keygenerator.class"
         ]
+    # The metadata-table indexes the table keeps are kept up to date by this write too: the replaced
+    # files' column stats, bloom filters and record-index entries are tombstoned, not left stale.
+    partitions = set(_fields(table_config.get("hoodie.table.metadata.partitions")))
+    options.update({key: "true" for partition, key in METADATA_INDEXES.items() if partition in partitions})
     if spec["table_type"] == "MERGE_ON_READ":
         # The delete goes to log files; the base files keep the rows until compaction rewrites them.
         options["hoodie.compact.inline"] = "true"
@@ -333,6 +357,55 @@ def delete_commit(
     return new[0] if new else None
 
 
+# -- the metadata table -------------------------------------------------------------------------------------
+
+METADATA_TABLE = "metadata_table"
+# Record types of the metadata table (HoodieMetadata.avsc): 3 column stats, 5 record index.
+COLUMN_STATS, RECORD_INDEX = 3, 5
+
+
+def metadata_table_path(location: str) -> str:
+    return join(location, HOODIE_DIR, "metadata")
+
+
+def bound_needles(subject_ids: Sequence[str]) -> list[str]:
+    """How a subject id reads in the JSON of a column-stats bound (a union of ``{"value": ...}``
+    wrappers): as a string, and for a numeric id as an int or long."""
+    needles = [f'"value":{json.dumps(subject_id)}' for subject_id in subject_ids]
+    needles += [f'"value":{int(subject_id)}}}' for subject_id in subject_ids if subject_id.isdigit()]
+    return needles
+
+
+def metadata_subject_records(records: DataFrame, spec: Mapping[str, Any]) -> int:
+    """Live records of the metadata table (read as a Hudi table) that carry a subject id: column stats of
+    a subject column whose min or max is one, record-index entries keyed by one."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    stats = F.col("ColumnStatsMetadata")
+    bounds = [F.to_json(stats.getField(name)) for name in ("minValue", "maxValue")]
+    holds = reduce(
+        lambda a, b: a | b,
+        [F.instr(bound, needle) > 0 for bound in bounds for needle in bound_needles(spec["subject_ids"])],
+    )
+    column_stats = (
+        (F.col("type") == COLUMN_STATS) & stats.getField("columnName").isin(spec["subject_columns"]) & holds
+    )
+    if "isDeleted" in records.schema["ColumnStatsMetadata"].dataType.fieldNames():
+        column_stats &= ~F.coalesce(stats.getField("isDeleted"), F.lit(False))
+    record_index = (F.col("type") == RECORD_INDEX) & F.col("key").isin(list(spec["subject_ids"]))
+    return records.where(column_stats | record_index).count()
+
+
+def metadata_table_records(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> int | None:
+    """``metadata_subject_records`` of the table's metadata table; None when it has none."""
+    path = metadata_table_path(spec["location"])
+    if not storage.exists(join(path, HOODIE_DIR, "hoodie.properties")):
+        return None
+    return metadata_subject_records(spark.read.format("hudi").load(path), spec)
+
+
 # -- verification --------------------------------------------------------------------------------------------
 
 
@@ -352,6 +425,9 @@ def verify(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> dict[str, A
             cleaned.append(commit.instant)
     rows_found[LATEST] = count_subject_rows(read_table(spark, spec["location"]), spec)
     rows_found[BASE_FILES] = base_file_rows(spark, spec)
+    in_metadata = metadata_table_records(spark, storage, spec)
+    if in_metadata is not None:
+        rows_found[METADATA_TABLE] = in_metadata
     return gdpr_spec.verification(rows_found, cleaned)
 
 

@@ -14,13 +14,23 @@ a. before any change: the snapshots that hold subject rows (``SELECT count(*) ..
 b. ``DELETE FROM ... WHERE c1 IN (...) OR c2 IN (...)`` after counting the rows per subject; skipped when
    the current snapshot has none. The table must delete copy-on-write (the default): a merge-on-read
    delete writes delete files and leaves the rows in the data files, so the job refuses such a table;
+b2. ``CALL <catalog>.system.rewrite_manifests(...)`` after a DELETE: the DELETE's manifests record each
+   removed file as a DELETED entry with its column bounds, so a subject who was the smallest or largest
+   id of a file would stay readable in the current snapshot's metadata. The rewrite writes the live
+   entries only, in a new snapshot (main's new head); the DELETE's snapshot joins the ones to expire;
 c. ``CALL <catalog>.system.expire_snapshots(snapshot_ids => array(...))`` for every snapshot that still
-   holds the rows, whatever the table's retention says. ``older_than`` is the epoch so the call expires
-   exactly those snapshots and nothing the table's age policy would add. The DELETE's snapshot is clean,
-   so main's head is never among them (Iceberg refuses to expire a ref's head). Iceberg deletes the data
-   files no remaining snapshot references: the files that held the rows;
+   holds the rows, and the DELETE's, whatever the table's retention says. ``older_than`` is the epoch so
+   the call expires exactly those snapshots and nothing the table's age policy would add. Main's head is
+   clean, so it is never among them (Iceberg refuses to expire a ref's head). Iceberg deletes the data
+   files and manifests no remaining snapshot references: the files that held the rows, the manifests
+   that named them;
 d. verify: subject rows at every remaining snapshot and in the current table, all 0. A snapshot never
-   changes, so the counts of step a stand for the snapshots that were there; only the new ones are read;
+   changes, so the counts of step a stand for the snapshots that were there; only the new ones are read.
+   And ``manifest_entries``: entries (any status) of every manifest the remaining snapshots reach whose
+   subject-column bound equals a subject id (the ``all_entries`` metadata table's ``readable_metrics``,
+   Iceberg 1.2 or later), 0. Iceberg's rewrite_manifests does nothing when the snapshot has a single
+   manifest below the target size (a DELETE that removed whole files and added none, on a small
+   table); the DELETED entries then stay, and this check fails the run rather than call it verified;
 e. the result JSON at the spec's ``result_uri`` (``spark_jobs.common.gdpr_spec.build_result``).
 
 Every statement is printed with its subject ids replaced by ``<n subject ids>``; any exception is raised
@@ -41,6 +51,9 @@ from spark_jobs.common.storage import Storage
 
 JOB = gdpr_spec.ICEBERG_JOB
 CURRENT = "current"
+# The verification's entry for manifest entries naming a subject (beside the snapshots' row counts).
+MANIFEST_ENTRIES = "manifest_entries"
+BOUNDS = ("readable_metrics.{column}.lower_bound", "readable_metrics.{column}.upper_bound")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -166,6 +179,27 @@ def expire_snapshots_sql(spec: Mapping[str, Any], snapshot_ids: Sequence[int]) -
     )
 
 
+def rewrite_manifests_sql(spec: Mapping[str, Any]) -> Statement:
+    """Every manifest of the current snapshot written again with its live entries only."""
+    return plain(
+        f"CALL {iceberg_sql.procedure(spec, 'rewrite_manifests')}(table => {iceberg_sql.procedure_table_arg(spec)}, "
+        "use_caching => false)"
+    )
+
+
+def manifest_entries_sql(
+    spec: Mapping[str, Any], literals: Literals, every_snapshot: bool = True
+) -> Statement:
+    """Entries, any status, whose subject-column bound is a subject id: in the manifests every snapshot
+    reaches (``all_entries``), or the current snapshot's (``entries``)."""
+    entries = iceberg_sql.metadata_table(spec, "all_entries" if every_snapshot else "entries")
+    return with_subjects(
+        lambda redact: (
+            f"SELECT count(*) AS n FROM {entries} WHERE {gdpr_spec.subject_condition(literals, redact, BOUNDS)}"
+        )
+    )
+
+
 # -- running them --------------------------------------------------------------------------------------------
 
 
@@ -253,7 +287,13 @@ def verify(
         for snapshot in remaining
     }
     rows_found[CURRENT] = count_at(sql, spec, literals, None)
+    rows_found[MANIFEST_ENTRIES] = entries_naming(sql, spec, literals)
     return gdpr_spec.verification(rows_found)
+
+
+def entries_naming(sql: Statements, spec: Mapping[str, Any], literals: Literals, every_snapshot=True) -> int:
+    rows = sql.rows(manifest_entries_sql(spec, literals, every_snapshot))
+    return int(rows[0]["n"]) if rows else 0
 
 
 def pinned_result(
@@ -283,6 +323,18 @@ def delete_rows(
     return by_subject, commit, deleted_files(sql, spec, commit) if commit is not None else None
 
 
+def clean_manifests(
+    sql: Statements, spec: Mapping[str, Any], literals: Literals, head: int | None, deleted: bool
+) -> int | None:
+    """Main's head after rewriting its manifests, when the DELETE ran or they name a subject (a run that
+    died between its DELETE and here left them); ``head`` when there was nothing to do, or Iceberg did
+    nothing."""
+    if head is None or not (deleted or entries_naming(sql, spec, literals, every_snapshot=False)):
+        return head
+    sql.rows(rewrite_manifests_sql(spec))
+    return main_head(sql.rows(refs_sql(spec))) or head
+
+
 def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
     started = gdpr_spec.utc_now()
     literals = gdpr_spec.subject_literals(spec, table_columns(sql, spec))
@@ -302,10 +354,16 @@ def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
     head = main_head(refs)
     rows = holding.get(head, 0) if head is not None else 0
     by_subject, commit, files = [0] * len(spec["subject_ids"]), None, None
+    deleted_by: list[int] = []  # the snapshot the manifest rewrite replaced
     if rows:
         by_subject, commit, files = delete_rows(sql, spec, literals, head)
+    # b2. the manifests written again: the snapshot they replace becomes one to expire
+    before_rewrite = commit if commit is not None else head
+    cleaned = clean_manifests(sql, spec, literals, before_rewrite, commit is not None)
+    if cleaned != before_rewrite:
+        deleted_by, commit = [before_rewrite], cleaned
     # c. expiry, d. verification
-    ids = [snapshot for snapshot in holding if snapshot != commit]
+    ids = [snapshot for snapshot in holding if snapshot not in (commit, *deleted_by)] + deleted_by
     if ids:
         sql.rows(expire_snapshots_sql(spec, ids))
     remaining = snapshot_ids(sql, spec) if rows or ids else before

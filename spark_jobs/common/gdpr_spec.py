@@ -278,13 +278,20 @@ def _listed(values: Sequence[str], redact: bool) -> str:
     return f"<{len(values)} subject ids>" if redact else ", ".join(values)
 
 
-def subject_condition(literals: Mapping[str, Sequence[str | None]], redact: bool = False) -> str:
+def subject_condition(
+    literals: Mapping[str, Sequence[str | None]],
+    redact: bool = False,
+    expressions: Sequence[str] = ("{column}",),
+) -> str:
     """``(`c1` IN (...) OR `c2` IN (...))``: a row is a subject's when any subject column holds the id.
-    ``redact`` writes ``<n subject ids>`` instead of the literals (for logs)."""
+    ``redact`` writes ``<n subject ids>`` instead of the literals (for logs). ``expressions``: what is
+    compared per column, ``{column}`` standing for the quoted column (Iceberg's metadata tables compare
+    ``readable_metrics.{column}.lower_bound``, say)."""
     parts = [
-        f"{quote_column(column)} IN ({_listed(_present(values), redact)})"
+        f"{expression.format(column=quote_column(column))} IN ({_listed(_present(values), redact)})"
         for column, values in literals.items()
         if _present(values)
+        for expression in expressions
     ]
     if not parts:
         return "false"

@@ -99,7 +99,7 @@ def table_ref(spec: Mapping[str, Any]) -> str:
 
 
 def metadata_table(spec: Mapping[str, Any], name: str) -> str:
-    if name not in ("snapshots", "refs", "history"):
+    if name not in ("snapshots", "refs", "history", "entries", "all_entries"):
         raise ValueError(f"unexpected metadata table {name!r}")
     return f"{table_ref(spec)}.`{name}`"
 

@@ -104,6 +104,9 @@ def seed(spark, tables):
                 .option("hoodie.datasource.write.precombine.field", "event_ts")
                 .option("hoodie.datasource.write.hive_style_partitioning", "true")
                 .option("hoodie.index.type", "BLOOM")
+                # Column stats in the metadata table: cust-000101 is the smallest user_id of a file.
+                .option("hoodie.metadata.enable", "true")
+                .option("hoodie.metadata.index.column.stats.enable", "true")
                 .mode("append")
                 .save(location.rstrip("/"))
             )
@@ -239,6 +242,8 @@ def test_exactly_the_subjects_rows_are_deleted_and_verified(erased, key):
     assert (result["rows_deleted"], result["rows_deleted_by_subject"]) == (5, [3, 3, 0])
     check = result["verification"]
     assert result["commit"] is not None and check["passed"] and check["rows_found"]["base_files"] == 0
+    # No live column-stats or record-index record of the metadata table names a subject.
+    assert check["rows_found"]["metadata_table"] == 0
     # Merge-on-read: the delta commit is cleaned by the purge that follows the compaction.
     assert result["commit"] in [*check["rows_found"], *check["cleaned"]]
     spark_erasure.check_result(result, key, subjects=len(SUBJECTS))

@@ -121,11 +121,11 @@ def test_a_writer_committing_during_the_delete_keeps_its_rows(lake, monkeypatch)
     real_commit = iceberg_erasure.commit_rewrites
     calls = []
 
-    def append_first(table, rewrites, properties):
+    def append_first(table, rewrites, properties, scanner):
         if not calls:
             calls.append(1)
             lake.catalog.load_table("db.payments").append(extra)
-        return real_commit(table, rewrites, properties)
+        return real_commit(table, rewrites, properties, scanner)
 
     monkeypatch.setattr(iceberg_erasure, "commit_rewrites", append_first)
     before = table.scan().to_arrow().num_rows

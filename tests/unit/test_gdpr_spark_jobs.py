@@ -260,6 +260,7 @@ HUDI_COMMON = {
     "hoodie.clean.commits.retained": "1",
     "hoodie.keep.min.commits": "2",
     "hoodie.keep.max.commits": "3",
+    "hoodie.metadata.compact.max.delta.commits": "1",
 }
 
 
@@ -288,10 +289,58 @@ def test_hudi_delete_options_for_copy_on_write_and_from_the_table_config():
         "hoodie.datasource.write.partitionpath.urlencode": "false",
         "hoodie.datasource.write.keygenerator.class": "org.apache.hudi.keygen.SimpleKeyGenerator",
     }
+    # The metadata-table indexes the table has are maintained by the delete (tombstones for the replaced
+    # files' column stats, bloom filters and record-index entries), the others left as they are.
+    indexed = {**table_config, "hoodie.table.metadata.partitions": "files,column_stats,bloom_filters"}
+    assert hudi_job.hudi_delete_options(spec, indexed) == {
+        **hudi_job.hudi_delete_options(spec, table_config),
+        "hoodie.metadata.index.column.stats.enable": "true",
+        "hoodie.metadata.index.bloom.filter.enable": "true",
+    }
     # What Hudi validates: keep.max > keep.min > commits retained.
     options = hudi_job.hudi_delete_options(spec)
     retained = int(options["hoodie.cleaner.commits.retained"])
     assert int(options["hoodie.keep.max.commits"]) > int(options["hoodie.keep.min.commits"]) > retained
+
+
+@pytest.mark.spark
+def test_the_metadata_table_records_naming_a_subject_are_counted(spark):
+    """The predicate the Hudi job's verification runs on the metadata table, over a DataFrame with the
+    metadata table's columns (HoodieMetadata.avsc: bounds are unions of ``{value}`` wrappers; the Hudi
+    bundle that would read the real one is not installable here)."""
+    wrapper = "struct<member0: struct<value: bigint>, member1: struct<value: string>>"
+    schema = (
+        f"key string, type int, ColumnStatsMetadata struct<fileName: string, columnName: string, "
+        f"minValue: {wrapper}, maxValue: {wrapper}, isDeleted: boolean>"
+    )
+
+    def stats(column, low, high, deleted=False):
+        def bound(value):
+            return (None, (value,)) if isinstance(value, str) else ((value,), None)
+
+        return ("k", 3, ("f1.parquet", column, bound(low), bound(high), deleted))
+
+    records = spark.createDataFrame(
+        [
+            stats("user_id", SUBJECTS[0], "cust-000500"),  # a subject is the min: counted
+            stats("peer_id", "cust-000001", SUBJECTS[1]),  # the max of another subject column: counted
+            stats("user_id", SUBJECTS[2], "cust-000900", deleted=True),  # a tombstone: not counted
+            stats("message", SUBJECTS[0], "zzz"),  # not a subject column: not counted
+            stats("user_id", "cust-000100", "cust-000102"),  # around a subject, not one: not counted
+            stats("peer_id", 4242, 4250),  # a numeric id as a long bound: counted below
+            (SUBJECTS[1], 5, None),  # record index keyed by a subject: counted
+            ("f1.parquet", 4, None),  # bloom filter: hashes, not counted
+        ],
+        schema,
+    )
+    spec = hudi_spec()
+    assert hudi_job.metadata_subject_records(records, spec) == 3
+    assert hudi_job.metadata_subject_records(records, {**spec, "subject_ids": [*SUBJECTS, "4242"]}) == 4
+    assert hudi_job.bound_needles(["cust-1", "42"]) == [
+        '"value":"cust-1"',
+        '"value":"42"',
+        '"value":42}',
+    ]
 
 
 PROPERTIES = """#Properties saved on 2024-03-05T10:00:00.000Z
@@ -703,6 +752,22 @@ def test_iceberg_statements():
         "older_than => TIMESTAMP '1970-01-01 00:00:00.000000', snapshot_ids => array(81, 82), "
         "stream_results => true)"
     )
+    assert iceberg_job.rewrite_manifests_sql(spec).sql == (
+        "CALL `glue_catalog`.system.rewrite_manifests(table => '`lake`.`clickstream`', use_caching => false)"
+    )
+    bounds = (
+        "(readable_metrics.`user_id`.lower_bound IN ({ids}) OR readable_metrics.`user_id`.upper_bound IN "
+        "({ids}) OR readable_metrics.`referrer_id`.lower_bound IN ({ids}) OR "
+        "readable_metrics.`referrer_id`.upper_bound IN ({ids}))"
+    )
+    assert iceberg_job.manifest_entries_sql(spec, LITERALS) == (
+        f"SELECT count(*) AS n FROM {T}.`all_entries` WHERE "
+        + bounds.format(ids="'cust-000101', 'cust-000202'"),
+        f"SELECT count(*) AS n FROM {T}.`all_entries` WHERE " + bounds.format(ids="<2 subject ids>"),
+    )
+    assert iceberg_job.manifest_entries_sql(spec, LITERALS, every_snapshot=False).sql.startswith(
+        f"SELECT count(*) AS n FROM {T}.`entries` WHERE (readable_metrics.`user_id`.lower_bound IN"
+    )
     assert iceberg_job.deleted_files_sql(spec, 83).sql == (
         f"SELECT summary['deleted-data-files'] AS deleted_data_files FROM {T}.`snapshots` WHERE snapshot_id = 83"
     )
@@ -765,9 +830,14 @@ class FakeFrame:
 class FakeIcebergSpark:
     """Answers the job's statements from a table model: snapshots 1-4 on main (head 4), subject rows at
     2 (3 rows), 3 (2) and 4 (2); ``tags`` pins snapshots; DELETE makes snapshot 5 without the rows;
-    expire_snapshots removes the ids it is given and refuses a ref's head, as Iceberg does."""
+    expire_snapshots removes the ids it is given and refuses a ref's head, as Iceberg does.
 
-    def __init__(self, tags=None, holding=None, delete_mode=None):
+    Manifests: a snapshot holding rows, and the DELETE's (its DELETED entries keep the removed files'
+    bounds), reach two entries naming a subject, and so does any in ``naming``; rewrite_manifests makes
+    a new head whose manifests name none, unless ``rewrite_works`` is false (Iceberg's no-op on a single
+    small manifest)."""
+
+    def __init__(self, tags=None, holding=None, delete_mode=None, naming=(), rewrite_works=True):
         self.conf = dict(spark_erasure.iceberg_conf())
         self.sql_run: list[str] = []
         self.snapshots = [1, 2, 3, 4]
@@ -775,11 +845,17 @@ class FakeIcebergSpark:
         self.refs = [{"name": "main", "type": "BRANCH", "snapshot_id": 4}]
         self.refs += [{"name": name, "type": "TAG", "snapshot_id": sid} for name, sid in (tags or {}).items()]
         self.properties = {"format-version": "2"}
+        self.naming = set(self.holding) | set(naming)
+        self.rewrite_works = rewrite_works
         if delete_mode:
             self.properties["write.delete.mode"] = delete_mode
 
     def head(self) -> int:
         return next(ref["snapshot_id"] for ref in self.refs if ref["name"] == "main")
+
+    def new_head(self, snapshot: int) -> None:
+        self.snapshots.append(snapshot)
+        self.refs = [{**ref, "snapshot_id": snapshot} if ref["name"] == "main" else ref for ref in self.refs]
 
     def sql(self, statement: str) -> FakeFrame:
         self.sql_run.append(statement)
@@ -800,6 +876,10 @@ class FakeIcebergSpark:
             return FakeFrame([{"snapshot_id": n} for n in self.snapshots])
         if statement.startswith("SELECT name, type, snapshot_id FROM"):
             return FakeFrame(self.refs)
+        if statement.startswith("SELECT count(*) AS n FROM") and "entries` WHERE" in statement:
+            assert ENTRY_CONDITION_3 in statement
+            reached = self.snapshots if "`all_entries`" in statement else [self.head()]
+            return FakeFrame([{"n": 2 * len(self.naming & set(reached))}])
         if statement.startswith("SELECT count(*) AS n FROM"):
             assert CONDITION_3 in statement
             version = re.search(r"VERSION AS OF (\d+)", statement)
@@ -815,9 +895,14 @@ class FakeIcebergSpark:
             return FakeFrame([])
         if statement.startswith("DELETE FROM"):
             assert statement == f"DELETE FROM {T} WHERE {CONDITION_3}"
-            self.snapshots.append(5)
-            self.refs = [{**ref, "snapshot_id": 5} if ref["name"] == "main" else ref for ref in self.refs]
+            self.new_head(5)
+            self.naming.add(5)
             return FakeFrame([])
+        if "rewrite_manifests" in statement:
+            if not self.rewrite_works:
+                return FakeFrame([{"rewritten_manifests_count": 0, "added_manifests_count": 0}])
+            self.new_head(max(self.snapshots) + 1)
+            return FakeFrame([{"rewritten_manifests_count": 2, "added_manifests_count": 1}])
         if statement.startswith("SELECT summary['deleted-data-files']"):
             assert statement.endswith("WHERE snapshot_id = 5")
             return FakeFrame([{"deleted_data_files": "3"}])
@@ -838,6 +923,11 @@ class FakeIcebergSpark:
 
 SUBJECTS_3 = ", ".join(f"'{s}'" for s in SUBJECTS)
 CONDITION_3 = f"(`user_id` IN ({SUBJECTS_3}) OR `referrer_id` IN ({SUBJECTS_3}))"
+ENTRY_CONDITION_3 = (
+    f"(readable_metrics.`user_id`.lower_bound IN ({SUBJECTS_3}) OR readable_metrics.`user_id`.upper_bound IN "
+    f"({SUBJECTS_3}) OR readable_metrics.`referrer_id`.lower_bound IN ({SUBJECTS_3}) OR "
+    f"readable_metrics.`referrer_id`.upper_bound IN ({SUBJECTS_3}))"
+)
 
 
 def run_iceberg_job(tmp_path: Path, fake: FakeIcebergSpark, pinned_refs="fail") -> tuple[dict, str]:
@@ -854,16 +944,22 @@ def test_the_iceberg_job_deletes_expires_the_snapshots_holding_rows_and_verifies
     result, text = run_iceberg_job(tmp_path, fake)
     assert result["status"] == "erased"
     assert (result["rows_deleted"], result["rows_deleted_by_subject"]) == (2, [2, 0, 1])
-    assert (result["commit"], result["files_rewritten"]) == ("5", 3)
-    assert result["expired_snapshots"] == ["2", "3", "4"]
-    assert fake.snapshots == [1, 5]
+    # The DELETE's snapshot 5 (DELETED entries with the removed files' bounds) is replaced by the
+    # manifest rewrite's 6 and expired with the snapshots holding rows.
+    assert (result["commit"], result["files_rewritten"]) == ("6", 3)
+    assert result["expired_snapshots"] == ["2", "3", "4", "5"]
+    assert fake.snapshots == [1, 6]
     assert (result["dropped_refs"], result["pinned_refs"]) == ([], [])
     assert result["verification"] == {
         "passed": True,
-        "checked": ["1", "5", "current"],
-        "rows_found": {"1": 0, "5": 0, "current": 0},
+        "checked": ["1", "6", "current", "manifest_entries"],
+        "rows_found": {"1": 0, "6": 0, "current": 0, "manifest_entries": 0},
         "cleaned": [],
     }
+    delete_at = fake.sql_run.index(f"DELETE FROM {T} WHERE {CONDITION_3}")
+    rewrite_at = next(n for n, s in enumerate(fake.sql_run) if "rewrite_manifests" in s)
+    expire_at = next(n for n, s in enumerate(fake.sql_run) if "expire_snapshots" in s)
+    assert delete_at < rewrite_at < expire_at
     spark_erasure.check_result(result, "clickstream", subjects=3)
     shown = capsys.readouterr().out
     assert f"gdpr_iceberg_delete: DELETE FROM {T} WHERE {SHOWN_CONDITION.replace('<2', '<3')}" in shown
@@ -906,7 +1002,7 @@ def test_pinned_refs_drop_drops_them_then_erases(tmp_path):
         ["audit-2024"],
         ["audit-2024"],
     )
-    assert result["expired_snapshots"] == ["2", "3", "4"] and result["verification"]["passed"]
+    assert result["expired_snapshots"] == ["2", "3", "4", "5"] and result["verification"]["passed"]
     spark_erasure.check_result(result, "clickstream", subjects=3)
 
 
@@ -920,7 +1016,14 @@ def test_a_rerun_finds_nothing_and_changes_nothing(tmp_path):
         [],
     )
     assert not any(s.startswith(("ALTER", "DELETE", "CALL")) for s in fake.sql_run)
-    assert result["verification"]["rows_found"] == {"1": 0, "2": 0, "3": 0, "4": 0, "current": 0}
+    assert result["verification"]["rows_found"] == {
+        "1": 0,
+        "2": 0,
+        "3": 0,
+        "4": 0,
+        "current": 0,
+        "manifest_entries": 0,
+    }
     spark_erasure.check_result(result, "clickstream", subjects=3)
 
 
@@ -931,7 +1034,31 @@ def test_old_snapshots_holding_rows_are_expired_even_when_the_table_has_none(tmp
     assert not any(s.startswith("DELETE") for s in fake.sql_run)
     assert (result["status"], result["rows_deleted"], result["commit"]) == ("erased", 0, None)
     assert result["expired_snapshots"] == ["2", "3"] and fake.snapshots == [1, 4]
-    assert result["verification"]["checked"] == ["1", "4", "current"]
+    assert result["verification"]["checked"] == ["1", "4", "current", "manifest_entries"]
+
+
+def test_a_rerun_after_a_delete_whose_manifests_were_not_rewritten_rewrites_them(tmp_path):
+    """A run that died between its DELETE (snapshot 4, no rows left) and the manifest rewrite: the rerun
+    finds the current manifests naming subjects, rewrites them and expires snapshot 4."""
+    fake = FakeIcebergSpark(holding={2: 3, 3: 2}, naming={4})
+    result, _ = run_iceberg_job(tmp_path, fake)
+    assert not any(s.startswith("DELETE") for s in fake.sql_run)
+    assert (result["status"], result["rows_deleted"], result["commit"]) == ("erased", 0, "5")
+    assert result["expired_snapshots"] == ["2", "3", "4"] and fake.snapshots == [1, 5]
+    assert result["verification"]["passed"]
+    spark_erasure.check_result(result, "clickstream", subjects=3)
+
+
+def test_manifests_iceberg_would_not_rewrite_fail_the_verification(tmp_path):
+    """rewrite_manifests is a no-op on one small manifest: the DELETE's DELETED entries stay, and the
+    run must not be called verified."""
+    fake = FakeIcebergSpark(rewrite_works=False)
+    result, _ = run_iceberg_job(tmp_path, fake)
+    assert result["commit"] == "5" and result["expired_snapshots"] == ["2", "3", "4"]
+    assert result["verification"]["passed"] is False
+    assert result["verification"]["rows_found"]["manifest_entries"] == 2
+    with pytest.raises(ValueError, match="verification failed: subject rows remain at"):
+        spark_erasure.check_result(result, "clickstream", subjects=3)
 
 
 def test_a_merge_on_read_table_is_refused_before_any_change(tmp_path, capsys):

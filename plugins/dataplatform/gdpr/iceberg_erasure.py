@@ -4,12 +4,15 @@
    a subject column can hold a subject are opened (one pass over the manifests); they are fetched whole,
    filtered and rewritten in parallel; files with no row of the subjects are left as they are. pyiceberg's
    own ``Table.delete`` does the same rewrite one file at a time and may commit twice; its planning binds
-   the id list again for every file.
-2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows is
-   expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
+   the id list again for every file. The commit's manifests name no subject (``iceberg_commit``: no
+   DELETED entry, no subject id as a bound); when the current snapshot holds no row but its manifests
+   still name a subject, that manifest rewrite is committed alone.
+2. ``purge_subject_history``: every older snapshot that still reaches a file with a subject's rows, or
+   a manifest naming a subject, is expired, whatever ``retain_last`` says; a tag or branch pinning one is handled by the dataset's
    ``pinned_refs`` policy (``fail``: nothing is changed and the refs are named; ``drop``: the ref goes in
    the same commit). The files the expiry unreferences are deleted for real, and so are their noncurrent
-   versions in a versioned bucket. The commit, the reachable-file walk and the delete are Iceberg
+   versions in a versioned bucket, and so are the previous metadata files that list an expired snapshot
+   (the log keeps their names). The commit, the reachable-file walk and the delete are Iceberg
    maintenance's (``dataplatform.iceberg``); the list of files to delete is saved before the commit's
    files are touched, and a run that dies in between finishes it on its next run.
 3. ``verify_erasure``: pyiceberg scans (not this module's scanner) of every snapshot left in the metadata
@@ -40,14 +43,15 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, In, Or
 from pyiceberg.io import FileIO, InputFile
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestEntryStatus, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.types import IntegerType, LongType, PrimitiveType, StringType
 
+from dataplatform.gdpr.iceberg_commit import commit_erasure, names_subject, subject_partition_positions
 from dataplatform.iceberg import objects, snapshots
-from dataplatform.iceberg.files import FileIndex, reachable_files
+from dataplatform.iceberg.files import METADATA, FileIndex, previous_metadata_listing, reachable_files
 from dataplatform.iceberg.maintenance import expiry_commit, unreferenced_between
 from dataplatform.iceberg.state import TableState, load_state, save_state
 
@@ -210,42 +214,64 @@ class _OneFileIO(FileIO):
 
 
 class SubjectScanner:
-    """Finds the data files that hold subject rows, reading each candidate file at most once."""
+    """Finds the data files that hold subject rows, reading each candidate file at most once, and the
+    snapshots whose manifests still name a subject (in a bound or a partition value, any entry status)."""
 
     def __init__(self, table: Table, subject_filter: SubjectFilter, workers: int = 8):
         self.table = table
         self.filter = subject_filter
         self.workers = workers
         self._matches: dict[str, int] = {}
-        self._manifest_files: dict[str, list[DataFile]] = {}
+        self._manifests_of: dict[int, list[ManifestFile]] = {}
+        self._entries: dict[str, list[ManifestEntry]] = {}
+        self._naming: dict[str, bool] = {}
         self.files_read = 0
+
+    def manifests(self, snapshot_id: int | None = None) -> list[ManifestFile]:
+        """Every manifest of the snapshot (default: current), each read once per scanner (manifests are
+        immutable and shared by snapshots)."""
+        table = self.table
+        snapshot = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
+        if snapshot is None:
+            return []
+        if snapshot.snapshot_id not in self._manifests_of:
+            self._manifests_of[snapshot.snapshot_id] = list(snapshot.manifests(table.io))
+        manifests = self._manifests_of[snapshot.snapshot_id]
+        unread = [m for m in manifests if m.manifest_path not in self._entries]
+        positions = subject_partition_positions(table.metadata, self.filter)
+        with ThreadPoolExecutor(self.workers) as pool:
+            for manifest, entries in zip(unread, pool.map(self._read_entries, unread), strict=True):
+                self._entries[manifest.manifest_path] = entries
+                self._naming[manifest.manifest_path] = any(
+                    names_subject(self.filter, positions, entry.data_file) for entry in entries
+                )
+        return manifests
+
+    def entries(self, manifest: ManifestFile) -> list[ManifestEntry]:
+        """Every entry of the manifest, DELETED ones included."""
+        if manifest.manifest_path not in self._entries:
+            self._entries[manifest.manifest_path] = self._read_entries(manifest)
+        return self._entries[manifest.manifest_path]
 
     def candidates(self, snapshot_id: int | None = None) -> list[FileScanTask]:
         """Live data files of the snapshot (default: current) whose column bounds may hold a subject.
 
         pyiceberg's scan planning would find the same files, but it builds a metrics evaluator for every
-        file and binds the whole id list again each time; here each manifest is read once per scanner
-        (manifests are immutable and shared by snapshots) and bounds are compared with the sorted ids."""
-        table = self.table
-        snapshot = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
-        if snapshot is None:
-            return []
-        manifests = [m for m in snapshot.manifests(self.table.io) if m.content == ManifestContent.DATA]
-        unread = [m for m in manifests if m.manifest_path not in self._manifest_files]
-        with ThreadPoolExecutor(self.workers) as pool:
-            for manifest, files in zip(unread, pool.map(self._live_files, unread), strict=True):
-                self._manifest_files[manifest.manifest_path] = files
+        file and binds the whole id list again each time; here bounds are compared with the sorted ids."""
         return [
-            FileScanTask(data_file)
-            for manifest in manifests
-            for data_file in self._manifest_files[manifest.manifest_path]
-            if self.filter.may_hold(data_file)
+            FileScanTask(entry.data_file)
+            for manifest in self.manifests(snapshot_id)
+            if manifest.content == ManifestContent.DATA
+            for entry in self._entries[manifest.manifest_path]
+            if entry.status != ManifestEntryStatus.DELETED and self.filter.may_hold(entry.data_file)
         ]
 
-    def _live_files(self, manifest: ManifestFile) -> list[DataFile]:
-        return [
-            entry.data_file for entry in manifest.fetch_manifest_entry(self.table.io, discard_deleted=True)
-        ]
+    def names_subjects(self, snapshot_id: int | None = None) -> bool:
+        """Whether a manifest of the snapshot carries a subject id in an entry's bounds or partition."""
+        return any(self._naming[m.manifest_path] for m in self.manifests(snapshot_id))
+
+    def _read_entries(self, manifest: ManifestFile) -> list[ManifestEntry]:
+        return manifest.fetch_manifest_entry(self.table.io, discard_deleted=False)
 
     def read(self, data_file: DataFile) -> pa.Table:
         """Every row the file holds, in the table's current schema (positional or equality deletes are not
@@ -327,7 +353,7 @@ def delete_subject_rows(
             removed_files=sorted(r.original.file_path for r in rewrites),
             conflicts_retried=conflicts,
         )
-        if not rewrites:
+        if not rewrites and not scanner.names_subjects():
             log.info(
                 "%s: no row of the %d subjects in %d candidate files",
                 _name(table),
@@ -336,7 +362,7 @@ def delete_subject_rows(
             )
             return result
         try:
-            result.snapshot_id = commit_rewrites(table, rewrites, snapshot_properties or {})
+            result.snapshot_id = commit_rewrites(table, rewrites, snapshot_properties or {}, scanner)
         except CommitFailedException as exc:
             conflicts += 1
             log.warning("%s: delete commit lost a race (%s); redoing it on fresh metadata", _name(table), exc)
@@ -398,19 +424,21 @@ def rewrite_files(table: Table, scanner: SubjectScanner, tasks: Sequence[FileSca
         return [r for r in pool.map(rewrite, tasks) if r is not None]
 
 
-def commit_rewrites(table: Table, rewrites: Sequence[FileRewrite], properties: dict[str, str]) -> int:
-    """One overwrite snapshot: the originals out, their replacements in. pyiceberg asserts that main has
-    not moved since the table was loaded, so a concurrent writer makes this fail instead of being lost."""
-    with table.transaction() as transaction:
-        update = transaction.update_snapshot(snapshot_properties={ERASURE_PROPERTY: "true", **properties})
-        with update.overwrite() as overwrite:
-            for rewrite in rewrites:
-                overwrite.delete_data_file(rewrite.original)
-                for replacement in rewrite.replacements:
-                    overwrite.append_data_file(replacement)
-    snapshot = table.refresh().current_snapshot()
-    assert snapshot is not None
-    return snapshot.snapshot_id
+def commit_rewrites(
+    table: Table, rewrites: Sequence[FileRewrite], properties: dict[str, str], scanner: SubjectScanner
+) -> int:
+    """One overwrite snapshot: the originals out, their replacements in, and no manifest entry left that
+    names a subject (``iceberg_commit``); with no rewrite, it only cleans the manifests. pyiceberg
+    asserts that main has not moved since the table was loaded, so a concurrent writer makes this fail
+    instead of being lost."""
+    return commit_erasure(
+        table,
+        [rewrite.original for rewrite in rewrites],
+        [replacement for rewrite in rewrites for replacement in rewrite.replacements],
+        scanner.filter,
+        scanner.entries,
+        {ERASURE_PROPERTY: "true", **properties},
+    )
 
 
 # -- 2. purge -------------------------------------------------------------------------------------------
@@ -430,13 +458,14 @@ class PurgeResult:
 
 
 def tainted_snapshots(table: Table, scanner: SubjectScanner) -> dict[int, int]:
-    """Snapshots that reach a data file holding subject rows -> how many such files."""
+    """Snapshots that reach a data file holding subject rows, or a manifest naming a subject (a DELETED
+    entry's bounds, say) -> how many such data files."""
     tainted: dict[int, int] = {}
     for snapshot in table.metadata.snapshots:
         tasks = scanner.candidates(snapshot.snapshot_id)
         matches = scanner.matching_rows(tasks)
         holding = sum(1 for task in tasks if matches[task.file.file_path])
-        if holding:
+        if holding or scanner.names_subjects(snapshot.snapshot_id):
             tainted[snapshot.snapshot_id] = holding
     return tainted
 
@@ -480,7 +509,10 @@ def purge_subject_history(
             return result
         current = table.current_snapshot()
         if current is not None and current.snapshot_id in tainted:
-            raise ErasureError(f"{_name(table)}: the current snapshot still holds rows of the subjects")
+            raise ErasureError(
+                f"{_name(table)}: the current snapshot still holds rows of the subjects or names them in "
+                "its manifests"
+            )
         pinned = pinning_refs(table, tainted)
         if pinned and pinned_refs == "fail":
             raise PinnedRefsError(_name(table), pinned)
@@ -500,7 +532,10 @@ def purge_subject_history(
             table = table.refresh()
             continue
         after = reachable_files(index, response.metadata, response.metadata_location)
-        unreferenced = sorted(unreferenced_between(before, after, protected=set()))
+        # Previous metadata files that list an expired snapshot lead to its (deleted) manifests and data
+        # files: they go too. The metadata log keeps their names, as it does for any file it outlived.
+        superseded = previous_metadata_listing(table.io, response.metadata, set(plan.expire_ids))
+        unreferenced = sorted(set(unreferenced_between(before, after, protected=set())) | set(superseded))
         # Saved before any delete: a worker that dies now leaves the list for the next run to finish.
         state.pending = {"action": "delete", "files": unreferenced}
         save_state(s3, state_uri, state)
@@ -538,7 +573,9 @@ def finish_pending_deletes(table: Table, s3: Any, state_uri: str, state: TableSt
 def delete_unreferenced(table: Table, s3: Any, uris: Sequence[str]) -> tuple[int, int]:
     """Delete ``uris`` unless freshly loaded metadata reaches them again, then every noncurrent version
     of them (a versioned bucket keeps the bytes of a deleted object otherwise)."""
-    referenced = reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
+    reachable = reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
+    # A previous metadata file is only named by the log; the current one is never deleted.
+    referenced = {path for path, ref in reachable.items() if ref.kind != METADATA} | {table.metadata_location}
     targets = [uri for uri in uris if uri not in referenced]
     if len(targets) < len(uris):
         log.warning(

@@ -7,16 +7,20 @@ after it come from the same reads, and the difference is what became unreference
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFileContent, ManifestFile
+from pyiceberg.serializers import Compressor
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
 METADATA, MANIFEST_LIST, MANIFEST, DATA, DELETE = "metadata", "manifest_list", "manifest", "data", "delete"
+# Puffin statistics and partition-statistics files, registered per snapshot in the metadata.
+STATISTICS = "statistics"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,16 @@ def metadata_files(metadata: TableMetadata, metadata_location: str) -> dict[str,
     return {path: FileRef(path, METADATA) for path in paths}
 
 
+def statistics_files(metadata: TableMetadata, snapshot_ids: set[int] | None = None) -> dict[str, FileRef]:
+    """The statistics and partition-statistics files registered for ``snapshot_ids`` (default: all)."""
+    registered = [*metadata.statistics, *metadata.partition_statistics]
+    return {
+        stats.statistics_path: FileRef(stats.statistics_path, STATISTICS, stats.file_size_in_bytes)
+        for stats in registered
+        if snapshot_ids is None or stats.snapshot_id in snapshot_ids
+    }
+
+
 def reachable_files(
     index: FileIndex,
     metadata: TableMetadata,
@@ -88,4 +102,29 @@ def reachable_files(
     """Every file the metadata reaches through ``snapshot_ids`` (default: all its snapshots)."""
     wanted = None if snapshot_ids is None else set(snapshot_ids)
     snapshots = [s for s in metadata.snapshots if wanted is None or s.snapshot_id in wanted]
-    return {**index.files_of(snapshots), **metadata_files(metadata, metadata_location)}
+    return {
+        **index.files_of(snapshots),
+        **statistics_files(metadata, wanted),
+        **metadata_files(metadata, metadata_location),
+    }
+
+
+def previous_metadata_listing(io: FileIO, metadata: TableMetadata, snapshot_ids: set[int]) -> list[str]:
+    """The previous metadata files in ``metadata``'s log that list any of ``snapshot_ids`` (read in
+    parallel; a file already gone lists nothing)."""
+
+    def lists_any(path: str) -> bool:
+        try:
+            with io.new_input(path).open(seekable=False) as stream:
+                # ``.gz.metadata.json`` with write.metadata.compression-codec=gzip.
+                content = Compressor.get_compressor(path).stream_decompressor(stream).read()
+        except FileNotFoundError:
+            return False
+        listed = json.loads(content).get("snapshots", [])
+        return any(snapshot["snapshot-id"] in snapshot_ids for snapshot in listed)
+
+    paths = [entry.metadata_file for entry in metadata.metadata_log]
+    if not snapshot_ids or not paths:
+        return []
+    with ThreadPoolExecutor(16) as pool:
+        return [path for path, hit in zip(paths, pool.map(lists_any, paths), strict=True) if hit]

@@ -28,6 +28,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.update import (
     AssertRefSnapshotId,
     AssertTableUUID,
+    RemovePartitionStatisticsUpdate,
     RemoveSnapshotRefUpdate,
     RemoveSnapshotsUpdate,
 )
@@ -292,6 +293,14 @@ def expiry_commit(table: Table, plan: snapshots.ExpiryPlan) -> tuple[tuple, tupl
         *(AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in metadata.refs.items()),
     )
     updates: tuple = tuple(RemoveSnapshotRefUpdate(ref_name=name) for name in plan.remove_refs)
+    # pyiceberg drops an expired snapshot's statistics file from the metadata, not its partition
+    # statistics file: without this the metadata would keep pointing at it.
+    expired = set(plan.expire_ids)
+    updates += tuple(
+        RemovePartitionStatisticsUpdate(snapshot_id=stats.snapshot_id)
+        for stats in metadata.partition_statistics
+        if stats.snapshot_id in expired
+    )
     if plan.expire_ids:
         updates += (RemoveSnapshotsUpdate(snapshot_ids=plan.expire_ids),)
     return requirements, updates
