@@ -13,8 +13,8 @@ from dataplatform.config import settings
 from dataplatform.devstack.seed import GDPR_DEMO, seed_gdpr
 from dataplatform.gdpr import audit, requests
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
-from dataplatform.iceberg.objects import split_uri
 from dataplatform.reports import report_key
+from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
 
 pytestmark = pytest.mark.integration
