@@ -261,9 +261,11 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
         "started_at": outcome.started_at,
         "finished_at": finished,
     }
+    copies = outcome.details.get("unreachable_files_deleted")
     report["summary"] = (
         f"{key}: {outcome.outcome} for {len(claimed)} requests, {report['rows_deleted']} rows deleted, "
         f"{outcome.files_rewritten or 0} files rewritten, {len(outcome.expired_snapshots)} snapshots expired"
+        + (f", {len(copies)} copies the metadata no longer reached deleted" if copies else "")
         + (f" ({outcome.reason})" if outcome.reason else "")
     )
     log.info("%s", report["summary"])
