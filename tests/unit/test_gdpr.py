@@ -220,3 +220,23 @@ def test_subject_columns_are_found_by_field_id_when_the_file_has_field_ids():
 
     # The column was renamed since the file was written: the id, not the name, says which it is.
     assert subject_columns_in(renamed, subjects) == {"customer_id": "old_customer"}
+
+
+def test_an_audit_record_of_a_large_sweep_stays_under_dynamodbs_item_limit():
+    import json
+
+    from dataplatform.gdpr.audit import AuditRecord
+    from dataplatform.gdpr.erasure import AUDIT_LIST_LIMIT, audit_details
+
+    uris = [
+        f"s3://lake/warehouse/db/table/data/part={n:05d}/00000-{n}-{'a' * 36}.parquet" for n in range(5000)
+    ]
+    details = audit_details({"unreachable_files_deleted": uris, "files_deleted": 3})
+    record = AuditRecord(
+        "r-1", "hmac", "d", "run", 1, "verified", 1, 1, "1", [], [], {}, "t0", "t1", None, details
+    )
+
+    assert details["unreachable_files_deleted"] == uris[:AUDIT_LIST_LIMIT]
+    assert details["unreachable_files_deleted_count"] == 5000 and details["files_deleted"] == 3
+    assert len(json.dumps(record.item())) < 400_000
+    assert audit_details({"unreachable_files_deleted": uris[:3]})["unreachable_files_deleted"] == uris[:3]

@@ -194,6 +194,23 @@ def verification_failure(verification: Verification) -> str:
     return "verification: " + "; ".join(parts)
 
 
+# A DynamoDB item holds at most 400 KB: an audit record names this many deleted copies (about 120 KB of
+# URIs), and the count; the run's report in S3 names them all.
+AUDIT_LIST_LIMIT = 1000
+
+
+def audit_details(details: dict[str, Any]) -> dict[str, Any]:
+    listed = details.get("unreachable_files_deleted") or []
+    if len(listed) <= AUDIT_LIST_LIMIT:
+        return details
+    return {
+        **details,
+        "unreachable_files_deleted": listed[:AUDIT_LIST_LIMIT],
+        "unreachable_files_deleted_count": len(listed),
+        "unreachable_files_deleted_complete_list": "the dataset's run report (reports_uri)",
+    }
+
+
 # -- recording ------------------------------------------------------------------------------------------
 
 
@@ -235,7 +252,7 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
             started_at=outcome.started_at,
             finished_at=finished,
             reason=outcome.reason,
-            details=outcome.details,
+            details=audit_details(outcome.details),
         )
         audit.append(ctx.dynamodb, ctx.settings.audit_table, record)
         per_request.append(
