@@ -18,8 +18,8 @@ the key range. The contenders, each on its own table:
 
 Each contender is timed from the loaded table to its commit. After each, the table must hold the
 original rows minus the subjects' rows and a scan filtered on the subjects must return none; the
-erasure's ``rows_deleted`` must equal the rows the baseline removed. ``purge_subject_history`` and
-``verify_erasure`` are timed after the comparison (not part of it).
+erasure's ``rows_deleted`` must equal the rows the baseline removed. ``purge_subject_history``, the
+sweep of unreachable copies and the independent verification are timed after the comparison.
 
 The moto server runs on the same cores as the contenders and does real work per request, so ``cpu``
 reports, per contender, this process's CPU seconds, the moto process's and moto's requests by method;
@@ -30,7 +30,10 @@ non-zero when a target or a check is missed.
         [--erase 50] [--commits 4] [--workers 8] [--seed 5]
 
 Targets (issue #5): the erasure rewrites only the files holding the subjects (<= 5% of the data files)
-and is >= 10x faster than the full rewrite.
+and is >= 10x faster than the full rewrite. Issue 12: the independent verification, which looks at every
+object version under the table location (``verify_objects_read`` >= the data files; footers first, the
+subject column only where the statistics leave room), takes at most 3x the erasure's time
+(``verify_seconds`` <= 3 x ``erasure_seconds``).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ from pyiceberg.transforms import IdentityTransform  # noqa: E402
 from pyiceberg.types import DoubleType, NestedField, StringType, TimestamptzType  # noqa: E402
 
 from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
-from dataplatform.gdpr import iceberg_erasure  # noqa: E402
+from dataplatform.gdpr import iceberg_erasure, unreachable, verify  # noqa: E402
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog  # noqa: E402
 
 REGION = "us-east-1"
@@ -82,6 +85,7 @@ SUBJECT_COLUMN = "subject_id"
 TABLES = {"erasure": "events_erasure", "full_rewrite": "events_full_rewrite", "pyiceberg": "events_pyiceberg"}
 MAX_FILES_SHARE = 0.05
 MIN_SPEEDUP = 10.0
+MAX_VERIFY_FACTOR = 3.0
 
 SCHEMA = Schema(
     NestedField(1, "subject_id", StringType(), required=False),
@@ -402,7 +406,10 @@ def full_rewrite(table, ids: list[str]) -> dict:
 
 def time_purge_and_verify(module, catalog, s3, ids: list[str], workers: int) -> dict:
     """After the erasure: expire the snapshots that still reach the subjects' rows and delete their files
-    (``purge_subject_history``), then ``verify_erasure``. Not part of the comparison."""
+    (``purge_subject_history``), sweep the copies the metadata no longer reaches
+    (``unreachable.purge_unreachable_copies``), then the independent verification
+    (``verify.verify_iceberg_table``: every object version under the location read from S3). Not part of
+    the comparison; verification has its own target against the erasure's time."""
     log("purge_subject_history on the erased table ...")
     table = catalog.load_table(f"{DATABASE}.{TABLES['erasure']}")
     subject_filter = module.SubjectFilter.build(table.schema(), [SUBJECT_COLUMN], ids)
@@ -415,20 +422,34 @@ def time_purge_and_verify(module, catalog, s3, ids: list[str], workers: int) -> 
         f"  expired {len(purge.expired_snapshots)} of {purge.snapshots_before} snapshots, deleted "
         f"{purge.files_deleted} files in {purge_seconds:.2f}s"
     )
-    log("verify_erasure ...")
+    log("purge_unreachable_copies ...")
     table = catalog.load_table(f"{DATABASE}.{TABLES['erasure']}")
     started = time.perf_counter()
-    verification = module.verify_erasure(table, subject_filter, purge.deleted_files, s3)
+    copies = unreachable.purge_unreachable_copies(table, catalog, s3, subject_filter, workers)
+    sweep_seconds = time.perf_counter() - started
+    log(f"  {copies.candidates} candidates, {len(copies.deleted)} deleted in {sweep_seconds:.2f}s")
+    log("verify_iceberg_table ...")
+    started = time.perf_counter()
+    verification = verify.verify_iceberg_table(table, s3, subject_filter, workers)
     verify_seconds = time.perf_counter() - started
-    log(f"  {'passed' if verification.passed else 'FAILED'} in {verify_seconds:.2f}s")
+    log(
+        f"  {'passed' if verification.passed else 'FAILED'} in {verify_seconds:.2f}s: "
+        f"{verification.objects_read} objects, {verification.bytes_read} bytes read"
+    )
     return {
         "purge_seconds": round(purge_seconds, 2),
         "purge_snapshots_before": purge.snapshots_before,
         "purge_expired_snapshots": len(purge.expired_snapshots),
         "purge_files_deleted": purge.files_deleted,
         "purge_files_read": scanner.files_read,
+        "unreachable_sweep_seconds": round(sweep_seconds, 2),
+        "unreachable_candidates": copies.candidates,
+        "unreachable_files_deleted": len(copies.deleted),
         "verify_seconds": round(verify_seconds, 2),
-        "verify_snapshots_checked": len(verification.rows_by_snapshot),
+        "verify_versions_listed": verification.versions_listed,
+        "verify_objects_read": verification.objects_read,
+        "verify_bytes_read": verification.bytes_read,
+        "verify_checked": verification.checked,
         "verify_passed": verification.passed,
     }
 
@@ -585,6 +606,7 @@ def main() -> int:
     result["targets_met"] = {
         "files_rewritten_le_5pct": bool(out) and out.files_rewritten <= MAX_FILES_SHARE * out.data_files,
         "speedup_ge_10x": bool(erasure) and full["seconds"] / erasure["seconds"] >= MIN_SPEEDUP,
+        "verify_le_3x_erasure": extras["verify_seconds"] <= MAX_VERIFY_FACTOR * erasure["seconds"],
     }
     checks = {
         "data_files": full["files_before"] == reference["files_before"] == args.files,
@@ -604,6 +626,8 @@ def main() -> int:
         }
     if "verify_passed" in extras:
         checks["erasure_verified_after_purge"] = extras["verify_passed"]
+        # Every object under the location is looked at: at least every data file.
+        checks["verify_read_every_data_file"] = extras["verify_objects_read"] >= out.data_files
     result["checks"] = checks
     for name, met in {**result["targets_met"], **checks}.items():
         if not met:

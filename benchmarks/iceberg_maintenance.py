@@ -65,9 +65,9 @@ from botocore.config import Config  # noqa: E402
 
 from dataplatform.config import IcebergTablePolicy  # noqa: E402
 from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
-from dataplatform.iceberg import objects  # noqa: E402
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog  # noqa: E402
 from dataplatform.iceberg.maintenance import MaintenanceContext, RunClock, maintain_table  # noqa: E402
+from dataplatform.s3 import objects  # noqa: E402
 
 REGION = "us-east-1"
 BUCKET = "bench-iceberg"

@@ -28,9 +28,14 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
    or names them in its manifests, whatever retain_last says (a tag or branch pinning one:
    `pinned_refs: fail` stops the dataset and names the refs, `drop` removes them); deletes the files the
    expiry unreferences (statistics files included), the previous metadata files that list an expired
-   snapshot, and their noncurrent versions; verifies that no snapshot left (current, tags,
-   branches) holds a row of theirs and no deleted file is left; writes each request's progress and an
-   audit record (DynamoDB `gdpr_audit`, append-only).
+   snapshot, and their noncurrent versions; deletes every copy under the table location that no
+   metadata reaches (files maintenance kept with the delete tag, orphans of failed writers, noncurrent
+   versions) and holds their rows, listing them in the audit; verifies from S3 itself: every object
+   version under the location is read (data files for their rows, manifests for their ids in column
+   bounds, metadata and statistics files for the ids), and the report says how many objects and bytes
+   that read; writes each request's progress and an audit record (DynamoDB `gdpr_audit`, append-only).
+   An archive table registered from the dataset (`iceberg_archive_register`) that is not itself a
+   configured dataset stops the dataset before any change.
 4. **erase_<dataset>** (a task group per `engine: spark` dataset): `plan` writes the job spec (it holds
    the subject ids) under `gdpr.work_uri`; the Spark job runs, Hudi datasets on their own transient EMR
    cluster (instance fleets, Spot task nodes, auto-termination; `terminate_cluster` is a teardown, so the
@@ -38,8 +43,10 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
    commit, inline compaction for merge-on-read, the metadata table compacted; Iceberg `DELETE FROM`,
    `rewrite_manifests` and `expire_snapshots` of every snapshot that held the rows and the DELETE's. Each
    job verifies every retained commit or snapshot (Hudi: and the metadata table's column stats and record
-   index; Iceberg: every remaining manifest entry's bounds) and writes its counts; `record` checks them, deletes noncurrent versions under the table location in a versioned
-   bucket, records progress and audit as above, and deletes the spec.
+   index; Iceberg: every remaining manifest entry's bounds) and writes its counts; `record` checks them,
+   deletes noncurrent versions under the table location in a versioned bucket, sweeps the copies the
+   metadata no longer reaches (Iceberg) and verifies every object version under the location itself,
+   records progress and audit as above, and deletes the spec.
 5. **finish_requests**: a request is COMPLETED when every dataset verified it; otherwise FAILED with the
    reasons, and later runs claim it again. The task fails (the run shows red) when any request failed.
 

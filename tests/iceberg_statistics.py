@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyiceberg.table.statistics import BlobMetadata, PartitionStatisticsFile, StatisticsFile
 from pyiceberg.table.update import SetPartitionStatisticsUpdate, SetStatisticsUpdate
 
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3.objects import split_uri
 
 
 def register_statistics(s3, table, snapshot_id: int, body: bytes) -> tuple[str, str]:

@@ -13,8 +13,8 @@ from dataplatform import aws as aws_clients
 from dataplatform.config import settings
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.dynamodb import from_item
-from dataplatform.iceberg.objects import split_uri
 from dataplatform.pricing.sample import DEMO_LAUNCHES, seed_launches
+from dataplatform.s3.objects import split_uri
 from tests.e2e.airflow_api import (
     dag_runs,
     describe_run,

@@ -15,7 +15,7 @@ from dataplatform.devstack.seed import GDPR_DEMO, seed_gdpr
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.gdpr import requests
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3.objects import split_uri
 from tests.e2e.airflow_api import (
     describe_run,
     standalone_airflow,

@@ -12,7 +12,7 @@ from dataplatform.devstack.seed import seed_iceberg
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
-from dataplatform.iceberg.objects import list_objects, split_uri
+from dataplatform.s3.objects import list_objects, split_uri
 from tests.e2e.airflow_api import (
     describe_run,
     standalone_airflow,

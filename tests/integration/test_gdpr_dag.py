@@ -5,16 +5,18 @@ Python: an oracle that shares no code with the erasure."""
 
 from __future__ import annotations
 
+import io
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from dataplatform.config import settings
-from dataplatform.devstack.seed import GDPR_DEMO, seed_gdpr
+from dataplatform.devstack.seed import GDPR_DEMO, GDPR_DEMO_SOFT_DELETED, seed_gdpr
 from dataplatform.gdpr import audit, requests
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
-from dataplatform.iceberg.objects import split_uri
 from dataplatform.reports import report_key
+from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
 
 pytestmark = pytest.mark.integration
@@ -46,6 +48,18 @@ def holds_subject(key: str, row: dict, subjects: list[str]) -> bool:
     return any(row[column] in subjects for column in columns)
 
 
+def parquet_rows_of_subjects(lake, key: str, location: str) -> int:
+    bucket, prefix = split_uri(location.rstrip("/") + "/")
+    pages = lake.s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+    rows = 0
+    for version in (v for page in pages for v in page.get("Versions", [])):
+        if version["Key"].endswith(".parquet"):
+            body = lake.s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+            data = pq.read_table(io.BytesIO(body["Body"].read())).to_pylist()
+            rows += sum(holds_subject(key, row, ERASE) for row in data)
+    return rows
+
+
 def report(lake, run_id: str, name: str) -> dict:
     bucket, prefix = split_uri(settings().reports_uri)
     key = prefix + report_key(DAG_ID, run_id, name)
@@ -69,6 +83,11 @@ def test_erasure_removes_exactly_the_subjects_rows_from_every_snapshot(lake):
         got = report(lake, run.run_id, key)
         assert got["outcome"] == "verified"
         assert got["rows_deleted"] == len(before[key]) - len(expected)
+        # Every Parquet version under the location, reached or not, read here: none holds the subjects.
+        assert parquet_rows_of_subjects(lake, key, table.location()) == 0
+    # Maintenance soft-deleted customer_profiles' history (unreferenced.action tag): the erasure found the
+    # tagged files no metadata reaches and deleted those holding the subjects' rows.
+    assert report(lake, run.run_id, GDPR_DEMO_SOFT_DELETED)["details"]["unreachable_files_deleted"]
     dynamodb = lake.dynamodb
     done = requests.requests_by_status(dynamodb, config.requests_table, requests.COMPLETED)
     assert sorted(r.subject_id for r in done) == sorted(ERASE)

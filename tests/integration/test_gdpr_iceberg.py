@@ -3,6 +3,7 @@ when things go wrong. The DAG-level tests (tests/integration/test_gdpr_dag.py) c
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -12,9 +13,9 @@ from dataplatform.config import GdprSettings
 from dataplatform.gdpr import audit, iceberg_erasure, requests, sample
 from dataplatform.gdpr.erasure import ErasureContext, erase_iceberg_dataset
 from dataplatform.gdpr.iceberg_erasure import ErasureError, SubjectFilter, delete_subject_rows
-from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
-from dataplatform.iceberg.objects import existing_versions
 from dataplatform.iceberg.state import load_state, state_uri_for
+from dataplatform.s3.objects import existing_versions
+from tests.gdpr_helpers import pii_lake
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +39,7 @@ CONFIG = GdprSettings.model_validate(
 
 @pytest.fixture
 def lake(aws):
-    aws.s3.create_bucket(Bucket=BUCKET)
-    aws.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
-    aws.dynamodb = aws.client("dynamodb")
-    requests.create_requests_table(aws.dynamodb, CONFIG.requests_table)
-    audit.create_audit_table(aws.dynamodb, CONFIG.audit_table)
+    pii_lake(aws, BUCKET, CONFIG.requests_table, CONFIG.audit_table)
     aws.table = sample.write_payments(aws.catalog, "db.payments", f"s3://{BUCKET}/db/payments")
     return aws
 
@@ -224,6 +220,17 @@ def hudi_result(**changes) -> dict:
     return {**result, **changes}
 
 
+def log_file(users: list[str]) -> bytes:
+    """A Parquet base file of the Hudi table with rows of ``users``."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"log_id": list(range(len(users))), "user_id": users}), sink)
+    return sink.getvalue()
+
+
 @pytest.mark.parametrize(
     "result, outcome, reason",
     [
@@ -238,9 +245,9 @@ def test_a_spark_jobs_result_becomes_each_requests_outcome(lake, result, outcome
 
     s3 = lake.s3
     # A file the Hudi cleaner deleted: its bytes live on as a noncurrent version until the record step.
-    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/old.parquet", Body=b"rows of the subjects")
+    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/old.parquet", Body=log_file(SUBJECTS))
     s3.delete_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/old.parquet")
-    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/live.parquet", Body=b"other rows")
+    s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/live.parquet", Body=log_file(["cust-000001"]))
     result_uri = f"s3://{BUCKET}/_gdpr/app_logs/run-1/result.json"
     storage = Storage(s3)
     if result is not None:
@@ -264,3 +271,23 @@ def test_a_spark_jobs_result_becomes_each_requests_outcome(lake, result, outcome
         assert keys == ["hudi/app_logs/2024-03-01/live.parquet"]
     else:
         assert "hudi/app_logs/2024-03-01/old.parquet" in keys
+
+
+def test_the_spark_record_step_checks_the_hudi_location_itself(lake):
+    """The job's result says verified, yet a base file under the Hudi location still holds a subject's
+    rows: the record step's own check of every object version fails the dataset, naming the file."""
+    from dataplatform.gdpr.erasure import spark_outcome
+    from spark_jobs.common.storage import Storage
+
+    lake.s3.put_object(Bucket=BUCKET, Key="hudi/app_logs/2024-03-01/slice-1.parquet", Body=log_file(SUBJECTS))
+    result_uri = f"s3://{BUCKET}/_gdpr/app_logs/run-1/result.json"
+    Storage(lake.s3).write_json(result_uri, hudi_result())
+    ctx = ErasureContext(HUDI_CONFIG, lake.dynamodb, lake.s3, b"test-key", "run-1")
+    claimed = [requests.Request(f"t-{n}", s, "x", "y", requests.IN_PROGRESS) for n, s in enumerate(SUBJECTS)]
+
+    got = spark_outcome(ctx, "app_logs", claimed, Storage(lake.s3), result_uri)
+
+    assert got.outcome == "failed" and "slice-1.parquet" in got.reason
+    assert list(got.verification["holding_subjects"].values()) == [2]
+    assert got.verification["job"]["passed"]
+    assert not any(s in json.dumps(got.verification) + got.reason for s in SUBJECTS)

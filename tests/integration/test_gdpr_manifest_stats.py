@@ -25,7 +25,7 @@ from dataplatform.config import GdprSettings
 from dataplatform.gdpr import audit, requests, sample
 from dataplatform.gdpr.erasure import ErasureContext, erase_iceberg_dataset
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3.objects import split_uri
 from tests.iceberg_statistics import register_statistics
 
 pytestmark = pytest.mark.integration

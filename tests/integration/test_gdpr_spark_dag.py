@@ -14,7 +14,7 @@ import yaml
 
 from dataplatform.config import CONFIG_DIR, settings
 from dataplatform.gdpr import audit, requests
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
 
 pytestmark = pytest.mark.integration

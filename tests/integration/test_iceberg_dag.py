@@ -12,8 +12,8 @@ from dataplatform.config import settings
 from dataplatform.devstack.seed import seed_iceberg
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
-from dataplatform.iceberg.objects import list_objects, split_uri
 from dataplatform.reports import report_key
+from dataplatform.s3.objects import list_objects, split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
 
 pytestmark = pytest.mark.integration

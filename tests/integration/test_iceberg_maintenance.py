@@ -12,9 +12,9 @@ from dataplatform.iceberg import snapshots
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
 from dataplatform.iceberg.maintenance import MaintenanceContext, MaintenanceError, RunClock, maintain_table
-from dataplatform.iceberg.objects import list_objects, split_uri
 from dataplatform.iceberg.sample import append_rows, write_sample_table
 from dataplatform.iceberg.state import load_state, state_uri_for
+from dataplatform.s3.objects import list_objects, split_uri
 
 pytestmark = pytest.mark.integration
 
@@ -321,7 +321,7 @@ def _lifecycle(s3) -> dict:
 
 
 def test_a_run_killed_after_the_expiry_commit_is_finished_by_the_next_run(lake, monkeypatch):
-    from dataplatform.iceberg import objects
+    from dataplatform.s3 import objects
 
     write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
     real_delete = objects.delete_objects

@@ -11,8 +11,8 @@ import pytest
 from dataplatform.config import IcebergTablePolicy
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.maintenance import MaintenanceContext, RunClock, maintain_table
-from dataplatform.iceberg.objects import list_objects
 from dataplatform.iceberg.sample import write_sample_table
+from dataplatform.s3.objects import list_objects
 from tests.iceberg_statistics import register_statistics
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import pytest
 
 from dataplatform.config import REPO_ROOT, settings
 from dataplatform.dynamodb import from_item
-from dataplatform.iceberg.objects import split_uri
 from dataplatform.pricing import launches
 from dataplatform.pricing.pricer import Pricer
 from dataplatform.pricing.sample import DEMO_LAUNCHES, GP2, DemoInstance, DemoLaunch, seed_launches
+from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
 from tests.moto_helpers import AtomicWrites
 

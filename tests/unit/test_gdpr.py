@@ -159,3 +159,84 @@ def test_a_file_is_read_only_when_its_bounds_leave_room_for_a_subject():
     assert SubjectFilter.build(SCHEMA, ["account"], ["5"]).may_hold(
         DataFile.from_args(lower_bounds={}, upper_bounds={})
     )
+
+
+# -- what a stored object is, and whether its Parquet footer can hold a subject -------------------------
+
+
+def test_objects_under_a_table_location_are_told_apart_by_name():
+    from dataplatform.gdpr.subject_files import DATA, MANIFEST, MANIFEST_LIST, METADATA, OTHER, kind_of
+
+    assert kind_of("t/data/country=de/00000-0-abc.parquet") == DATA
+    assert kind_of("t/metadata/abc-m0.avro") == MANIFEST
+    assert kind_of("t/metadata/snap-123-1-abc.avro") == MANIFEST_LIST
+    assert kind_of("t/metadata/00003-abc.metadata.json") == METADATA
+    assert kind_of("t/metadata/123-abc.stats") == METADATA
+    assert kind_of("t/.hoodie/20240305100000000.commit") == OTHER
+
+
+def parquet_metadata(table: pa.Table, **options):
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **options)
+    return pq.ParquetFile(io.BytesIO(sink.getvalue()))
+
+
+@pytest.mark.parametrize(
+    "ids, statistics, may_hold",
+    [
+        (["cust-000010", "cust-000019"], True, True),  # inside the file's min/max
+        (["cust-000009"], True, False),  # below its minimum
+        (["cust-000020"], True, False),  # above its maximum
+        (["cust-000009"], False, True),  # no statistics: the column must be read
+    ],
+)
+def test_footer_statistics_decide_whether_the_subject_column_is_read(ids, statistics, may_hold):
+    from dataplatform.gdpr.subject_files import by_column_name, footer_may_hold, subject_columns_in
+
+    rows = pa.table({"customer_id": [f"cust-{n:06d}" for n in range(10, 20)], "n": list(range(10))})
+    parquet = parquet_metadata(rows, write_statistics=statistics)
+    subjects = by_column_name(["customer_id"], ids)
+    names = subject_columns_in(parquet.schema_arrow, subjects)
+
+    assert names == {"customer_id": "customer_id"}
+    assert footer_may_hold(parquet.metadata, names, subjects) is may_hold
+
+
+def test_subject_columns_are_found_by_field_id_when_the_file_has_field_ids():
+    from dataplatform.gdpr.subject_files import subject_columns_in
+
+    schema = Schema(NestedField(7, "customer_id", StringType()), NestedField(8, "email", StringType()))
+    subjects = SubjectFilter.build(schema, ["customer_id"], ["cust-000001"])
+    renamed = pa.schema(
+        [
+            pa.field("old_customer", pa.string(), metadata={b"PARQUET:field_id": b"7"}),
+            pa.field("customer_id", pa.string(), metadata={b"PARQUET:field_id": b"9"}),
+        ]
+    )
+
+    # The column was renamed since the file was written: the id, not the name, says which it is.
+    assert subject_columns_in(renamed, subjects) == {"customer_id": "old_customer"}
+
+
+def test_an_audit_record_of_a_large_sweep_stays_under_dynamodbs_item_limit():
+    import json
+
+    from dataplatform.gdpr.audit import AuditRecord
+    from dataplatform.gdpr.erasure import AUDIT_LIST_LIMIT, audit_details
+
+    uris = [
+        f"s3://lake/warehouse/db/table/data/part={n:05d}/00000-{n}-{'a' * 36}.parquet" for n in range(5000)
+    ]
+    details = audit_details({"unreachable_files_deleted": uris, "files_deleted": 3})
+    record = AuditRecord(
+        "r-1", "hmac", "d", "run", 1, "verified", 1, 1, "1", [], [], {}, "t0", "t1", None, details
+    )
+
+    assert details["unreachable_files_deleted"] == uris[:AUDIT_LIST_LIMIT]
+    assert details["unreachable_files_deleted_count"] == 5000 and details["files_deleted"] == 3
+    assert len(json.dumps(record.item())) < 400_000
+    assert audit_details({"unreachable_files_deleted": uris[:3]})["unreachable_files_deleted"] == uris[:3]

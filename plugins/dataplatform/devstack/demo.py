@@ -54,7 +54,7 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("iceberg_maintenance", "rerun (no-op)", _TOMORROW),
     DemoRun(
         "gdpr_erasure",
-        "2 requests (CLI + trigger form): delete, purge, verify, audit",
+        "2 requests (CLI + trigger form): delete, purge, sweep of tagged copies, verify, audit",
         conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
     ),
     DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
@@ -181,7 +181,19 @@ def seed_local_lake(moto_url: str):
         + ", ".join(f"{n} ({c} snapshots)" for n, c in iceberg.items())
     )
     gdpr = seed_gdpr(_demo_catalog(moto_url), s3, settings())
-    print("gdpr datasets written by pyiceberg: " + ", ".join(f"{n} ({c} rows)" for n, c in gdpr.items()))
+    print(
+        "gdpr datasets written by pyiceberg: "
+        + ", ".join(
+            f"{n} ({c['rows']} rows"
+            + (
+                f"; maintenance with unreferenced.action tag left {c['tagged_files']} files tagged"
+                if c["tagged_files"]
+                else ""
+            )
+            + ")"
+            for n, c in gdpr.items()
+        )
+    )
     print(f"$ python -m dataplatform.gdpr submit --subject-id <customer> --request-id {GDPR_DEMO_REQUEST}")
     gdpr_cli(["submit", "--subject-id", GDPR_DEMO["erase"][0], "--request-id", GDPR_DEMO_REQUEST])
     launches = seed_pricing(settings())

@@ -11,7 +11,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dataplatform.config import GlueTable, Settings
 from dataplatform.glue.discovery import split_s3_uri
@@ -197,7 +197,9 @@ def gdpr_demo_location(config: Settings, key: str) -> str:
 
 def seed_gdpr(catalog, s3, config: Settings) -> dict:
     """(Re)create the configured pyiceberg GDPR datasets with personal data over several snapshots (the
-    demo's tables: in AWS they exist already), in a versioned bucket so the purge has versions to remove."""
+    demo's tables: in AWS they exist already), in a versioned bucket so the purge has versions to remove.
+    ``GDPR_DEMO_SOFT_DELETED``'s history is then soft-deleted by Iceberg maintenance (``tag``). Returns,
+    per dataset, its rows and the files maintenance left tagged."""
     from dataplatform.gdpr import sample
 
     bucket = split_s3_uri(config.gdpr.work_uri)[0]
@@ -211,8 +213,39 @@ def seed_gdpr(catalog, s3, config: Settings) -> dict:
         table = writers[key](
             catalog, dataset.identifier, gdpr_demo_location(config, key), GDPR_DEMO["customers"]
         )
-        seeded[key] = table.scan().to_arrow().num_rows
+        seeded[key] = {"rows": table.scan().to_arrow().num_rows, "tagged_files": 0}
+        if key == GDPR_DEMO_SOFT_DELETED:
+            seeded[key]["tagged_files"] = soft_delete_history(catalog, s3, config, key)
     return seeded
+
+
+# The demo dataset whose older files Iceberg maintenance keeps in S3 with the delete tag: no metadata
+# reaches them, and the erasure must still find the ones holding the subjects' rows (issue 12).
+GDPR_DEMO_SOFT_DELETED = "customer_profiles"
+
+
+def soft_delete_history(catalog, s3, config: Settings, key: str) -> int:
+    """Rewrite the dataset's table whole (as a compaction would), then run Iceberg maintenance on it with
+    ``unreferenced.action: tag``, ``retain_last: 1`` and no minimum age: its older files stay in S3,
+    tagged for the lifecycle rule. Returns how many files were tagged."""
+    from dataplatform.config import IcebergTablePolicy
+    from dataplatform.iceberg.maintenance import MaintenanceContext, RunClock, maintain_table
+
+    dataset = config.gdpr.datasets[key]
+    table = catalog.load_table(dataset.identifier)
+    table.overwrite(table.scan().to_arrow())
+    policy = IcebergTablePolicy(
+        database=dataset.database,
+        table=dataset.table,
+        retain_last=1,
+        max_snapshot_age_hours=0,
+        unreferenced={"action": "tag"},
+        created={"enabled": False},
+    )
+    now = datetime.now(UTC)
+    ctx = MaintenanceContext(catalog, s3, f"{config.gdpr.work_uri}demo_maintenance_state/")
+    report = maintain_table(ctx, key, policy, RunClock(now.date(), now))
+    return report["unreferenced"].get("tagged", 0)
 
 
 def seed_pricing(config) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import Any
 from pyiceberg.exceptions import NoSuchTableError
 
 from dataplatform.config import GdprDataset, GdprSettings
-from dataplatform.gdpr import audit, requests
+from dataplatform.gdpr import audit, requests, subject_files
 from dataplatform.gdpr.iceberg_erasure import (
     ErasureError,
     PinnedRefsError,
@@ -27,12 +27,17 @@ from dataplatform.gdpr.iceberg_erasure import (
     check_pinned_refs,
     delete_subject_rows,
     purge_subject_history,
-    verify_erasure,
 )
 from dataplatform.gdpr.requests import Request
 from dataplatform.gdpr.subjects import subject_hmac
-from dataplatform.iceberg import objects
+from dataplatform.gdpr.unreachable import (
+    files_of_sharing_tables,
+    purge_unreachable_copies,
+    refuse_unconfigured_sharing_tables,
+)
+from dataplatform.gdpr.verify import Verification, verify_iceberg_table, verify_location
 from dataplatform.iceberg.state import state_uri_for
+from dataplatform.s3 import objects
 from spark_jobs.common.gdpr_spec import scrub
 
 log = logging.getLogger(__name__)
@@ -122,8 +127,10 @@ def _erase_iceberg(
     # One scanner for the ref check and the purge: files never change, so what it learnt about a file
     # holds for every snapshot that reaches it.
     scanner = SubjectScanner(table, subject_filter, ctx.settings.workers)
-    # Before anything changes: a pinned ref under the `fail` policy stops here.
+    # Before anything changes: a pinned ref under the `fail` policy stops here, and so does an archive
+    # table registered from this one that no dataset covers.
     check_pinned_refs(table, scanner, dataset.pinned_refs)
+    refuse_unconfigured_sharing_tables(ctx.catalog, table, iceberg_identifiers(ctx.settings))
     deleted = delete_subject_rows(
         table,
         dataset.subject_columns,
@@ -140,8 +147,12 @@ def _erase_iceberg(
         state_uri_for(f"{ctx.settings.work_uri}state", dataset.identifier),
         dataset.pinned_refs,
         ctx.settings.commit_retries,
+        protected=frozenset(files_of_sharing_tables(ctx.catalog, table)),
     )
-    verification = verify_erasure(table, subject_filter, deleted.removed_files + purged.deleted_files, ctx.s3)
+    copies = purge_unreachable_copies(
+        table.refresh(), ctx.catalog, ctx.s3, subject_filter, ctx.settings.workers
+    )
+    verification = verify_iceberg_table(table, ctx.s3, subject_filter, ctx.settings.workers)
     return Outcome(
         VERIFIED if verification.passed else FAILED,
         started,
@@ -152,7 +163,7 @@ def _erase_iceberg(
         expired_snapshots=[str(s) for s in purged.expired_snapshots],
         dropped_refs=purged.dropped_refs,
         verification=verification.as_dict(),
-        reason=None if verification.passed else "verification found rows or files of the subjects",
+        reason=None if verification.passed else verification_failure(verification),
         details={
             "data_files": deleted.data_files,
             "files_scanned": deleted.files_scanned,
@@ -160,8 +171,44 @@ def _erase_iceberg(
             "files_deleted": purged.files_deleted,
             "versions_deleted": purged.versions_deleted,
             "resumed_pending_deletes": purged.resumed_pending,
+            **copies.as_details(),
         },
     )
+
+
+def iceberg_identifiers(settings: GdprSettings) -> list[str]:
+    return [d.identifier for d in settings.datasets.values() if d.format == "iceberg"]
+
+
+def verification_failure(verification: Verification) -> str:
+    """Why verification failed, naming objects (URIs), never subjects."""
+    parts = []
+    if verification.holding:
+        parts.append(
+            f"{len(verification.holding)} objects still hold the subjects, e.g. {min(verification.holding)}"
+        )
+    if verification.unreadable:
+        parts.append(
+            f"{len(verification.unreadable)} objects could not be read, e.g. {min(verification.unreadable)}"
+        )
+    return "verification: " + "; ".join(parts)
+
+
+# A DynamoDB item holds at most 400 KB: an audit record names this many deleted copies (about 120 KB of
+# URIs), and the count; the run's report in S3 names them all.
+AUDIT_LIST_LIMIT = 1000
+
+
+def audit_details(details: dict[str, Any]) -> dict[str, Any]:
+    listed = details.get("unreachable_files_deleted") or []
+    if len(listed) <= AUDIT_LIST_LIMIT:
+        return details
+    return {
+        **details,
+        "unreachable_files_deleted": listed[:AUDIT_LIST_LIMIT],
+        "unreachable_files_deleted_count": len(listed),
+        "unreachable_files_deleted_complete_list": "the dataset's run report (reports_uri)",
+    }
 
 
 # -- recording ------------------------------------------------------------------------------------------
@@ -205,7 +252,7 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
             started_at=outcome.started_at,
             finished_at=finished,
             reason=outcome.reason,
-            details=outcome.details,
+            details=audit_details(outcome.details),
         )
         audit.append(ctx.dynamodb, ctx.settings.audit_table, record)
         per_request.append(
@@ -231,9 +278,11 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
         "started_at": outcome.started_at,
         "finished_at": finished,
     }
+    copies = outcome.details.get("unreachable_files_deleted")
     report["summary"] = (
         f"{key}: {outcome.outcome} for {len(claimed)} requests, {report['rows_deleted']} rows deleted, "
         f"{outcome.files_rewritten or 0} files rewritten, {len(outcome.expired_snapshots)} snapshots expired"
+        + (f", {len(copies)} copies the metadata no longer reached deleted" if copies else "")
         + (f" ({outcome.reason})" if outcome.reason else "")
     )
     log.info("%s", report["summary"])
@@ -248,7 +297,9 @@ def spark_outcome(
 ) -> Outcome:
     """The outcome of a Spark dataset's job from its result JSON; then, in a versioned bucket, the
     noncurrent versions under the table location (the job's engine deleted files whose names it does not
-    report) are deleted too. A job that wrote no result, or a result that does not check out, fails."""
+    report) are deleted too, and ``check_spark_dataset`` erases what the metadata no longer reaches and
+    verifies every object version independently of the job. A job that wrote no result, a result that
+    does not check out, or a failed independent check, fails."""
     from dataplatform.gdpr import spark_erasure
     from spark_jobs.common import gdpr_spec
 
@@ -272,8 +323,17 @@ def spark_outcome(
     location = spark_table_location(ctx, key)
     # A file:// table (a local Hudi run with HUDI_BUNDLE_JAR) has no object versions.
     versions = objects.delete_noncurrent_versions(ctx.s3, location) if location.startswith("s3://") else 0
+    details = {"job_status": result["status"], "noncurrent_versions_deleted": versions}
+    try:
+        independent, copies = check_spark_dataset(ctx, key, subjects, location)
+    except ErasureError as exc:
+        independent, copies, refused = None, {}, str(exc)
+    else:
+        refused = None
+    details |= copies
+    passed = refused is None and (independent is None or independent.passed)
     return Outcome(
-        VERIFIED,
+        VERIFIED if passed else FAILED,
         result["started_at"],
         rows_deleted=result["rows_deleted"],
         rows_by_subject=dict(zip(subjects, result["rows_deleted_by_subject"], strict=True)),
@@ -281,9 +341,32 @@ def spark_outcome(
         commit=result["commit"],
         expired_snapshots=result["expired_snapshots"],
         dropped_refs=result["dropped_refs"],
-        verification=result["verification"],
-        details={"job_status": result["status"], "noncurrent_versions_deleted": versions},
+        verification={
+            **(independent.as_dict() if independent else {"passed": passed}),
+            "job": result["verification"],
+        },
+        reason=refused or (None if passed else verification_failure(independent)),
+        details=details,
     )
+
+
+def check_spark_dataset(
+    ctx: ErasureContext, key: str, subject_ids: list[str], location: str
+) -> tuple[Verification | None, dict[str, Any]]:
+    """After a Spark job, in Python: for Iceberg, the copies its metadata no longer reaches are erased as
+    on the pyiceberg path (an archive table no dataset covers is refused); then every object version
+    under the location is verified. A file:// table cannot be listed: no independent check (None)."""
+    dataset = ctx.settings.datasets[key]
+    if not location.startswith("s3://"):
+        return None, {}
+    if dataset.format == "hudi":
+        subjects = subject_files.by_column_name(dataset.subject_columns, subject_ids)
+        return verify_location(ctx.s3, location, subjects, ctx.settings.workers), {}
+    table = ctx.catalog.load_table(dataset.identifier)
+    refuse_unconfigured_sharing_tables(ctx.catalog, table, iceberg_identifiers(ctx.settings))
+    subjects = SubjectFilter.build(table.schema(), dataset.subject_columns, subject_ids)
+    copies = purge_unreachable_copies(table, ctx.catalog, ctx.s3, subjects, ctx.settings.workers)
+    return verify_iceberg_table(table, ctx.s3, subjects, ctx.settings.workers), copies.as_details()
 
 
 def spark_table_location(ctx: ErasureContext, key: str) -> str:

@@ -1,4 +1,4 @@
-"""Erasing subjects from an Iceberg table with pyiceberg: delete, purge, verify.
+"""Erasing subjects from an Iceberg table with pyiceberg: delete, purge.
 
 1. ``delete_subject_rows``: copy-on-write delete in one commit. Only data files whose min/max bounds on
    a subject column can hold a subject are opened (one pass over the manifests); they are fetched whole,
@@ -15,9 +15,8 @@
    (the log keeps their names). The commit, the reachable-file walk and the delete are Iceberg
    maintenance's (``dataplatform.iceberg``); the list of files to delete is saved before the commit's
    files are touched, and a run that dies in between finishes it on its next run.
-3. ``verify_erasure``: pyiceberg scans (not this module's scanner) of every snapshot left in the metadata
-   (the current one, and every tag and branch) find no row of the subjects, and no deleted file or
-   version of it is left in S3.
+Verification reads what is in S3, not what these steps recorded: ``dataplatform.gdpr.verify``. The
+copies the metadata no longer reaches are ``dataplatform.gdpr.unreachable``'s.
 
 Subject ids are never logged: counts are logged, and rows per subject are returned to the caller, who
 names subjects by their HMAC.
@@ -50,10 +49,11 @@ from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.types import IntegerType, LongType, PrimitiveType, StringType
 
 from dataplatform.gdpr.iceberg_commit import commit_erasure, names_subject, subject_partition_positions
-from dataplatform.iceberg import objects, snapshots
+from dataplatform.iceberg import snapshots
 from dataplatform.iceberg.files import METADATA, FileIndex, previous_metadata_listing, reachable_files
 from dataplatform.iceberg.maintenance import expiry_commit, unreferenced_between
 from dataplatform.iceberg.state import TableState, load_state, save_state
+from dataplatform.s3 import objects
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ class FileRewrite:
     rows_per_subject: Counter[str]
 
 
-class _BufferInputFile(InputFile):
+class BufferInputFile(InputFile):
+    """Bytes already fetched, for pyiceberg's readers."""
+
     def __init__(self, location: str, content: bytes):
         super().__init__(location)
         self._content = content
@@ -203,7 +205,7 @@ class _OneFileIO(FileIO):
 
     def new_input(self, location: str) -> InputFile:
         if location == self._location:
-            return _BufferInputFile(location, self._content)
+            return BufferInputFile(location, self._content)
         return self._io.new_input(location)
 
     def new_output(self, location: str):
@@ -495,9 +497,11 @@ def purge_subject_history(
     state_uri: str,
     pinned_refs: str = "fail",
     commit_retries: int = 4,
+    protected: frozenset[str] = frozenset(),
 ) -> PurgeResult:
     """Expire every snapshot that still reaches a subject's rows (dropping refs that pin one when the
-    policy is ``drop``), then delete the files the expiry unreferenced and their noncurrent versions."""
+    policy is ``drop``), then delete the files the expiry unreferenced and their noncurrent versions,
+    except ``protected`` ones (files of archive tables sharing the location: their own erasure's)."""
     state = load_state(s3, state_uri)
     resumed = finish_pending_deletes(table, s3, state_uri, state)
     conflicts = 0
@@ -533,9 +537,13 @@ def purge_subject_history(
             continue
         after = reachable_files(index, response.metadata, response.metadata_location)
         # Previous metadata files that list an expired snapshot lead to its (deleted) manifests and data
-        # files: they go too. The metadata log keeps their names, as it does for any file it outlived.
+        # files: they go too. The metadata log keeps their names, as it does for any file it outlived. A
+        # file an archive table reaches (its own metadata file may be one of them) stays.
         superseded = previous_metadata_listing(table.io, response.metadata, set(plan.expire_ids))
-        unreferenced = sorted(set(unreferenced_between(before, after, protected=set())) | set(superseded))
+        unreferenced = sorted(
+            (set(unreferenced_between(before, after, protected=set(protected))) | set(superseded))
+            - set(protected)
+        )
         # Saved before any delete: a worker that dies now leaves the list for the next run to finish.
         state.pending = {"action": "delete", "files": unreferenced}
         save_state(s3, state_uri, state)
@@ -589,54 +597,6 @@ def delete_unreferenced(table: Table, s3: Any, uris: Sequence[str]) -> tuple[int
 def _delete_files(table: Table, uris: Sequence[str]) -> None:
     for uri in uris:
         table.io.delete(uri)
-
-
-# -- 3. verify ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Verification:
-    passed: bool
-    rows_by_snapshot: dict[int, int]
-    refs: dict[str, int]
-    files_still_present: list[str]
-
-    def as_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "rows_by_snapshot": {str(k): v for k, v in self.rows_by_snapshot.items()},
-            "refs": self.refs,
-            "files_still_present": self.files_still_present,
-        }
-
-
-def verify_erasure(
-    table: Table, subject_filter: SubjectFilter, deleted_files: Sequence[str], s3: Any
-) -> Verification:
-    """No row of the subjects at any snapshot left in the metadata (every tag and branch head is one),
-    and none of ``deleted_files`` (nor any version of it) left in S3."""
-    table = table.refresh()
-    rows = {
-        snapshot.snapshot_id: table.scan(
-            row_filter=subject_filter.expression, snapshot_id=snapshot.snapshot_id
-        )
-        .to_arrow()
-        .num_rows
-        for snapshot in table.metadata.snapshots
-    }
-    refs = {name: ref.snapshot_id for name, ref in table.metadata.refs.items()}
-    present = objects.existing_versions(s3, deleted_files)
-    passed = not any(rows.values()) and not present and all(sid in rows for sid in refs.values())
-    log.info(
-        "%s: verification %s: %d snapshots checked (%d refs), %d subject rows found, %d deleted files present",
-        _name(table),
-        "passed" if passed else "FAILED",
-        len(rows),
-        len(refs),
-        sum(rows.values()),
-        len(present),
-    )
-    return Verification(passed, rows, refs, present)
 
 
 def _name(table: Table) -> str:

@@ -43,9 +43,9 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
 from dataplatform.config import glue_identifier
-from dataplatform.iceberg import objects
 from dataplatform.iceberg.files import MANIFEST, MANIFEST_LIST, METADATA, FileIndex, reachable_files
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3 import objects
+from dataplatform.s3.objects import split_uri
 
 log = logging.getLogger(__name__)
 
@@ -526,3 +526,23 @@ def release_from_lifecycle(
         "%s: removed %s from %d of its %d files", archive_identifier, delete_tag_key, untagged, len(files)
     )
     return untagged
+
+
+def tables_sharing_files(catalog, table: Table) -> dict[str, str]:
+    """The other Iceberg tables of the table's Glue database whose metadata file lies in its metadata
+    folder: archive tables registered on its older metadata files (or, for an archive table, its source).
+    They reach files under the same location that this table's metadata may no longer reach; both
+    maintenance (which never touches their files) and GDPR erasure (which covers them) look for them.
+    Returns ``database.table`` -> its metadata location (read from Glue, without opening the file)."""
+    glue = getattr(catalog, "glue", None)
+    if glue is None:
+        return {}
+    database, name = table.name()[-2], table.name()[-1]
+    folder = metadata_dir(table)
+    found = {}
+    for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
+        for glue_table in page["TableList"]:
+            location = (glue_table.get("Parameters") or {}).get("metadata_location", "")
+            if glue_table["Name"] != name and location.startswith(folder):
+                found[f"{database}.{glue_table['Name']}"] = location
+    return dict(sorted(found.items()))

@@ -34,10 +34,12 @@ from pyiceberg.table.update import (
 )
 
 from dataplatform.config import IcebergTablePolicy
-from dataplatform.iceberg import objects, snapshots
+from dataplatform.iceberg import snapshots
+from dataplatform.iceberg.archive import tables_sharing_files
 from dataplatform.iceberg.files import FileIndex, FileRef, reachable_files
-from dataplatform.iceberg.objects import CallCounter
 from dataplatform.iceberg.state import TableState, load_state, save_state, state_uri_for
+from dataplatform.s3 import objects
+from dataplatform.s3.objects import CallCounter
 
 log = logging.getLogger(__name__)
 
@@ -159,27 +161,16 @@ def save_what_the_run_saw(run: TableRun, loaded: TableState) -> None:
 
 def archive_table_files(run: TableRun) -> tuple[set[str], list[str]]:
     """Files of the archive tables registered on older metadata files of the table (by
-    ``iceberg_archive_register``; found in the Glue database as Iceberg tables whose metadata file lies
-    in this table's metadata folder). The table no longer reaches them, but they are not unreferenced:
-    they are never deleted, tagged or called orphans."""
-    glue = getattr(run.ctx.catalog, "glue", None)
-    if glue is None:
-        return set(), []
-    database, name = run.table.name()[-2], run.table.name()[-1]
-    metadata_dir = run.table.location().rstrip("/") + "/metadata/"
-    protected: set[str] = set()
-    archives = []
-    for page in glue.get_paginator("get_tables").paginate(DatabaseName=database):
-        for glue_table in page["TableList"]:
-            location = glue_table.get("Parameters", {}).get("metadata_location", "")
-            if glue_table["Name"] == name or not location.startswith(metadata_dir):
-                continue
-            archives.append(f"{database}.{glue_table['Name']}")
-            protected.add(location)
-            try:
-                protected |= set(run.reachable(run.ctx.catalog.load_table(archives[-1])))
-            except (OSError, ValueError) as exc:  # its files are archived or gone: protect what is known
-                log.warning("archive table %s: cannot walk its files (%s)", archives[-1], exc)
+    ``iceberg_archive_register``; ``archive.tables_sharing_files``). The table no longer reaches them,
+    but they are not unreferenced: they are never deleted, tagged or called orphans."""
+    sharing = tables_sharing_files(run.ctx.catalog, run.table)
+    protected = set(sharing.values())
+    archives = list(sharing)
+    for identifier in archives:
+        try:
+            protected |= set(run.reachable(run.ctx.catalog.load_table(identifier)))
+        except (OSError, ValueError) as exc:  # its files are archived or gone: protect what is known
+            log.warning("archive table %s: cannot walk its files (%s)", identifier, exc)
     if archives:
         log.info("protecting %d files of archive tables %s", len(protected), archives)
     return protected, archives

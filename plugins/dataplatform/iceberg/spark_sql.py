@@ -27,8 +27,9 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from dataplatform.config import IcebergTablePolicy
-from dataplatform.iceberg import maintenance, objects, snapshots
+from dataplatform.iceberg import maintenance, snapshots
 from dataplatform.iceberg.maintenance import RunClock
+from dataplatform.s3 import objects
 from spark_jobs.common import iceberg_sql
 from spark_jobs.common.iceberg_sql import CATALOG, MIN_ORPHAN_AGE_HOURS, SPEC_VERSION, check_spec
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from botocore.exceptions import ClientError
 
-from dataplatform.iceberg.objects import split_uri
+from dataplatform.s3.objects import split_uri
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""S3 operations on many objects: batched deletes, parallel tagging that keeps existing tags, the
-lifecycle rule for the delete tag (merged with the bucket's other rules), listings.
+"""S3 operations on many objects: listings of objects and of every object version under a location,
+batched deletes of objects and of versions, parallel tagging that keeps existing tags, the lifecycle rule
+for the delete tag (merged with the bucket's other rules). Iceberg maintenance and GDPR erasure use them.
 
 S3 limits that shape this (field notes): DeleteObjects takes at most 1,000 keys; there is no batch tagging
 call and PutObjectTagging replaces the whole tag set (so read, merge, write; an object holds at most 10
@@ -151,18 +152,63 @@ def delete_noncurrent_versions(s3, location: str) -> int:
     """In a versioned bucket, delete every noncurrent version and delete marker under ``location``: the
     bytes of files a table format deleted (Hudi's cleaner, Iceberg's expiry on EMR) whose names this
     process does not know. Current objects are left alone. Returns the number deleted."""
+    return delete_versions(s3, [v for v in list_versions(s3, location) if not v.latest or v.delete_marker])
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of an object, or a delete marker. ``version_id`` is None in an unversioned bucket,
+    where the object is its only version."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    size: int
+    latest: bool
+    delete_marker: bool = False
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def label(self) -> str:
+        """The URI, with the version id when there is one: how reports name one version."""
+        return self.uri + (f"?versionId={self.version_id}" if self.version_id else "")
+
+
+def list_versions(s3, location: str, calls: CallCounter | None = None) -> list[ObjectVersion]:
+    """Every version and delete marker of every object under ``location``; in an unversioned bucket,
+    every object (its only version)."""
     bucket, prefix = split_uri(location.rstrip("/") + "/")
     if not bucket_is_versioned(s3, bucket):
-        return 0
-    stale = []
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        stale += [
-            {"Key": v["Key"], "VersionId": v["VersionId"]}
-            for v in page.get("Versions", [])
-            if not v["IsLatest"]
+        return [
+            ObjectVersion(bucket, split_uri(o.uri)[1], None, o.size, True)
+            for o in list_objects(s3, location, calls).values()
         ]
-        stale += [{"Key": m["Key"], "VersionId": m["VersionId"]} for m in page.get("DeleteMarkers", [])]
-    return _delete_versions(s3, bucket, stale)
+    found = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        if calls:
+            calls.add("ListObjectVersions")
+        found += [
+            ObjectVersion(bucket, v["Key"], v["VersionId"], v["Size"], v["IsLatest"])
+            for v in page.get("Versions", [])
+        ]
+        found += [
+            ObjectVersion(bucket, m["Key"], m["VersionId"], 0, m["IsLatest"], delete_marker=True)
+            for m in page.get("DeleteMarkers", [])
+        ]
+    return found
+
+
+def delete_versions(s3, versions: Iterable[ObjectVersion]) -> int:
+    """Delete exactly these versions (and delete markers); an entry without a version id deletes the
+    object of an unversioned bucket. Returns the number deleted."""
+    by_bucket: dict[str, list[dict]] = {}
+    for v in versions:
+        entry = {"Key": v.key} | ({"VersionId": v.version_id} if v.version_id else {})
+        by_bucket.setdefault(v.bucket, []).append(entry)
+    return sum(_delete_versions(s3, bucket, entries) for bucket, entries in by_bucket.items())
 
 
 def existing_versions(s3, uris: Sequence[str]) -> list[str]:
