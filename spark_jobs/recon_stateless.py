@@ -272,7 +272,13 @@ def seen_partitions(storage: Storage, group_uris: Sequence[str]) -> dict[str, li
         raise FileNotFoundError(
             f"dedup groups without a seen/ folder (not a committed stateless output?): {absent}"
         )
-    return {uri: [name for name in names if "=" in name] for uri, names in found.items()}
+    return {uri: [name for name in names if _is_partition(name)] for uri, names in found.items()}
+
+
+def _is_partition(name: str) -> bool:
+    # Besides the partition folders, seen/ holds _SUCCESS (and, written through EMRFS or s3n, empty
+    # "<folder>_$folder$" marker objects, which name no folder Spark could read).
+    return "=" in name and not name.endswith("_$folder$")
 
 
 def folders_to_read(partitions: Sequence[str], buckets: Collection[int]) -> list[str]:

@@ -332,8 +332,15 @@ def test_stateless_job_refuses_a_dedup_group_without_seen(spark, tmp_path):
     assert not (tmp_path / "work" / "stateless" / "g2").exists()
 
 
-def test_seen_folders_to_read_for_each_layout():
-    from spark_jobs.recon_stateless import folders_to_read
+def test_seen_folders_to_read_for_each_layout(tmp_path):
+    from spark_jobs.recon_stateless import folders_to_read, seen_partitions
+
+    seen = tmp_path / "g" / "seen"
+    for name in ("id_bucket=3/part-0.parquet", "_SUCCESS", "id_bucket=3_$folder$"):
+        (seen / name).parent.mkdir(parents=True, exist_ok=True)
+        (seen / name).write_bytes(b"")
+    group = (tmp_path / "g").as_uri() + "/"
+    assert seen_partitions(Storage(), [group]) == {group: ["id_bucket=3"]}
 
     buckets = ["id_bucket=0", "id_bucket=3", "id_bucket=7"]
     assert folders_to_read(buckets, {3, 5}) == ["id_bucket=3"]
