@@ -5,15 +5,21 @@ validates it (a bad line goes to ``quarantine/`` with its reason, never silently
 seen before (twice in this run, or in ``seen/`` of an older group), and reduces the rest to one row per
 artifact key: totals per currency and event type, the batches and entities that contributed, counts and
 the event time range. Outputs under ``output_uri``: ``artifacts/``, ``touched_keys/``, ``quarantine/``,
-``seen/`` (by ``event_date``) and ``_stats.json``, written last: its presence says the output is whole.
+``seen/`` (by a hash bucket of the event id) and ``_stats.json``, written last: its presence says the
+output is whole.
 
-Nothing per key reaches the driver: it collects counts per reason code and the few event dates only.
+An event id is looked up by id alone: the groups to check are those the plan found committed within the
+dedup horizon (arrival, not event time), and in each the one bucket folder that can hold the id. Groups
+written before the buckets (``seen/event_date=...``) are read whole, so a lake deployed before needs no
+migration; they leave the horizon after ``dedup_horizon_days``.
+
+Nothing per key reaches the driver: it collects counts per reason code and id bucket only.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import reduce
 from typing import Any
 
@@ -32,15 +38,17 @@ from spark_jobs.common.recon_schema import (
     EVENT_TEXT_SCHEMA,
     EVENT_TIME_PATTERN,
     EVENT_TYPES,
+    LEGACY_SEEN_PARTITION,
     NEGATIVE_AMOUNT,
     NOT_JSON,
+    SEEN_BUCKET,
+    SEEN_BUCKETS,
     SEEN_SCHEMA,
     SIGNED_EVENT_TYPE,
     STATELESS_SCHEMA,
     STATELESS_SPEC_KEYS,
     UNKNOWN_EVENT_TYPE,
     check_spec,
-    folder_exists,
     missing,
     read_committed_stats,
 )
@@ -174,7 +182,7 @@ def mark_duplicates(valid_df: DataFrame, seen_df: DataFrame) -> DataFrame:
 
     Of the copies of one event id in this run, the one of the lowest batch id (then the smallest raw
     line) is kept, so a retry keeps the same copy. A kept copy is ``seen_before`` when an older group
-    already applied its id; ``seen_df`` holds those ids (``event_id``, ``event_date``).
+    already applied its id; ``seen_df`` holds those ids (``event_id``).
     """
     copies = Window.partitionBy("event_id").orderBy("batch_id", "raw")
     seen_ids = seen_df.select("event_id").distinct().withColumn("_seen", F.lit(True))
@@ -245,46 +253,93 @@ def overflowing_totals() -> Column:
 # -- seen ids of older groups --------------------------------------------------------------------------
 
 
+def seen_bucket(event_id: Column) -> Column:
+    """The ``seen/`` bucket of an event id: Spark's xxhash64 (seeded, the same on every version and
+    machine) modulo ``SEEN_BUCKETS``."""
+    return F.pmod(F.xxhash64(event_id), F.lit(SEEN_BUCKETS)).cast("int")
+
+
 def seen_uri(group_uri: str) -> str:
     return join(group_uri, "seen") + "/"
 
 
-def check_seen_dirs(storage: Storage, group_uris: Sequence[str]) -> None:
-    absent = [uri for uri in group_uris if not folder_exists(storage, seen_uri(uri))]
+def seen_partitions(storage: Storage, group_uris: Sequence[str]) -> dict[str, list[str]]:
+    """The partition folders (``id_bucket=3``, or ``event_date=2024-03-05`` in the layout before the
+    buckets) of each group's ``seen/``: one listing a group. A group without ``seen/`` is refused."""
+    found = {uri: storage.list_children(seen_uri(uri)) for uri in group_uris}
+    absent = [uri for uri, names in found.items() if not names]
     if absent:
         raise FileNotFoundError(
             f"dedup groups without a seen/ folder (not a committed stateless output?): {absent}"
         )
+    return {uri: [name for name in names if _is_partition(name)] for uri, names in found.items()}
 
 
-def read_seen(spark: SparkSession, group_uris: Sequence[str], event_dates: Sequence[str]) -> DataFrame:
-    """The seen ids of ``group_uris`` on ``event_dates``: the filter on the partition column prunes the
-    other days' folders, so the read grows with the run, not with the dedup horizon."""
-    if not group_uris or not event_dates:
-        return spark.createDataFrame([], SEEN_SCHEMA)
-    frames = [
-        spark.read.schema(SEEN_SCHEMA)
-        .option("basePath", seen_uri(uri))
-        .parquet(seen_uri(uri))
-        .filter(F.col("event_date").isin(*event_dates))
-        for uri in group_uris
+def _is_partition(name: str) -> bool:
+    # Besides the partition folders, seen/ holds _SUCCESS (and, written through EMRFS or s3n, empty
+    # "<folder>_$folder$" marker objects, which name no folder Spark could read).
+    return "=" in name and not name.endswith("_$folder$")
+
+
+def folders_to_read(partitions: Sequence[str], buckets: Collection[int]) -> list[str]:
+    """Those of one group's seen partitions that can hold an id of ``buckets``: the folders of those
+    buckets, or every folder of a group in the event-date layout (an id may sit under any date)."""
+    columns = {name.split("=", 1)[0] for name in partitions}
+    if columns - {SEEN_BUCKET, LEGACY_SEEN_PARTITION} or len(columns) > 1:
+        raise ValueError(f"seen/ partitions of more than one layout, or of none known: {sorted(partitions)}")
+    if columns == {LEGACY_SEEN_PARTITION}:
+        return list(partitions)
+    wanted = {f"{SEEN_BUCKET}={bucket}" for bucket in buckets}
+    return [name for name in partitions if name in wanted]
+
+
+def seen_paths(partitions: dict[str, list[str]], buckets: Collection[int]) -> list[str]:
+    """Every seen folder of the dedup groups that can hold an id of ``buckets`` (none without ids)."""
+    if not buckets:
+        return []
+    return [
+        join(seen_uri(uri), name)
+        for uri, names in partitions.items()
+        for name in folders_to_read(names, buckets)
     ]
-    return reduce(DataFrame.unionByName, frames)
+
+
+def read_seen(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """The ``event_id`` of every seen row under ``paths`` (partition folders of either layout; each is
+    read as a folder of Parquet files, so the partition column is not needed)."""
+    schema = StructType([SEEN_SCHEMA["event_id"]])
+    if not paths:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(*paths)
+
+
+def write_seen(events_df: DataFrame, uri: str) -> None:
+    """The applied ids under ``uri``, one folder per bucket, one file per folder, sorted by id."""
+    (
+        seen_rows(events_df)
+        .withColumn(SEEN_BUCKET, seen_bucket(F.col("event_id")))
+        .repartition(SEEN_BUCKET)
+        .sortWithinPartitions("event_id")
+        .write.mode("overwrite")
+        .partitionBy(SEEN_BUCKET)
+        .parquet(uri)
+    )
 
 
 # -- the job -------------------------------------------------------------------------------------------
 
 
-def _line_counts(classified_df: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
-    """(rows per quarantine reason, valid rows per event date): one small aggregation."""
+def _line_counts(classified_df: DataFrame) -> tuple[dict[str, int], dict[int, int]]:
+    """(rows per quarantine reason, valid rows per seen bucket of their id): one small aggregation."""
     quarantined: dict[str, int] = {}
-    valid_by_date: dict[str, int] = {}
-    for row in classified_df.groupBy("reason", "event_date").count().collect():
+    valid_by_bucket: dict[int, int] = {}
+    bucket = F.when(F.col("reason").isNull(), seen_bucket(F.col("event_id"))).alias("bucket")
+    for row in classified_df.groupBy("reason", bucket).count().collect():
         if row["reason"] is None:
-            valid_by_date[row["event_date"]] = row["count"]
+            valid_by_bucket[row["bucket"]] = row["count"]
         else:
             quarantined[row["reason"]] = quarantined.get(row["reason"], 0) + row["count"]
-    return quarantined, valid_by_date
+    return quarantined, valid_by_bucket
 
 
 def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
@@ -299,18 +354,18 @@ def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str
         raise ValueError(f"{JOB}: group {spec['group_id']} has no batches")
     # A _stats.json of an earlier attempt would vouch for output this attempt is about to replace.
     storage.delete(stats_uri)
-    check_seen_dirs(storage, spec["dedup_group_uris"])
+    dedup_partitions = seen_partitions(storage, spec["dedup_group_uris"])
     spark.conf.set("spark.sql.session.timeZone", "UTC")
 
     cached: list[DataFrame] = []
     try:
         classified = classify_events(read_batch_lines(spark, spec["batches"])).persist()
         cached.append(classified)
-        quarantined, valid_by_date = _line_counts(classified)
+        quarantined, valid_by_bucket = _line_counts(classified)
         valid, quarantine = split_valid(classified)
 
-        seen_before = read_seen(spark, spec["dedup_group_uris"], sorted(valid_by_date))
-        marked = mark_duplicates(valid, seen_before).persist()
+        seen_folders = seen_paths(dedup_partitions, valid_by_bucket)
+        marked = mark_duplicates(valid, read_seen(spark, seen_folders)).persist()
         cached.append(marked)
         duplicates = marked.agg(
             F.count(F.when(F.col("duplicate_in_run"), 1)).alias("in_run"),
@@ -332,18 +387,12 @@ def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str
         artifacts.write.mode("overwrite").parquet(join(output_uri, "artifacts"))
         artifacts.select("key").write.mode("overwrite").parquet(join(output_uri, "touched_keys"))
         quarantine.write.mode("overwrite").json(join(output_uri, "quarantine"))
-        (
-            seen_rows(events)
-            .repartition("event_date")
-            .write.mode("overwrite")
-            .partitionBy("event_date")
-            .parquet(join(output_uri, "seen"))
-        )
+        write_seen(events, join(output_uri, "seen"))
     finally:
         for frame in cached:
             frame.unpersist()
 
-    valid_rows = sum(valid_by_date.values())
+    valid_rows = sum(valid_by_bucket.values())
     quarantined_rows = sum(quarantined.values())
     stats = {
         "input_rows": valid_rows + quarantined_rows,
@@ -354,12 +403,14 @@ def run(spark: SparkSession, spec: dict[str, Any], storage: Storage) -> dict[str
         "duplicates_seen_before": duplicates["seen_before"],
         "events_applied": valid_rows - duplicates["in_run"] - duplicates["seen_before"],
         "artifacts": artifact_counts["artifacts"],
+        "seen_folders_read": len(seen_folders),
     }
     storage.write_json(stats_uri, stats)
     print(
         f"{JOB}: group {spec['group_id']}: {stats['input_rows']} rows from {len(spec['batches'])} batches, "
         f"{quarantined_rows} quarantined {quarantined}, {stats['duplicates_in_run']} duplicates in the run, "
-        f"{stats['duplicates_seen_before']} seen before, {stats['events_applied']} events applied to "
+        f"{stats['duplicates_seen_before']} seen before (in {len(seen_folders)} seen folders of "
+        f"{len(dedup_partitions)} groups), {stats['events_applied']} events applied to "
         f"{stats['artifacts']} artifacts under {output_uri}"
     )
     return stats

@@ -11,7 +11,9 @@ Rules (the contract's):
   a correction), ``bad_currency`` (not 3 upper-case letters), ``bad_event_time`` (not
   ``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` naming a real instant);
 - valid events are deduplicated by event_id, keeping the first by batch order (the order the batches are
-  given: window_start, then batch_id), then by line order within the batch;
+  given: window_start, then batch_id), then by line order within the batch, whatever their event_time;
+  given when each batch was processed and the dedup horizon, an id applied more than the horizon before
+  the batch that sends it again is applied again (the horizon counts from processing, not event time);
 - per key and currency: sums per event type; balance = receivable - remittance + correction; status
   RECONCILED if every balance is 0, OVERPAID if any is negative, else OPEN;
 - times come out as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds, truncated).
@@ -23,7 +25,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -98,17 +100,27 @@ def status_of(totals: list[dict[str, Any]]) -> str:
     return "RECONCILED" if all(balance == 0 for balance in balances) else "OPEN"
 
 
-def expected(batches: Batches) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def expected(
+    batches: Batches,
+    processed_at: dict[str, datetime] | None = None,
+    horizon: timedelta | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """``(artifacts by key, stats)`` for ``[(batch_id, lines), ...]`` in batch order.
+
+    Without ``horizon`` an event id is applied once, ever. With it, ``processed_at`` gives each batch's
+    processing time, and an id is dropped only when it was applied at most ``horizon`` before.
 
     An artifact has the contract's fields except ``version`` and ``seq`` (they depend on how the batches
     were grouped into runs). Stats: input_rows, valid_rows, quarantined {reason: n}, quarantined_rows,
     duplicates (valid lines dropped as redeliveries), events_applied, artifacts."""
-    seen: set[str] = set()
+    if (processed_at is None) != (horizon is None):
+        raise ValueError("expected(): give both processed_at and horizon, or neither")
+    applied_at: dict[str, datetime | None] = {}
     per_key: dict[str, dict[str, Any]] = {}
     quarantined: Counter[str] = Counter()
     input_rows = valid_rows = duplicates = 0
     for batch_id, lines in batches:
+        now = processed_at[batch_id] if processed_at is not None else None
         for raw in lines:
             input_rows += 1
             event, reason = validate(raw.rstrip(b"\n") if isinstance(raw, bytes) else raw.rstrip("\n"))
@@ -116,10 +128,10 @@ def expected(batches: Batches) -> tuple[dict[str, dict[str, Any]], dict[str, Any
                 quarantined[reason] += 1
                 continue
             valid_rows += 1
-            if event["event_id"] in seen:
+            if _still_seen(applied_at, event["event_id"], now, horizon):
                 duplicates += 1
                 continue
-            seen.add(event["event_id"])
+            applied_at[event["event_id"]] = now
             _apply(per_key, batch_id, event)
     artifacts = {key: _artifact(key, acc) for key, acc in sorted(per_key.items())}
     stats = {
@@ -132,6 +144,16 @@ def expected(batches: Batches) -> tuple[dict[str, dict[str, Any]], dict[str, Any
         "artifacts": len(artifacts),
     }
     return artifacts, stats
+
+
+def _still_seen(
+    applied_at: dict[str, datetime | None], event_id: str, now: datetime | None, horizon: timedelta | None
+) -> bool:
+    if event_id not in applied_at:
+        return False
+    if horizon is None:
+        return True
+    return applied_at[event_id] >= now - horizon
 
 
 def expected_artifacts(batches: Batches) -> dict[str, dict[str, Any]]:

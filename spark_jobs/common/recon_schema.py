@@ -87,6 +87,13 @@ STATELESS_SCHEMA = StructType(
 )
 
 SEEN_SCHEMA = StructType([StructField("event_id", StringType()), StructField("event_date", StringType())])
+# A group's seen/ holds the ids it applied, partitioned by a hash bucket of the id, so that a lookup by id
+# names the one folder per group that can hold it, whatever the event's time. The count is part of the
+# layout: every group within the dedup horizon must have been written with the same one.
+SEEN_BUCKET = "id_bucket"
+SEEN_BUCKETS = 8
+# Groups written before the buckets partitioned seen/ by event date; a lookup reads all of such a group.
+LEGACY_SEEN_PARTITION = "event_date"
 
 ARTIFACT_TOTAL_SCHEMA = StructType([*STATELESS_TOTAL_SCHEMA.fields, StructField("balance", LongType())])
 

@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dataplatform.config import settings
 from dataplatform.reconciliation import index, ledger, pipeline
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reconciliation.local_runner import LocalRunner
-from dataplatform.reconciliation.pipeline import ReconContext, StageError
-from spark_jobs.common.storage import Storage, join
+from dataplatform.reconciliation.pipeline import StageError
+from spark_jobs.common.storage import join
 from tests.moto_helpers import AtomicWrites
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
@@ -31,26 +30,6 @@ START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 GENERATOR = GeneratorConfig(
     seed=11, n_keys=300, events_per_batch=600, files_per_batch=2, malformed_share=0.03, redelivery_share=0.05
 )
-
-
-@pytest.fixture
-def recon(aws, spark, tmp_path):
-    config = settings().reconciliation.model_copy(
-        update={
-            "landing_uri": f"file://{tmp_path}/landing/",
-            "work_uri": f"file://{tmp_path}/work/",
-            "state_part_files": 3,
-        }
-    )
-    ctx = ReconContext(
-        settings=config,
-        dynamodb=aws.client("dynamodb"),
-        storage=Storage(aws.s3),
-        region="us-east-1",
-        aws_endpoint_url=aws.url,
-    )
-    pipeline.setup_tables(ctx)
-    return LocalRunner(ctx, spark)
 
 
 def land(runner: LocalRunner, batches: int, first_index: int = 0) -> None:

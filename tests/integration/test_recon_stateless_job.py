@@ -3,8 +3,6 @@ and across groups, the reduce to stateless artifacts, and reruns (committed: no-
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,39 +246,71 @@ def read_outputs(spark, output: Path) -> dict:
     }
 
 
+def id_buckets(spark, event_ids) -> dict[str, int]:
+    """The seen/ bucket of each id, by the documented rule: pmod(xxhash64(id), 8)."""
+    return {
+        event_id: spark.sql(f"SELECT pmod(xxhash64('{event_id}'), 8) AS b").first()["b"]
+        for event_id in event_ids
+    }
+
+
+def seen_folders(seen: Path) -> dict[str, set[str]]:
+    """Each partition folder of a seen/ and the ids its Parquet files hold (read file by file)."""
+    import pyarrow.parquet as pq
+
+    return {
+        folder.name: {
+            event_id
+            for part in folder.glob("*.parquet")
+            for event_id in pq.read_table(part)["event_id"].to_pylist()
+        }
+        for folder in sorted(seen.iterdir())
+        if folder.is_dir()
+    }
+
+
 def test_stateless_job_reduces_dedups_quarantines_and_reruns_safely(spark, tmp_path, capsys):
-    from spark_jobs.recon_stateless import read_seen, run
+    from spark_jobs.recon_stateless import run
 
     storage = Storage()
     work = tmp_path / "work"
     g0 = spec_for(work, "g0", land(tmp_path / "landing", G0_FILES), [])
     assert run(spark, g0, storage)["events_applied"] == 2
 
+    # g1 reads only the folders of g0's seen/ whose bucket one of its valid ids falls in.
+    g1_valid_ids = {"e1", "e2", "e3", "e4", "e5", "e6", "e7", "e-old1"}
+    g0_buckets = set(id_buckets(spark, ["e-old1", "e-old2"]).values())
+    g1_stats = {
+        **G1_STATS,
+        "seen_folders_read": len(g0_buckets & set(id_buckets(spark, g1_valid_ids).values())),
+    }
     g1 = spec_for(work, "g1", land(tmp_path / "landing", G1_FILES), ["g0"])
-    assert run(spark, g1, storage) == G1_STATS
+    assert run(spark, g1, storage) == g1_stats
     output = work / "stateless" / "g1"
     got = read_outputs(spark, output)
     assert got["artifacts"] == G1_ARTIFACTS
     assert got["touched_keys"] == ["K1", "K2", "K3"]
     assert got["seen"] == G1_SEEN
-    assert got["stats"] == G1_STATS
+    assert got["stats"] == g1_stats
+    # seen/ holds each applied id once, in the folder of its bucket (one file a folder).
+    applied = {event_id for event_id, _ in G1_SEEN}
+    buckets = id_buckets(spark, applied)
+    assert seen_folders(output / "seen") == {
+        f"id_bucket={bucket}": {i for i in applied if buckets[i] == bucket}
+        for bucket in set(buckets.values())
+    }
+    assert all(len(list(folder.glob("*.parquet"))) == 1 for folder in (output / "seen").glob("id_bucket=*"))
     assert got["quarantine"] == [
         ("b1", "part-00000.jsonl", "not json at all", "not_json"),
         ("b1", "part-00001.jsonl", G1_FILES["b1/part-00001.jsonl"][2], "negative_amount"),
         ("b2", "part-00000.jsonl", G1_FILES["b2/part-00000.jsonl"][4], "bad_currency"),
     ]
 
-    # Only the seen partitions of this run's event dates are read (g0's 2024-03-01 is pruned).
-    plan = io.StringIO()
-    with contextlib.redirect_stdout(plan):
-        read_seen(spark, [g0["output_uri"]], ["2024-03-05", "2024-03-06"]).explain()
-    assert "PartitionFilters: [" in plan.getvalue() and "2024-03-06" in plan.getvalue()
-
     # A retry after a crash (no _stats.json, half the output gone) rewrites the same output.
     (output / "_stats.json").unlink()
     for part in (output / "artifacts").glob("part-*"):
         part.unlink()
-    assert run(spark, g1, storage) == G1_STATS
+    assert run(spark, g1, storage) == g1_stats
     assert read_outputs(spark, output) == got
 
     # Committed: a rerun returns the recorded stats and touches nothing (its batches are not even read).
@@ -288,7 +318,7 @@ def test_stateless_job_reduces_dedups_quarantines_and_reruns_safely(spark, tmp_p
     before = {path: path.stat().st_mtime_ns for path in output.rglob("*")}
     capsys.readouterr()
     rerun = {**g1, "batches": [{"batch_id": "gone", "files": [(tmp_path / "gone.jsonl").as_uri()]}]}
-    assert run(spark, rerun, storage) == G1_STATS
+    assert run(spark, rerun, storage) == g1_stats
     assert "is committed" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in output.rglob("*")} == before
 
@@ -300,3 +330,25 @@ def test_stateless_job_refuses_a_dedup_group_without_seen(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="never-ran"):
         run(spark, spec, Storage())
     assert not (tmp_path / "work" / "stateless" / "g2").exists()
+
+
+def test_seen_folders_to_read_for_each_layout(tmp_path):
+    from spark_jobs.recon_stateless import folders_to_read, seen_partitions
+
+    seen = tmp_path / "g" / "seen"
+    for name in ("id_bucket=3/part-0.parquet", "_SUCCESS", "id_bucket=3_$folder$"):
+        (seen / name).parent.mkdir(parents=True, exist_ok=True)
+        (seen / name).write_bytes(b"")
+    group = (tmp_path / "g").as_uri() + "/"
+    assert seen_partitions(Storage(), [group]) == {group: ["id_bucket=3"]}
+
+    buckets = ["id_bucket=0", "id_bucket=3", "id_bucket=7"]
+    assert folders_to_read(buckets, {3, 5}) == ["id_bucket=3"]
+    assert folders_to_read(buckets, set()) == []
+    # The layout before the buckets: an id may sit under any event date, so every folder is read.
+    dates = ["event_date=2024-02-20", "event_date=2024-03-05"]
+    assert folders_to_read(dates, {3}) == dates
+    with pytest.raises(ValueError, match="more than one layout"):
+        folders_to_read([*buckets, *dates], {3})
+    with pytest.raises(ValueError, match="none known"):
+        folders_to_read(["region=eu"], {3})

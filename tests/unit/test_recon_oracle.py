@@ -196,6 +196,23 @@ def test_the_first_delivery_by_batch_order_wins():
     assert artifacts["ORD-1"]["batches"] == ["b1", "b2"]  # e-1 now counts in b2, e-2 in b1
 
 
+def test_an_id_is_a_duplicate_whatever_its_time_and_again_new_after_the_horizon():
+    from datetime import UTC, datetime, timedelta
+
+    first = line("e-1", "ORD-1", "receivable", 100, time="2024-02-20T10:00:00Z")
+    moved = line("e-1", "ORD-1", "receivable", 100, time="2024-03-05T11:25:00Z")
+    batches = [("b1", [first]), ("b2", [moved]), ("b3", [moved])]
+    assert oracle.expected(batches)[0]["ORD-1"]["totals"][0]["receivable"] == 100
+
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    when = {"b1": day, "b2": day + timedelta(days=7), "b3": day + timedelta(days=7, seconds=1)}
+    artifacts, stats = oracle.expected(batches, processed_at=when, horizon=timedelta(days=7))
+    # b2 is exactly at the horizon (still a duplicate); b3 is past it and applied again.
+    assert artifacts["ORD-1"]["totals"][0]["receivable"] == 200 and stats["duplicates"] == 1
+    with pytest.raises(ValueError, match="both"):
+        oracle.expected(batches, horizon=timedelta(days=7))
+
+
 def test_pipeline_artifacts_compare_without_run_fields():
     artifact = {"key": "K", "version": 3, "batches": ["b"], "seq": 7}
     assert oracle.without_run_fields(artifact) == {"key": "K", "batches": ["b"]}
