@@ -11,7 +11,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dataplatform.config import GlueTable, Settings
 from dataplatform.glue.discovery import split_s3_uri
@@ -125,6 +125,25 @@ def seed_demo(s3, glue, config: Settings, start: datetime = datetime(2024, 3, 1)
         invalid = INVALID_WEB_EVENT_PREFIXES if table.layout == "hive" else ("2024/13/01/", "2024/03/xx/")
         put_raw_prefixes(s3, table, invalid)
         counts[name] = {"partitions": len(partitions), "invalid_prefixes": len(invalid)}
+    return counts
+
+
+# Days up to today (UTC) that the local stack's lake also holds, so that the scheduled run a newcomer gets
+# by unpausing a DAG (yesterday's interval, or today's after midnight) finds its partitions and markers.
+RECENT_DAYS = 7
+
+
+def seed_recent_days(s3, config: Settings, now: datetime | None = None, days: int = RECENT_DAYS) -> dict:
+    """Partitions (with ``_SUCCESS`` markers where the table waits for them) of every Glue table for the
+    ``days`` days before today and today itself; the tables themselves come from ``seed_demo``."""
+    today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    counts = {}
+    for name, table in config.glue.tables.items():
+        partitions = PartitionLayout(table).values_for_interval(
+            today - timedelta(days=days), today + timedelta(1)
+        )
+        put_partitions(s3, table, partitions, success_marker=table.wait_for_success_marker)
+        counts[name] = len(partitions)
     return counts
 
 
