@@ -158,13 +158,9 @@ def port_free(port: int) -> bool:
 @pytest.fixture
 def up(tmp_path):
     stack = UpProcess(tmp_path)
-    try:
-        yield stack
-    except BaseException:
-        print(stack.output)
-        raise
-    finally:
-        stack.kill()
+    yield stack
+    print(f"--- output of `up` ---\n{stack.output}")  # shown when the test fails
+    stack.kill()
 
 
 def assert_stopped_completely(stack: UpProcess) -> None:

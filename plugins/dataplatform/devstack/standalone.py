@@ -311,18 +311,25 @@ class StandaloneAirflow:
         """
         url = self.url + (path if path.startswith(("/api/", "/auth/")) else "/api/v2" + path)
         for attempt in range(2):
-            response = self._client.request(
-                method,
-                url,
-                json=json,
-                params=params,
-                headers={"Authorization": f"Bearer {self.token(refresh=attempt > 0)}"},
-            )
+            response = self._request(method, url, json, params, self.token(refresh=attempt > 0))
             if response.status_code != 401:
                 break
         if response.is_error:
             raise AirflowApiError(method, url, response.status_code, _body(response))
         return response.json() if response.content else None
+
+    def _request(self, method: str, url: str, json: Any, params: Any, token: str) -> httpx.Response:
+        """One request; a GET that times out is sent again (twice at most): on a loaded machine the
+        api-server can wait on SQLite's lock longer than the client's timeout. Writes are not repeated."""
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._client.request(
+                    method, url, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.TimeoutException:
+                if attempt == attempts:
+                    raise
 
     # -- diagnostics -----------------------------------------------------------------------------------
 

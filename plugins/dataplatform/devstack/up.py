@@ -99,7 +99,8 @@ def run_up(port: int = 8080, home: Path | None = None) -> int:
         try:
             return _serve(port, home, env_file, signals, stack)
         except StopRequested as stop:
-            print(f"{stop}: stopping airflow and moto ...", flush=True)
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                print(f"{stop}: stopping airflow and moto ...", flush=True)
             return 0
         finally:
             signals.stopping = True  # from here on a signal is only noted: the clean-up runs to its end
