@@ -86,7 +86,7 @@ class UpProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for_line(self, text: str, timeout: float = 600) -> str:
+    def wait_for_line(self, text: str, timeout: float = 900) -> str:
         def found():
             if self.process.poll() is not None and not any(text in line for line in self.lines):
                 raise AssertionError(f"`up` exited with {self.process.returncode}:\n{self.output}")

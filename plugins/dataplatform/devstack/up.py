@@ -119,7 +119,8 @@ def _serve(port: int, home: Path, env_file: Path, signals: StopSignals, stack: c
     print("starting airflow standalone (about a minute) ...", flush=True)
     with signals.deferred():
         airflow = stack.enter_context(StandaloneAirflow(home, airflow_env(home, moto.url), port=port))
-    airflow.start_and_wait()
+    # A first start migrates the database: minutes on a slow or busy machine.
+    airflow.start_and_wait(timeout=600)
     with signals.deferred():
         write_env_file(env_file, airflow.env)
         stack.callback(env_file.unlink, missing_ok=True)
