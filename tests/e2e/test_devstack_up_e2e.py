@@ -48,6 +48,7 @@ class UpProcess:
         self.lines: list[str] = []
         self.seen: dict[int, psutil.Process] = {}
         self.sessions: set[int] = set()
+        self.commands: dict[int, str] = {}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -80,6 +81,9 @@ class UpProcess:
             for process in stack_processes(self.root):
                 self.seen.setdefault(process.pid, process)
                 self.sessions.add(_sid(process.pid))
+                if process.pid not in self.commands:
+                    with contextlib.suppress(psutil.Error):
+                        self.commands[process.pid] = " ".join(process.cmdline())
             time.sleep(0.2)
 
     @property
@@ -166,7 +170,8 @@ def up(tmp_path):
 def assert_stopped_completely(stack: UpProcess) -> None:
     stack.process.wait(timeout=180)
     assert stack.process.returncode == 0, stack.output
-    assert len(stack.seen) > 10, "the sampler saw the stack"
+    seen = " | ".join(stack.commands.values())
+    assert "airflow standalone" in seen and "moto.server" in seen, f"the sampler saw the stack: {seen}"
     assert alive(stack.seen.values()) == [], stack.output
     sessions = stack.sessions - {None}
     assert alive(p for p in psutil.process_iter() if _sid(p.pid) in sessions) == []
