@@ -250,7 +250,7 @@ def test_the_banner_unpause_and_the_readme_backfill_reach_the_running_stack(up):
     wait_for(lambda: len(dag_runs(airflow, GLUE, "backfill")) == days, 60, "the backfill's runs")
     runs = dag_runs(airflow, GLUE, "backfill")
     first = date.fromisoformat(dates[0])
-    assert sorted(r["logical_date"][:10] for r in runs) == [
+    assert sorted(r["data_interval_start"][:10] for r in runs) == [
         (first + timedelta(days=i)).isoformat() for i in range(days)
     ]
     assert {r["state"] for r in runs} == {"queued"}

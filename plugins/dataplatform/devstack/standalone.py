@@ -38,6 +38,9 @@ DEFAULT_ENV: dict[str, str] = {
     # parses every file at startup either way.
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+    # A task reaches the api-server's execution API with a 5 s timeout by default; an api-server on SQLite
+    # on a busy laptop can take longer, and the executor then fails the task before it starts.
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
 }
 
 # What wait_healthy() waits for: the triggerer too, since deferrable tasks stall without it.
