@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo up test test-fast lint format bench package lock install check-java clean
+.PHONY: demo up airflow test test-fast lint format bench package lock install check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -28,6 +28,12 @@ demo: $(STAMP) check-java
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
 up: $(STAMP) check-java
 	$(PY) -m dataplatform.devstack up
+
+## airflow: the airflow CLI against the running `make up` stack, e.g. make airflow ARGS="dags list"
+AIRFLOW_ENV_FILE ?= .local/airflow.env
+airflow: $(STAMP)
+	@test -f $(AIRFLOW_ENV_FILE) || { echo "no $(AIRFLOW_ENV_FILE): start the stack with 'make up' first" >&2; exit 2; }
+	@source $(AIRFLOW_ENV_FILE) && $(VENV)/bin/airflow $(ARGS)
 
 ## test: the whole suite (unit, DAG integrity, integration on moto + local Spark, e2e on a running Airflow)
 test: $(STAMP) check-java

@@ -38,6 +38,7 @@ The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform
 
 @dag(
     dag_id="benchmark_pricing",
+    description="Every 15 minutes: price the workflow launches that finished and record each one's cost.",
     schedule=timedelta(minutes=15),
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.config import settings
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
 
@@ -57,6 +58,7 @@ the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
 
 @dag(
     dag_id="gdpr_erasure",
+    description="Daily: erase the people of open right-to-be-forgotten requests from every dataset; verified, audited.",
     schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -81,6 +83,7 @@ the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
             [],
             type="array",
             items={"type": "string"},
+            examples=list(settings().gdpr.datasets),
             title="Datasets",
             description="Keys of gdpr.datasets in the config; empty for every dataset.",
         ),
@@ -101,8 +104,6 @@ def gdpr_erasure():
 
     @task
     def pyiceberg_datasets(accepted: dict, claimed: list[str]) -> list[str]:
-        from dataplatform.config import settings
-
         datasets = settings().gdpr.datasets
         return [key for key in accepted["datasets"] if datasets[key].engine == "pyiceberg"] if claimed else []
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from dataplatform.config import settings
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
 
 DOC = """
@@ -18,7 +19,8 @@ BatchCreatePartition call with the table's schema, SerDe and formats and their o
 
 * **Scheduled** (daily, 00:00 UTC): `mode=interval` registers the partitions of the run's data interval
   that have data in S3 (waiting, deferred, for `_SUCCESS` markers on tables that ask for them). History:
-  `airflow backfill create --dag-id glue_partition_loader --from-date 2023-06-01 --to-date 2023-06-30`.
+  `airflow backfill create --dag-id glue_partition_loader --from-date 2024-03-01 --to-date 2024-03-03`
+  (locally: `make airflow ARGS="backfill create ..."`). Runs of a paused DAG stay queued: unpause it.
 * **Manual**: `table` (empty = all), `mode` (`interval` | `discover` | `msck` | `crawler`), `dry_run`.
   `discover` lists the table location level by level and registers everything missing.
 
@@ -32,6 +34,7 @@ created, invalid, empty, failed) is the task's XCom and a JSON file under `repor
 
 @dag(
     dag_id="glue_partition_loader",
+    description="Daily: register the new S3 partitions of the configured tables in the Glue Data Catalog.",
     # Explicit data intervals: a run for 2023-06-01 covers [06-01, 06-02), which is what interval mode
     # registers (Airflow 3's cron presets would give zero-length intervals).
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -51,6 +54,7 @@ created, invalid, empty, failed) is the task's XCom and a JSON file under `repor
         "table": Param(
             None,
             type=["null", "string"],
+            examples=list(settings().glue.tables),
             title="Table",
             description="A key of glue.tables in the config; empty for every table.",
         ),
@@ -74,7 +78,6 @@ def glue_partition_loader():
     @task
     def select_tables(params: dict) -> list[str]:
         """Validate the params against the config (before any side effect) and pick the tables."""
-        from dataplatform.config import settings
         from dataplatform.operators.glue import check_request
 
         return check_request(params["table"], params["mode"], params["dry_run"], settings())

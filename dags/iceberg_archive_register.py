@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
+from dataplatform.config import settings
+
 DOC = """
 ### Iceberg archive register
 
@@ -48,6 +50,7 @@ its files are then unreferenced for the next maintenance run.
 
 @dag(
     dag_id="iceberg_archive_register",
+    description="On demand: register an older metadata file of an Iceberg table as an archive table.",
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -64,6 +67,7 @@ its files are then unreferenced for the next maintenance run.
         "table": Param(
             None,
             type=["null", "string"],
+            examples=list(settings().iceberg.tables),
             title="Table",
             description="A key of iceberg.tables in the config (the source table).",
         ),

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.config import settings
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
 
@@ -65,6 +66,7 @@ would create and the snapshots expiry would remove, from the metadata tables, an
 
 @dag(
     dag_id="iceberg_maintenance",
+    description="Nightly: tag snapshots, expire old ones and clean up unreferenced files of Iceberg tables.",
     schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -83,6 +85,7 @@ would create and the snapshots expiry would remove, from the metadata tables, an
             [],
             type="array",
             items={"type": "string"},
+            examples=list(settings().iceberg.tables),
             title="Tables",
             description="Keys of iceberg.tables in the config; empty for every table.",
         ),
@@ -98,7 +101,6 @@ def iceberg_maintenance():
     @task
     def select_tables(params: dict) -> list[str]:
         """Validate the params against the config (before any side effect) and pick the pyiceberg tables."""
-        from dataplatform.config import settings
         from dataplatform.operators.iceberg import check_tables, tables_for_backend
 
         config = settings().iceberg

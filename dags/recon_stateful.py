@@ -40,6 +40,7 @@ _WAIT = {
 
 @dag(
     dag_id="recon_stateful",
+    description="After each stateless run: join its artifacts with the prior state and index the result.",
     schedule=[STATELESS_ARTIFACTS],
     start_date=datetime(2024, 1, 1),
     catchup=False,

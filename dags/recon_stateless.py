@@ -31,6 +31,7 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 
 @dag(
     dag_id="recon_stateless",
+    description="Every 10 minutes: claim landed batches of financial events and reduce them.",
     schedule=CronTriggerTimetable("*/10 * * * *", timezone="UTC"),
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -38,6 +38,7 @@ PARSE_SCRIPT = textwrap.dedent(
             "retries": sorted({t.retries for t in dag.tasks}),
             "tags": sorted(dag.tags),
             "doc_md": bool(dag.doc_md and dag.doc_md.strip()),
+            "description": dag.description,
             "params": {k: v.schema for k, v in dag.params.items()},
         }
         for dag_id, dag in bag.dags.items()
@@ -85,6 +86,67 @@ def test_params_carry_a_json_schema(parsed):
     assert params["mode"]["enum"] == ["interval", "discover", "msck", "crawler"]
     assert params["dry_run"]["type"] == "boolean"
     assert params["table"]["type"] == ["null", "string"]
+
+
+def test_every_dag_has_a_one_line_description(parsed):
+    """What the DAG list shows under each DAG's name."""
+    for dag_id, info in parsed["dags"].items():
+        description = info["description"] or ""
+        assert description.strip(), f"{dag_id}: add a description"
+        assert "\n" not in description and len(description) <= 110, f"{dag_id}: one line"
+
+
+# The trigger forms' name params: (DAG, param, the config section whose keys they name, the first task's
+# check of the value).
+NAME_PARAMS = [
+    ("glue_partition_loader", "table", lambda c: c.glue.tables, "glue"),
+    ("iceberg_maintenance", "tables", lambda c: c.iceberg.tables, "iceberg"),
+    ("iceberg_archive_register", "table", lambda c: c.iceberg.tables, "iceberg_archive"),
+    ("gdpr_erasure", "datasets", lambda c: c.gdpr.datasets, "gdpr"),
+]
+
+
+def first_task_check(kind: str, name: str):
+    """What the DAG's first task runs on the param (select_tables, check, accept_requests)."""
+    from dataplatform.config import settings
+
+    config = settings()
+    if kind == "glue":
+        from dataplatform.operators.glue import check_request
+
+        return check_request(name, "discover", False, config)
+    if kind == "iceberg":
+        from dataplatform.operators.iceberg import check_tables
+
+        return check_tables([name], False, config.iceberg)
+    if kind == "iceberg_archive":
+        from dataplatform.operators.iceberg_archive import source_identifier
+
+        return source_identifier(name, config.iceberg)
+    from dataplatform.operators.gdpr import check_datasets
+
+    return check_datasets([name], config.gdpr)
+
+
+@pytest.mark.parametrize(("dag_id", "param", "section", "kind"), NAME_PARAMS)
+def test_trigger_forms_offer_the_configured_names_and_the_first_task_refuses_others(
+    parsed, dag_id, param, section, kind
+):
+    import jsonschema
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dataplatform.config import settings
+
+    schema = parsed["dags"][dag_id]["params"][param]
+    configured = list(section(settings()))
+    assert configured and schema["examples"] == configured
+    # The choices are suggestions: the form still takes another name (a table configured after the DAG
+    # was parsed), and the first task refuses it, naming it, before anything is touched.
+    unknown = "no_such_name"
+    jsonschema.validate([unknown] if schema["type"] == "array" else unknown, schema)
+    with pytest.raises(AirflowFailException, match=unknown):
+        first_task_check(kind, unknown)
+    assert first_task_check(kind, configured[0])
 
 
 def test_the_parse_guard_catches_network_access(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dataplatform.devstack.demo import DemoError, check_java, run_demo
 
@@ -16,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     up = sub.add_parser("up", help="moto + seeded demo lake + `airflow standalone` for the web UI")
     up.add_argument("--port", type=int, default=8080, help="web UI / API port (default 8080)")
+    up.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="AIRFLOW_HOME (default .local/airflow); the shell environment goes beside it, in airflow.env",
+    )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
     try:
@@ -24,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from dataplatform.devstack.up import run_up
 
-            return run_up(port=args.port)
+            return run_up(port=args.port, home=args.home)
         print(check_java())
         return 0
     except DemoError as exc:

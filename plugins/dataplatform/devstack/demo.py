@@ -163,7 +163,15 @@ def seed_local_lake(moto_url: str):
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
-    from dataplatform.devstack.seed import seed_demo, seed_gdpr, seed_iceberg, seed_pricing, seed_recon
+    from dataplatform.devstack.seed import (
+        RECENT_DAYS,
+        seed_demo,
+        seed_gdpr,
+        seed_iceberg,
+        seed_pricing,
+        seed_recent_days,
+        seed_recon,
+    )
     from dataplatform.gdpr.__main__ import main as gdpr_cli
 
     s3 = aws.client("s3")
@@ -174,6 +182,11 @@ def seed_local_lake(moto_url: str):
             f"{name} {c['partitions']} partitions + {c['invalid_prefixes']} invalid prefixes"
             for name, c in seeded.items()
         )
+    )
+    recent = seed_recent_days(s3, settings())
+    print(
+        f"and the last {RECENT_DAYS} days up to today (for scheduled runs): "
+        + ", ".join(f"{name} {n} partitions" for name, n in recent.items())
     )
     iceberg = seed_iceberg(_demo_catalog(moto_url), s3, settings())
     print(

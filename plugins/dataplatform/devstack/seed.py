@@ -128,6 +128,25 @@ def seed_demo(s3, glue, config: Settings, start: datetime = datetime(2024, 3, 1)
     return counts
 
 
+# Days up to today (UTC) that the local stack's lake also holds, so that the scheduled run a newcomer gets
+# by unpausing a DAG (yesterday's interval, or today's after midnight) finds its partitions and markers.
+RECENT_DAYS = 7
+
+
+def seed_recent_days(s3, config: Settings, now: datetime | None = None, days: int = RECENT_DAYS) -> dict:
+    """Partitions (with ``_SUCCESS`` markers where the table waits for them) of every Glue table for the
+    ``days`` days before today and today itself; the tables themselves come from ``seed_demo``."""
+    today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    counts = {}
+    for name, table in config.glue.tables.items():
+        partitions = PartitionLayout(table).values_for_interval(
+            today - timedelta(days=days), today + timedelta(1)
+        )
+        put_partitions(s3, table, partitions, success_marker=table.wait_for_success_marker)
+        counts[name] = len(partitions)
+    return counts
+
+
 # Demo reconciliation data: an hour of ten-minute batches (skewed keys, redeliveries, late corrections,
 # 1% malformed rows): the first stateless run groups 4 of the 6 (backlog), the second takes the other 2,
 # and then the hour 10:00-11:00 is complete.

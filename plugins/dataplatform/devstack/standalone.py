@@ -38,6 +38,9 @@ DEFAULT_ENV: dict[str, str] = {
     # parses every file at startup either way.
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+    # A task reaches the api-server's execution API with a 5 s timeout by default; an api-server on SQLite
+    # on a busy laptop can take longer, and the executor then fails the task before it starts.
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
 }
 
 # What wait_healthy() waits for: the triggerer too, since deferrable tasks stall without it.
@@ -311,18 +314,25 @@ class StandaloneAirflow:
         """
         url = self.url + (path if path.startswith(("/api/", "/auth/")) else "/api/v2" + path)
         for attempt in range(2):
-            response = self._client.request(
-                method,
-                url,
-                json=json,
-                params=params,
-                headers={"Authorization": f"Bearer {self.token(refresh=attempt > 0)}"},
-            )
+            response = self._request(method, url, json, params, self.token(refresh=attempt > 0))
             if response.status_code != 401:
                 break
         if response.is_error:
             raise AirflowApiError(method, url, response.status_code, _body(response))
         return response.json() if response.content else None
+
+    def _request(self, method: str, url: str, json: Any, params: Any, token: str) -> httpx.Response:
+        """One request; a GET that times out is sent again (twice at most): on a loaded machine the
+        api-server can wait on SQLite's lock longer than the client's timeout. Writes are not repeated."""
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._client.request(
+                    method, url, json=json, params=params, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.TimeoutException:
+                if attempt == attempts:
+                    raise
 
     # -- diagnostics -----------------------------------------------------------------------------------
 
