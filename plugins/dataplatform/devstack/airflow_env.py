@@ -20,7 +20,10 @@ def airflow_env(airflow_home: Path, moto_url: str, base: dict[str, str] | None =
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+            # SQLite lets one writer in at a time; the CLI beside a running scheduler (`make airflow
+            # ARGS="backfill create ..."`) waits up to 60 s for its turn instead of Python's default 5 s,
+            # after which it failed with "database is locked".
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db?timeout=60",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             # The connection, endpoint included, lives in the environment: nothing in the repo points at moto.
