@@ -18,12 +18,12 @@ import pytest
 from dataplatform import spark as spark_spec
 from dataplatform.config import settings
 from dataplatform.devstack.seed import seed_iceberg
-from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
 from dataplatform.iceberg.snapshots import main_ancestry, start_of_day, to_ms
 from dataplatform.reports import report_key
 from dataplatform.s3.objects import list_objects, split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
+from tests.moto_lake import fresh_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -36,16 +36,11 @@ SPARK_TASKS = (f"{GROUP}.plan[-1]", f"{GROUP}.iceberg_{TABLE}.spark_submit[-1]",
 @pytest.fixture(scope="module")
 def lake(moto_server, airflow_db):
     """The local config's Iceberg tables on a fresh moto state; ``clickstream`` is the Spark one."""
-    from dataplatform import aws
-
-    moto_server.reset()
-    s3 = aws.client("s3")
-    catalog = load_glue_catalog(AwsAccess("us-east-1", moto_server.url, "testing", "testing"))
-    s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])
-    seed_iceberg(catalog, s3, settings())
-    policy = settings().iceberg.tables[TABLE]
-    assert policy.backend == "spark"
-    return SimpleNamespace(s3=s3, catalog=catalog, policy=policy, server=moto_server)
+    lake = fresh_lake(moto_server)
+    seed_iceberg(lake.catalog, lake.s3, settings())
+    lake.policy = settings().iceberg.tables[TABLE]
+    assert lake.policy.backend == "spark"
+    return lake
 
 
 def load(lake):
