@@ -1,7 +1,8 @@
-"""The gdpr_erasure DAG run for real (in-process ``dag.test()``) on the local config's datasets:
-pyiceberg tables with personal data in the moto Glue catalog and a versioned S3 bucket, requests and
-audit in moto DynamoDB. The expected rows come from the tables as read before the run, filtered in plain
-Python: an oracle that shares no code with the erasure."""
+"""The gdpr_erasure DAG run for real (in-process ``dag.test()``) on the local config's pyiceberg datasets
+(the ``engine: spark`` one runs in test_gdpr_iceberg_spark.py): pyiceberg tables with personal data in
+the moto Glue catalog and a versioned S3 bucket, requests and audit in moto DynamoDB. The expected rows
+come from the tables as read before the run, filtered in plain Python: an oracle that shares no code
+with the erasure."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ ERASE = GDPR_DEMO["erase"]
 
 
 @pytest.fixture
-def lake(aws, airflow_db):
+def lake(aws, airflow_db, pyiceberg_only_config):
     aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
     aws.dynamodb = aws.client("dynamodb")
     aws.s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])

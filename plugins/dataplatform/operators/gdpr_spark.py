@@ -38,12 +38,16 @@ def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
 
     config = settings()
     dataset = config.gdpr.datasets[key]
-    # No task retries in the group: a retried step would rerun the whole job on a cluster that is being
-    # paid for, and fail the same way; the requests stay retriable, and the next run starts afresh.
+    spark_settings = spark_settings_for(dataset, config.spark)
+    # No task retries in the group on a billed backend: a retried step would rerun the whole job on a
+    # cluster that is being paid for, and fail the same way; the requests stay retriable, and the next
+    # run starts afresh. On the local backend a retry costs nothing (the jobs are safe to rerun), so the
+    # DAG's retries apply.
+    billed = {"retries": 0} if spark_settings.backend != "local" else {}
     with TaskGroup(
         group_id=f"erase_{key}",
         tooltip=f"GDPR erasure of {dataset.identifier} with Spark",
-        default_args={"retries": 0},
+        default_args=billed,
     ) as group:
 
         @task(task_id="plan")
@@ -53,7 +57,7 @@ def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
         planned = plan(accepted, claimed)
         spec = "{{ ti.xcom_pull(task_ids='" + f"erase_{key}.plan" + "')['spec_uri'] }}"
         job = spark_erasure.spark_job(key, dataset, spec)
-        run_job = spark_job_tasks(job, spark_settings_for(dataset, config.spark))
+        run_job = spark_job_tasks(job, spark_settings)
 
         @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE)
         def record(planned: dict | None, **context) -> dict:
