@@ -71,9 +71,19 @@ def airflow_db(moto_server):
     return AIRFLOW_HOME
 
 
+# Interim (issue 13, until dataplatform.spark_jars lands): hadoop-aws + its SDK from the local Maven
+# repository, so the shared session reads and writes s3:// on the moto server through S3A.
+_M2 = Path.home() / ".m2" / "repository"
+S3A_JARS = (
+    _M2 / "org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar",
+    _M2 / "com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar",
+)
+
+
 @pytest.fixture(scope="session")
-def spark():
-    """One local Spark session for every DataFrame test (starting one costs ~5 s)."""
+def spark(moto_server):
+    """One local Spark session for every DataFrame test (starting one costs ~5 s); ``s3://`` URIs go to
+    the moto server through S3A (credentials from the environment), as EMR's go to S3."""
     from pyspark.sql import SparkSession
 
     session = (
@@ -82,6 +92,11 @@ def spark():
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.jars", ",".join(str(jar) for jar in S3A_JARS))
+        .config("spark.hadoop.fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+        .config("spark.hadoop.fs.s3a.endpoint", moto_server.url)
+        .config("spark.hadoop.fs.s3a.path.style.access", "true")
+        .config("spark.hadoop.fs.s3a.connection.ssl.enabled", "false")
         .getOrCreate()
     )
     yield session
