@@ -297,6 +297,7 @@ def local_spark_env(
     python: str = sys.executable,
     credentials: tuple[str | None, str | None, str | None] | None = None,
     region: str | None = None,
+    endpoint_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of a local ``spark-submit``.
 
@@ -324,6 +325,10 @@ def local_spark_env(
     if region:
         env["AWS_REGION"] = region
         env.setdefault("AWS_DEFAULT_REGION", region)
+    # boto3 in the driver and the Python workers (a job reading its spec from s3://, Storage) goes where
+    # S3A goes: the connection's endpoint (moto locally; none on EMR, where this function is not used).
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
     return env
 
 
