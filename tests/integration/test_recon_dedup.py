@@ -23,6 +23,14 @@ from tests.reconciliation_oracle import expected, read_landing, without_run_fiel
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
+
+@pytest.fixture
+def recon(recon_on_file):
+    """These tests read part files and rewrite ``seen/`` folders on disk, behind the pipeline's back: the
+    file:// layout (the S3 one is tested in test_recon_pipeline.py)."""
+    return recon_on_file
+
+
 KEY = "ORD-X"
 RESENT_ID = "evt-X"
 FIRST_WINDOW = datetime(2024, 2, 20, 10, 0, tzinfo=UTC)
