@@ -4,8 +4,9 @@ Data: 1,000,000 events over 100,000 order keys (Zipf-skewed: a few hot orders ta
 landed batches, with redeliveries, late corrections and 1% malformed rows (the generator of
 ``dataplatform.reconciliation.generator``).
 
-- **pipeline**: its local mode, as ``make demo`` runs it: local Spark (``local[2]``) writing part files to
-  ``file://``, the ledger and the artifact index in DynamoDB on the moto server. Each batch goes through
+- **pipeline**: its local mode, as ``make demo`` runs it: local Spark (``local[2]``, the local backend's
+  conf: the locked hadoop-aws jars, S3A on the moto endpoint) reading the landed batches from and writing
+  its part files to ``s3://`` on the moto server, the ledger and the artifact index in DynamoDB there. Each batch goes through
   one stateless run and one stateful run (prefetch -> process -> index), as five 10-minute schedules
   would.
 - **baseline** (the legacy design, written here for the comparison): per event, read-modify-write one
@@ -14,8 +15,8 @@ landed batches, with redeliveries, late corrections and 1% malformed rows (the g
   rates are compared. moto answers in about a millisecond where S3 takes 10-30 ms, which flatters the
   baseline.
 
-Object writes are PUTs (baseline) and files written under the work area (pipeline; Spark's local ``.crc``
-side files, which S3 would not have, are not counted). Reads are requests through the storage layer:
+Object writes are PUTs (baseline) and the objects under the pipeline's work prefix at the end (S3A's
+FileOutputCommitter also copies each part file twice on its way there: task commit, then job commit). Reads are requests through the storage layer:
 ranged GETs of the prefetch plus whole-object reads of specs and stats.
 
     .venv/bin/python benchmarks/reconciliation.py [--events 1000000] [--keys 100000] [--batches 5]
@@ -53,8 +54,9 @@ from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
 from dataplatform.reconciliation import pipeline  # noqa: E402
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches  # noqa: E402
 from dataplatform.reconciliation.local_runner import LocalRunner  # noqa: E402
+from dataplatform.spark import local_conf  # noqa: E402
 from spark_jobs.common.dynamo import client as aws_client  # noqa: E402
-from spark_jobs.common.storage import Storage  # noqa: E402
+from spark_jobs.common.storage import Storage, join, split_s3  # noqa: E402
 
 START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 EVENT_TYPES = ("receivable", "payable", "royalty", "amortization", "remittance", "correction")
@@ -98,20 +100,22 @@ def legacy_apply(s3, bucket: str, line: str, counts: dict[str, int]) -> None:
     counts["puts"] += 1
 
 
-def run_baseline(s3, landing: Path, events: int) -> dict:
+def landed_lines(storage: Storage, landing: str, events: int) -> list[str]:
+    """The first ``events`` lines of the landed batches, in batch order."""
+    lines: list[str] = []
+    for batch_id in storage.list_children(landing):
+        manifest = storage.read_json(join(landing, batch_id, "_manifest.json"))
+        for name in manifest["files"]:
+            lines.extend(storage.read_bytes(join(landing, batch_id, name)).decode().splitlines())
+            if len(lines) >= events:
+                return lines[:events]
+    return lines
+
+
+def run_baseline(s3, lines: list[str]) -> dict:
     bucket = "legacy-recon-bench"
     s3.create_bucket(Bucket=bucket)
     counts = {"gets": 0, "puts": 0, "malformed": 0, "duplicates": 0}
-    lines = []
-    for manifest_path in sorted(landing.glob("*/_manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        for name in manifest["files"]:
-            lines.extend((manifest_path.parent / name).read_text().splitlines())
-            if len(lines) >= events:
-                break
-        if len(lines) >= events:
-            break
-    lines = lines[:events]
     started = time.perf_counter()
     for number, line in enumerate(lines, start=1):
         legacy_apply(s3, bucket, line, counts)
@@ -133,11 +137,7 @@ def driver_memory(spark) -> dict[str, float]:
     }
 
 
-def files_written(work: Path) -> int:
-    return sum(1 for path in work.rglob("*") if path.is_file() and not path.name.startswith("."))
-
-
-def run_pipeline(runner: LocalRunner, batches: int, work: Path) -> dict:
+def run_pipeline(runner: LocalRunner, batches: int) -> dict:
     totals = {
         "events": 0,
         "prefetched_artifacts": 0,
@@ -173,7 +173,7 @@ def run_pipeline(runner: LocalRunner, batches: int, work: Path) -> dict:
         per_run.append(figures)
         log(f"  pipeline run {number}: {figures}")
     totals["seconds"] = time.perf_counter() - started
-    totals["object_writes"] = files_written(work)
+    totals["object_writes"] = len(runner.ctx.storage.list_files(runner.ctx.settings.work_uri))
     totals["reads"] = runner.ctx.storage.stats.as_dict()["reads"] + totals["prefetch_reads"]
     totals["per_run"] = per_run
     return totals
@@ -190,14 +190,15 @@ def main() -> int:
     from pyspark.sql import SparkSession
 
     tmp = Path(tempfile.mkdtemp(prefix="recon-bench-"))
-    landing, work = tmp / "landing", tmp / "work"
+    landing, work = "s3://recon-bench/landing/", "s3://recon-bench/work/"
     with MotoServer(log_path=tmp / "moto.log") as moto:
-        storage = Storage()
+        storage = Storage(aws_client("s3", moto.url, "us-east-1"))
+        storage.s3.create_bucket(Bucket=split_s3(landing)[0])
         log(f"generating {args.events:,} events over {args.keys:,} keys in {args.batches} batches ...")
         generated = time.perf_counter()
         write_batches(
             storage,
-            f"file://{landing}/",
+            landing,
             GeneratorConfig(
                 seed=2024,
                 n_keys=args.keys,
@@ -209,9 +210,7 @@ def main() -> int:
         )
         log(f"  generated in {time.perf_counter() - generated:.0f}s")
 
-        config = settings().reconciliation.model_copy(
-            update={"landing_uri": f"file://{landing}/", "work_uri": f"file://{work}/"}
-        )
+        config = settings().reconciliation.model_copy(update={"landing_uri": landing, "work_uri": work})
         ctx = pipeline.ReconContext(
             settings=config,
             dynamodb=aws_client("dynamodb", moto.url, "us-east-1"),
@@ -219,23 +218,27 @@ def main() -> int:
             region="us-east-1",
             aws_endpoint_url=moto.url,
         )
-        spark = (
+        builder = (
             SparkSession.builder.master("local[2]")
             .appName("recon-bench")
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.driver.memory", "4g")
-            .getOrCreate()
         )
+        # S3A reads the credentials from the environment (set above), as under the local backend.
+        for key, value in local_conf({}, moto.url, "us-east-1").items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
         log("pipeline ...")
         # The jobs print a summary line each: keep stdout to the one JSON line.
         with contextlib.redirect_stdout(sys.stderr):
-            piped = run_pipeline(LocalRunner(ctx, spark), args.batches, work)
+            piped = run_pipeline(LocalRunner(ctx, spark), args.batches)
         spark.stop()
 
         log(f"baseline on the first {args.baseline_events:,} lines ...")
-        base = run_baseline(aws_client("s3", moto.url, "us-east-1"), landing, args.baseline_events)
+        lines = landed_lines(storage, landing, args.baseline_events)
+        base = run_baseline(aws_client("s3", moto.url, "us-east-1"), lines)
 
     pipeline_rate = piped["events"] / piped["seconds"]
     baseline_rate = base["events"] / base["seconds"]

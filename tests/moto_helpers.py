@@ -32,3 +32,20 @@ class AtomicWrites:
                 return attribute(*args, **kwargs)
 
         return write
+
+
+def recorded_s3_gets(server, bucket: str, key: str) -> list[dict[str, str]]:
+    """The GETs of ``s3://bucket/key`` the moto server received since ``server.start_recording()``
+    (path-style URLs, as S3A and the boto3 clients here use), each as its lower-cased headers."""
+    import json
+    import urllib.request
+    from urllib.parse import quote, urlparse
+
+    with urllib.request.urlopen(f"{server.url}/moto-api/recorder/download-recording", timeout=30) as resp:
+        entries = [json.loads(line) for line in resp.read().decode().splitlines()]
+    path = f"/{bucket}/{quote(key)}"
+    return [
+        {name.lower(): value for name, value in (entry.get("headers") or {}).items()}
+        for entry in entries
+        if entry["method"] == "GET" and urlparse(entry["url"]).path == path
+    ]

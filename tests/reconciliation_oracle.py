@@ -197,21 +197,47 @@ def without_run_fields(artifact: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in artifact.items() if name not in ("version", "seq")}
 
 
-def read_landing(landing_uri: str) -> list[tuple[str, list[bytes]]]:
-    """``[(batch_id, lines)]`` of every batch with a manifest under a ``file://`` landing folder, in batch
-    order (window_start, then batch_id). Plain file reads: independent of the pipeline's storage code."""
-    root = Path(urlparse(landing_uri).path)
+def read_landing(landing_uri: str, s3: Any = None) -> list[tuple[str, list[bytes]]]:
+    """``[(batch_id, lines)]`` of every batch with a manifest under a landing folder (``file://``, or
+    ``s3://`` read with the boto3 client ``s3``), in batch order (window_start, then batch_id). Plain file
+    reads and GETs: independent of the pipeline's storage code."""
     found = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        manifest_path = folder / "_manifest.json"
-        if not manifest_path.is_file():
-            continue
-        manifest = json.loads(manifest_path.read_text())
-        lines = [line for name in manifest["files"] for line in _lines((folder / name).read_bytes())]
+    for manifest_raw, read_file in _landed_batches(landing_uri, s3):
+        manifest = json.loads(manifest_raw)
+        lines = [line for name in manifest["files"] for line in _lines(read_file(name))]
         found.append((manifest["window_start"], manifest["batch_id"], lines))
     # Windows end in Z with the same precision here, but compare instants, not strings.
     found.sort(key=lambda item: (_parse_time(_with_fraction(item[0])) or item[0], item[1]))
     return [(batch_id, lines) for _, batch_id, lines in found]
+
+
+def _landed_batches(landing_uri: str, s3: Any) -> Iterable[tuple[bytes, Any]]:
+    """``(manifest bytes, read(name) -> bytes)`` of every batch folder that has its manifest."""
+    parsed = urlparse(landing_uri)
+    if parsed.scheme == "file":
+        root = Path(parsed.path)
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if (folder / "_manifest.json").is_file():
+                yield (folder / "_manifest.json").read_bytes(), lambda name, f=folder: (f / name).read_bytes()
+        return
+    if parsed.scheme != "s3" or s3 is None:
+        raise ValueError(
+            f"read_landing reads file:// folders, or s3:// ones with an s3 client: {landing_uri}"
+        )
+    bucket, prefix = parsed.netloc, parsed.path.lstrip("/").rstrip("/") + "/"
+
+    def get(key: str) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    keys = {
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    }
+    for key in sorted(keys):
+        folder, _, name = key.rpartition("/")
+        if name == "_manifest.json" and folder.count("/") == prefix.count("/"):
+            yield get(key), lambda name, f=folder: get(f"{f}/{name}")
 
 
 def _lines(data: bytes) -> list[bytes]:

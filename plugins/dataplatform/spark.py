@@ -325,7 +325,8 @@ def local_spark_env(
     if region:
         env["AWS_REGION"] = region
         env.setdefault("AWS_DEFAULT_REGION", region)
-    # boto3 in the driver (a job reading its spec before it knows any endpoint) goes where S3A goes.
+    # boto3 in the driver and the Python workers (a job reading its spec from s3://, Storage) goes where
+    # S3A goes: the connection's endpoint (moto locally; none on EMR, where this function is not used).
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
     return env

@@ -2,8 +2,8 @@
 
 Used in three places that must agree on how bytes are addressed: the Spark jobs (driver and executors,
 shipped in spark_jobs.zip, so nothing here imports pyspark or Airflow), the Airflow tasks (indexer,
-ledger, manifests) and the ``get`` command. Locally everything is ``file://`` (Spark cannot reach S3 on
-moto without hadoop-aws); in AWS the same calls go to S3 with boto3, which EMR ships.
+ledger, manifests) and the ``get`` command. Locally the same calls go to S3 on the moto server (the
+config's default) or to ``file://`` folders; in AWS to S3 with boto3, which EMR ships.
 
 Every call is counted in ``Storage.stats`` (requests, bytes), so benchmarks and reports can say how many
 reads and writes a stage made. A ``Storage`` is cheap: make one per task or per Spark partition.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,13 +108,18 @@ class Storage:
 
     # -- reads -----------------------------------------------------------------------------------------
 
+    def _get_object(self, uri: str, **kwargs: Any) -> Any:
+        """GetObject of an ``s3://`` URI; a missing object raises ``FileNotFoundError`` as a missing
+        file does, so callers handle one error whichever scheme the config names."""
+        bucket, key = split_s3(uri)
+        try:
+            return self.s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"]
+        except self.s3.exceptions.NoSuchKey as exc:
+            raise FileNotFoundError(f"{uri} does not exist") from exc
+
     def read_bytes(self, uri: str) -> bytes:
         _check_scheme(uri)
-        if is_s3(uri):
-            bucket, key = split_s3(uri)
-            data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        else:
-            data = local_path(uri).read_bytes()
+        data = self._get_object(uri).read() if is_s3(uri) else local_path(uri).read_bytes()
         self.stats.add(reads=1, bytes_read=len(data))
         return data
 
@@ -126,11 +132,7 @@ class Storage:
         if offset < 0 or length <= 0:
             raise ValueError(f"bad byte range offset={offset} length={length} for {uri}")
         if is_s3(uri):
-            bucket, key = split_s3(uri)
-            response = self.s3.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
-            )
-            data = response["Body"].read()
+            data = self._get_object(uri, Range=f"bytes={offset}-{offset + length - 1}").read()
         else:
             with open(local_path(uri), "rb") as handle:
                 handle.seek(offset)
@@ -145,8 +147,7 @@ class Storage:
         _check_scheme(uri)
         self.stats.add(reads=1)
         if is_s3(uri):
-            bucket, key = split_s3(uri)
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            return self._get_object(uri)
         return open(local_path(uri), "rb")
 
     def iter_lines_with_offsets(self, uri: str) -> Iterator[tuple[int, int, bytes]]:
@@ -247,6 +248,26 @@ class Storage:
 
     def write_json(self, uri: str, value: Any) -> str:
         return self.write_bytes(uri, json.dumps(value, indent=1, sort_keys=True, default=str).encode())
+
+    def delete_tree(self, uri: str) -> int:
+        """Delete everything under the folder ``uri`` (batched DeleteObjects on S3); the objects deleted."""
+        _check_scheme(uri)
+        uri = uri.rstrip("/") + "/"
+        if not is_s3(uri):
+            files = self.list_files(uri)
+            shutil.rmtree(local_path(uri), ignore_errors=True)
+            return len(files)
+        bucket, prefix = split_s3(uri)
+        deleted = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            self.stats.add(lists=1)
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                response = self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                if response.get("Errors"):
+                    raise OSError(f"could not delete under {uri}: {response['Errors'][:3]}")
+                deleted += len(keys)
+        return deleted
 
     def delete(self, uri: str) -> None:
         _check_scheme(uri)

@@ -5,7 +5,6 @@ scheduler start recon_stateful, and the indexed artifacts equal the independent 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +14,7 @@ from dataplatform.config import settings
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.reconciliation import index
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
-from spark_jobs.common.storage import Storage, local_path, split_s3
+from spark_jobs.common.storage import Storage, split_s3
 from tests.e2e.airflow_api import describe_run, standalone_airflow, wait_for, wait_for_run
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
@@ -28,13 +27,13 @@ STATELESS, STATEFUL = "recon_stateless", "recon_stateful"
 def airflow(moto_server, tmp_path_factory):
     config = settings().reconciliation
     moto_server.reset()
-    # The run reports go to the lake bucket, which exists in every environment before any DAG runs.
-    bucket, _ = split_s3(settings().reports_uri)
-    aws_clients.client("s3").create_bucket(Bucket=bucket)
-    for uri in (config.landing_uri, config.work_uri):
-        shutil.rmtree(local_path(uri), ignore_errors=True)
+    # The landing and work areas and the run reports are in the lake bucket, which exists in every
+    # environment before any DAG runs.
+    s3 = aws_clients.client("s3")
+    for bucket in {split_s3(uri)[0] for uri in (config.landing_uri, config.work_uri, settings().reports_uri)}:
+        s3.create_bucket(Bucket=bucket)
     write_batches(
-        Storage(),
+        Storage(s3),
         config.landing_uri,
         GeneratorConfig(seed=21, n_keys=150, events_per_batch=300),
         batches=2,
@@ -74,7 +73,7 @@ def test_a_triggered_stateless_run_schedules_the_stateful_run_through_its_asset(
     assert stateful["state"] == "success", describe_run(airflow, STATEFUL, stateful["dag_run_id"])
 
     config = settings().reconciliation
-    want, _ = expected(read_landing(config.landing_uri))
+    want, _ = expected(read_landing(config.landing_uri, aws_clients.client("s3")))
     dynamodb = aws_clients.client("dynamodb")
     storage = Storage(aws_clients.client("s3"))
 

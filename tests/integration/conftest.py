@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture
-def recon(aws, spark, tmp_path):
-    """The reconciliation stages in this process (``LocalRunner``): DynamoDB on moto, local Spark,
-    landing and work areas on ``file://`` under the test's temporary directory."""
+def recon_runner(aws, spark, **locations: str):
+    """``LocalRunner`` over DynamoDB on moto and the shared Spark session, with the config's landing and
+    work areas unless ``locations`` (``landing_uri``, ``work_uri``) says otherwise."""
     from dataplatform.config import settings
     from dataplatform.reconciliation import pipeline
     from dataplatform.reconciliation.local_runner import LocalRunner
     from dataplatform.reconciliation.pipeline import ReconContext
     from spark_jobs.common.storage import Storage
 
-    config = settings().reconciliation.model_copy(
-        update={
-            "landing_uri": f"file://{tmp_path}/landing/",
-            "work_uri": f"file://{tmp_path}/work/",
-            "state_part_files": 3,
-        }
-    )
+    config = settings().reconciliation.model_copy(update={**locations, "state_part_files": 3})
     ctx = ReconContext(
         settings=config,
         dynamodb=aws.client("dynamodb"),
@@ -53,3 +46,25 @@ def pyiceberg_only_config(tmp_path, monkeypatch):
     settings.cache_clear()
     yield path
     settings.cache_clear()
+
+
+@pytest.fixture
+def recon(aws, spark):
+    """The reconciliation stages in this process (``LocalRunner``): DynamoDB on moto, local Spark, the
+    config's landing and work areas (``s3://`` on moto: Spark writes its part files through S3A)."""
+    from dataplatform.config import settings
+    from spark_jobs.common.storage import split_s3
+
+    config = settings().reconciliation
+    for uri in {config.landing_uri, config.work_uri}:
+        aws.s3.create_bucket(Bucket=split_s3(uri)[0])
+    return recon_runner(aws, spark)
+
+
+@pytest.fixture
+def recon_on_file(aws, spark, tmp_path):
+    """``recon`` with the landing and work areas on ``file://`` under the test's temporary directory:
+    the layout that stays possible besides S3."""
+    return recon_runner(
+        aws, spark, landing_uri=f"file://{tmp_path}/landing/", work_uri=f"file://{tmp_path}/work/"
+    )

@@ -87,3 +87,23 @@ def test_the_scheduled_run_for_yesterday_succeeds_on_the_demo_lake(demo_lake, ai
                 (today - timedelta(days=1)).replace(tzinfo=None), today.replace(tzinfo=None)
             )
         ), name
+
+
+def test_the_demo_recon_batches_land_on_s3_and_a_reseed_empties_the_work_area(aws):
+    from dataplatform.devstack.seed import RECON_DEMO, seed_recon
+    from spark_jobs.common.storage import split_s3
+    from tests.reconciliation_oracle import read_landing
+
+    recon = settings().reconciliation
+    assert recon.landing_uri.startswith("s3://") and recon.work_uri.startswith("s3://")
+    landed = seed_recon(aws.s3, settings())
+
+    batches = read_landing(recon.landing_uri, aws.s3)
+    assert len(batches) == landed["batches"] == RECON_DEMO["batches"]
+    assert sum(len(lines) for _, lines in batches) == landed["events"] > 0
+    # What an earlier demo's Spark jobs left in the work area goes with the next seeding.
+    bucket, prefix = split_s3(recon.work_uri)
+    aws.s3.put_object(Bucket=bucket, Key=f"{prefix}state/00000001/part-00000.txt", Body=b"{}\n")
+    assert seed_recon(aws.s3, settings()) == landed
+    assert aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
+    assert read_landing(recon.landing_uri, aws.s3) == batches

@@ -1,10 +1,10 @@
 """The recon_stateless and recon_stateful DAGs run for real (in-process ``dag.test()``): spark-submit of
-the three Spark jobs, the ledger and the index on the moto server, the config's local landing area."""
+the three Spark jobs (S3A on the moto server), the ledger and the index on the moto server, the config's
+landing and work areas on s3://."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +13,7 @@ from dataplatform.config import settings
 from dataplatform.reconciliation import index, ledger
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reports import report_key
-from spark_jobs.common.storage import Storage, local_path, split_s3
+from spark_jobs.common.storage import Storage, split_s3
 from tests.airflow_helpers import run_repo_dag as run_dag
 from tests.airflow_helpers import task_states as states
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
@@ -26,12 +26,13 @@ START = datetime(2024, 3, 5, 10, 0, tzinfo=UTC)
 @pytest.fixture
 def landing(aws, airflow_db):
     config = settings().reconciliation
-    for uri in (config.landing_uri, config.work_uri):
-        shutil.rmtree(local_path(uri), ignore_errors=True)
-    bucket, _ = split_s3(settings().reports_uri)
-    aws.s3.create_bucket(Bucket=bucket)
+    # moto starts empty for each test (the aws fixture): the lake bucket holds the landing and work areas
+    # and the run reports.
+    buckets = {split_s3(uri)[0] for uri in (config.landing_uri, config.work_uri, settings().reports_uri)}
+    for bucket in buckets:
+        aws.s3.create_bucket(Bucket=bucket)
     write_batches(
-        Storage(),
+        Storage(aws.s3),
         config.landing_uri,
         GeneratorConfig(seed=5, n_keys=200, events_per_batch=400, malformed_share=0.02),
         batches=3,
@@ -52,8 +53,20 @@ def test_the_dags_reconcile_landed_batches_into_indexed_artifacts(landing):
     assert second.state == "success", states(second)
     assert run_dag("recon_stateful").state == "success"
 
-    want, want_stats = expected(read_landing(config.landing_uri))
+    want, want_stats = expected(read_landing(config.landing_uri, landing.s3))
     storage = Storage(landing.s3)
+    # The index points into part files that spark-submit wrote to S3 through S3A.
+    part_files = {
+        item["file"]["S"]
+        for page in dynamodb.get_paginator("scan").paginate(TableName=config.index_table)
+        for item in page["Items"]
+    }
+    state_bucket, state_prefix = split_s3(config.work_uri + "state/")
+    stored = {
+        f"s3://{state_bucket}/{obj['Key']}"
+        for obj in landing.s3.list_objects_v2(Bucket=state_bucket, Prefix=state_prefix)["Contents"]
+    }
+    assert part_files and part_files <= stored
     got = {key: index.get_artifact(dynamodb, storage, config.index_table, key) for key in want}
     assert {key: without_run_fields(artifact) for key, artifact in got.items()} == want
     counts = ledger.count_by_state(dynamodb, config.ledger_table)

@@ -23,6 +23,14 @@ from tests.reconciliation_oracle import expected, read_landing, without_run_fiel
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
+
+@pytest.fixture
+def recon(recon_on_file):
+    """These tests read part files and rewrite ``seen/`` folders on disk, behind the pipeline's back: the
+    file:// layout (the S3 one is tested in test_recon_pipeline.py)."""
+    return recon_on_file
+
+
 KEY = "ORD-X"
 RESENT_ID = "evt-X"
 FIRST_WINDOW = datetime(2024, 2, 20, 10, 0, tzinfo=UTC)
@@ -138,7 +146,7 @@ def test_an_event_resent_with_a_moved_event_date_is_applied_once(recon):
     assert artifact["batches"] == [batch_id_for(FIRST_WINDOW)] and artifact["event_count"] == 2
     assert artifact["version"] == 1
     assert newest_in_part_files(recon)[KEY] == artifact
-    want, _ = expected(read_landing(recon.ctx.settings.landing_uri))
+    want, _ = expected(read_landing(recon.ctx.settings.landing_uri, recon.ctx.storage.s3))
     assert {k: without_run_fields(a) for k, a in newest_in_part_files(recon).items()} == want
 
     # The same Airflow runs again: nothing changes, on disk or in the index.
@@ -176,7 +184,9 @@ def test_an_event_resent_after_the_dedup_horizon_is_applied_again(recon):
         batch_id_for(LATER_WINDOWS[1]): first_run + horizon + timedelta(minutes=1),
     }
     want, _ = expected(
-        read_landing(recon.ctx.settings.landing_uri), processed_at=processed_at, horizon=horizon
+        read_landing(recon.ctx.settings.landing_uri, recon.ctx.storage.s3),
+        processed_at=processed_at,
+        horizon=horizon,
     )
     assert without_run_fields(artifact) == want[KEY]
 
@@ -211,5 +221,5 @@ def test_seen_ids_written_in_the_event_date_layout_are_still_recognised(recon, s
     artifact = artifact_by_index(recon, KEY)
     assert usd(artifact)["receivable"] == 8000 and artifact["status"] == "RECONCILED"
     assert artifact["version"] == 1
-    want, _ = expected(read_landing(recon.ctx.settings.landing_uri))
+    want, _ = expected(read_landing(recon.ctx.settings.landing_uri, recon.ctx.storage.s3))
     assert {k: without_run_fields(a) for k, a in newest_in_part_files(recon).items()} == want

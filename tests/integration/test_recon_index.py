@@ -341,3 +341,20 @@ def test_a_line_that_is_not_an_artifact_names_file_and_offset(tmp_path, bad_line
     storage.write_bytes(part_uri, good + bad_line + b"\n")
     with pytest.raises(ValueError, match=rf"part-00000.txt at byte offset {len(good)}: .*{reason}"):
         list(index.part_file_entries(storage, part_uri))
+
+
+def test_storage_reads_of_a_missing_object_and_delete_tree_agree_on_file_and_s3(location):
+    storage, folder = location
+    for read in (
+        lambda: storage.read_bytes(folder + "missing.json"),
+        lambda: storage.read_range(folder + "missing.json", 0, 1),
+        lambda: storage.open_stream(folder + "missing.json"),
+    ):
+        with pytest.raises(FileNotFoundError, match=r"missing\.json"):
+            read()
+    storage.write_bytes(folder + "00000001/part-00000.txt", b"a\n")
+    storage.write_bytes(folder + "00000001/_SUCCESS", b"")
+    storage.write_bytes(folder + "00000002/part-00000.txt", b"b\n")
+    assert storage.delete_tree(folder + "00000001/") == 2
+    assert [uri.removeprefix(folder) for uri, _ in storage.list_files(folder)] == ["00000002/part-00000.txt"]
+    assert storage.delete_tree(folder + "00000001/") == 0

@@ -1,5 +1,6 @@
-"""The reconciliation pipeline end to end in this process (moto DynamoDB, local Spark, file:// storage):
-its results against an independent computation, reruns, crashes and overlapping runs.
+"""The reconciliation pipeline end to end in this process (moto DynamoDB, local Spark writing its part
+files to S3 on moto through S3A; one test on the file:// layout): its results against an independent
+computation, reruns, crashes and overlapping runs.
 
 The stages are driven by ``LocalRunner`` (the same stage functions and Spark ``run`` functions the DAG
 tasks call) so that stages of different runs can be interleaved on purpose; ``test_recon_dags.py`` runs
@@ -18,8 +19,8 @@ from dataplatform.reconciliation import index, ledger, pipeline
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reconciliation.local_runner import LocalRunner
 from dataplatform.reconciliation.pipeline import StageError
-from spark_jobs.common.storage import join
-from tests.moto_helpers import AtomicWrites
+from spark_jobs.common.storage import Storage, join, split_s3
+from tests.moto_helpers import AtomicWrites, recorded_s3_gets
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -44,7 +45,7 @@ def land(runner: LocalRunner, batches: int, first_index: int = 0) -> None:
 
 
 def oracle(runner: LocalRunner):
-    return expected(read_landing(runner.ctx.settings.landing_uri))
+    return expected(read_landing(runner.ctx.settings.landing_uri, runner.ctx.storage.s3))
 
 
 def indexed_state(runner: LocalRunner) -> dict[str, dict]:
@@ -103,7 +104,14 @@ def run_everything(runner: LocalRunner, tag: str, max_batches: int | None = None
         assert runner.stateful(f"{tag}-stateful-{number}") is not None
 
 
-def test_final_state_equals_an_independent_computation_over_the_raw_events(recon):
+@pytest.fixture(params=["s3", "file"])
+def any_recon(request):
+    """The pipeline with its landing and work areas on S3 (the config's) and on file://."""
+    return request.getfixturevalue({"s3": "recon", "file": "recon_on_file"}[request.param])
+
+
+def test_final_state_equals_an_independent_computation_over_the_raw_events(any_recon):
+    recon = any_recon
     land(recon, batches=5)
     plans = run_everything(recon, "a", max_batches=2)
 
@@ -132,6 +140,40 @@ def test_final_state_equals_an_independent_computation_over_the_raw_events(recon
 
     counts = ledger.count_by_state(recon.ctx.dynamodb, recon.ctx.settings.ledger_table)
     assert counts["INDEXED"] == 5 and counts["PENDING"] == 0
+
+
+def test_part_files_are_on_s3_and_one_artifact_is_read_with_one_ranged_get(recon, moto_server):
+    land(recon, batches=2)
+    run_everything(recon, "s3")
+    state_root = join(recon.ctx.settings.work_uri, "state") + "/"
+    assert state_root.startswith("s3://")
+    bucket, prefix = split_s3(state_root)
+    keys = sorted(
+        obj["Key"][len(prefix) :]
+        for obj in recon.ctx.storage.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    )
+    # What S3A's committer left: the part files, Spark's _SUCCESS and the pipeline's _COMMITTED, no
+    # _temporary/ folder and no directory marker.
+    assert [k.split("/", 1)[1] for k in keys if not k.split("/", 1)[1].startswith("part-")] == [
+        "_COMMITTED",
+        "_SUCCESS",
+    ]
+    assert sum(k.split("/", 1)[1].startswith("part-") for k in keys) == recon.ctx.settings.state_part_files
+
+    key, entry = next(iter(index_items(recon).items()))
+    part_uri = entry["file"]["S"]
+    part_bucket, part_key = split_s3(part_uri)
+    reader = Storage(recon.ctx.storage.s3)
+    moto_server.start_recording()
+    try:
+        artifact = index.get_artifact(recon.ctx.dynamodb, reader, recon.ctx.settings.index_table, key)
+    finally:
+        moto_server.stop_recording()
+    gets = recorded_s3_gets(moto_server, part_bucket, part_key)
+    offset, length = int(entry["offset"]["N"]), int(entry["length"]["N"])
+    assert [get.get("range") for get in gets] == [f"bytes={offset}-{offset + length - 1}"]
+    assert reader.stats.as_dict()["range_reads"] == 1 and reader.stats.as_dict()["reads"] == 0
+    assert artifact == scanned_state(recon)[key]
 
 
 def test_a_rerun_of_every_stage_changes_nothing(recon):

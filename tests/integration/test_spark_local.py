@@ -135,17 +135,25 @@ def test_factory_defaults_come_from_the_config():
     assert "application_args" in LocalSparkSubmitOperator.template_fields
 
 
-def test_local_backend_profiles_a_partitioned_dataset(airflow_db, tmp_path):
+def test_local_backend_profiles_a_partitioned_dataset_on_s3(airflow_db, aws, tmp_path):
+    """spark-submit reads the Hive-partitioned dataset from s3:// and writes the profile there (S3A on
+    the moto server), as on EMR."""
+    bucket = "dataplatform-local-lake"
+    aws.s3.create_bucket(Bucket=bucket)
     events = write_dataset(tmp_path / "events")
+    for path in sorted(events.rglob("*.json")):
+        aws.s3.put_object(
+            Bucket=bucket, Key=f"events/{path.relative_to(events).as_posix()}", Body=path.read_bytes()
+        )
     job = SparkJob(
         name="partition_profile",
         entry="spark_jobs.partition_profile",
         # The output path holds Jinja: the operator must render the application args.
         args=[
             "--input",
-            str(events),
+            f"s3://{bucket}/events/",
             "--output",
-            f"{tmp_path}/profile/ds={{{{ ds }}}}",
+            f"s3://{bucket}/profile/ds={{{{ ds }}}}",
             "--partition-columns",
             "dt,hour",
         ],
@@ -156,11 +164,13 @@ def test_local_backend_profiles_a_partitioned_dataset(airflow_db, tmp_path):
 
     assert dagrun.state == "success"
     assert dagrun.get_task_instance("partition_profile.spark_submit").state == "success"
-    output = tmp_path / "profile" / "ds=2024-01-02"
-    parts = sorted(output.glob("part-*.json"))
-    assert len(parts) == 1, f"coalesce(1) should write one part file, got {parts}"
-    assert (output / "_SUCCESS").exists()
-    assert [json.loads(line) for line in parts[0].read_text().splitlines()] == expected_profile()
+    listed = aws.s3.list_objects_v2(Bucket=bucket, Prefix="profile/ds=2024-01-02/")["Contents"]
+    names = sorted(obj["Key"].rsplit("/", 1)[1] for obj in listed)
+    parts = [name for name in names if name.startswith("part-") and name.endswith(".json")]
+    assert len(parts) == 1, f"coalesce(1) should write one part file and _SUCCESS, got {names}"
+    assert names == sorted([*parts, "_SUCCESS"]), names
+    body = aws.s3.get_object(Bucket=bucket, Key=f"profile/ds=2024-01-02/{parts[0]}")["Body"].read()
+    assert [json.loads(line) for line in body.decode().splitlines()] == expected_profile()
 
 
 def test_local_backend_fails_the_task_when_the_job_fails(airflow_db, tmp_path):

@@ -112,3 +112,11 @@ def test_credentials_reach_spark_submit_through_its_environment_only():
         "eu-west-1",
     )
     assert "AWS_SESSION_TOKEN" not in env
+
+
+def test_boto3_in_a_local_job_reaches_the_connections_endpoint():
+    # A job reads its spec from s3:// with boto3 before it knows anything else: the endpoint S3A gets in
+    # the conf must reach boto3 too, or the spec read goes to AWS.
+    env = spark.local_spark_env({}, endpoint_url="http://127.0.0.1:5123")
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5123"
+    assert "AWS_ENDPOINT_URL" not in spark.local_spark_env({})

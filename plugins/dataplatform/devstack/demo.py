@@ -226,7 +226,7 @@ def seed_local_lake(moto_url: str):
             f"{n} {status}" for status, n in sorted(Counter(launch["status"] for launch in launches).items())
         )
     )
-    landed = seed_recon(settings())
+    landed = seed_recon(s3, settings())
     print(
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
         f"{settings().reconciliation.landing_uri}"

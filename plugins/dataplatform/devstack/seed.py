@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -153,18 +152,21 @@ def seed_recent_days(s3, config: Settings, now: datetime | None = None, days: in
 RECON_DEMO = {"batches": 6, "events_per_batch": 1_500, "n_keys": 2_000, "start": datetime(2024, 3, 5, 10)}
 
 
-def seed_recon(config: Settings) -> dict:
-    """Land the demo batches under ``reconciliation.landing_uri``, after wiping the local landing and
-    work areas (the ledger and index on a fresh moto server start empty too)."""
+def seed_recon(s3, config: Settings) -> dict:
+    """Land the demo batches under ``reconciliation.landing_uri`` (``s3://`` on moto, or ``file://``),
+    after emptying the landing and work areas: a ``file://`` folder outlives the moto server, whose ledger
+    and index start empty."""
     from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
-    from spark_jobs.common.storage import Storage, local_path
+    from spark_jobs.common.storage import Storage, is_s3, split_s3
 
     recon = config.reconciliation
+    storage = Storage(s3)
     for uri in (recon.landing_uri, recon.work_uri):
-        if uri.startswith("file://"):
-            shutil.rmtree(local_path(uri), ignore_errors=True)
+        if is_s3(uri):
+            ensure_bucket(s3, split_s3(uri)[0])
+        storage.delete_tree(uri)
     manifests = write_batches(
-        Storage(),
+        storage,
         recon.landing_uri,
         GeneratorConfig(seed=3, n_keys=RECON_DEMO["n_keys"], events_per_batch=RECON_DEMO["events_per_batch"]),
         batches=RECON_DEMO["batches"],
