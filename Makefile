@@ -47,7 +47,7 @@ test: $(STAMP) jars check-java
 	$(PY) -m pytest
 
 ## test-fast: unit and DAG-integrity tests only
-test-fast: $(STAMP)
+test-fast: $(STAMP) jars
 	$(PY) -m pytest -m unit
 
 lint: $(STAMP)
