@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from dataplatform import spark as spark_spec
 from dataplatform.config import GdprDataset
 from dataplatform.gdpr import spark_erasure
 from spark_jobs import gdpr_hudi_delete as hudi_job
 from spark_jobs.common.storage import Storage
-from tests.hudi_helpers import HUDI_CONF, SEED_HELPER, hudi_spark_conf, hudi_spark_env
+from tests import hudi_helpers
+from tests.hudi_helpers import FINAL_ROWS, SURVIVORS
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.hudi]
 
@@ -41,41 +39,6 @@ SUBJECTS = ["cust-000101", "cust-000202", "cust-000303"]
 RUN_ID = "manual__2024-03-05T10:00:00+00:00"
 TABLE_TYPES = {"cow": "COPY_ON_WRITE", "mor": "MERGE_ON_READ"}
 BUCKET = "hudi-job-lake"
-COLUMNS = ["log_id", "log_date", "event_ts", "user_id", "peer_id", "message"]
-
-# After the three seeded commits (see tests/hudi_helpers.py): l1 and l4 were updated by the second.
-FINAL_ROWS = {
-    "l1": ("2024-03-01", 11, "cust-000101", None, "a2"),
-    "l2": ("2024-03-01", 2, "cust-000999", "cust-000202", "b"),
-    "l3": ("2024-03-02", 3, "cust-000101", "cust-000101", "c"),
-    "l4": ("2024-03-02", 14, "cust-000999", None, "d2"),
-    "l5": ("2024-03-03", 5, "cust-000202", "cust-000101", "e"),
-    "l6": ("2024-03-03", 6, None, None, "f"),
-    "l7": ("2024-03-03", 7, "cust-000888", None, "g"),
-    "l8": ("2024-03-01", 8, "cust-000202", None, "h"),
-}
-SURVIVORS = ["l4", "l6", "l7"]
-
-INSPECT = r"""
-def inspect(spark, tables, spec):
-    out = {}
-    for name, location in tables.items():
-        spec = {**spec, "location": location}
-        latest = job.read_table(spark, location).select(*COLUMNS)
-        commits = {}
-        for commit in job.all_commits(spark, STORAGE, location):
-            try:
-                commits[commit.instant] = job.count_subject_rows(job.read_table(spark, location, commit.as_of), spec)
-            except Exception as exc:
-                if job.CLEANED_MESSAGE not in str(exc):
-                    raise
-                commits[commit.instant] = "cleaned"
-        out[name] = {
-            "latest": {row.log_id: list(row)[1:] for row in latest.collect()},
-            "commits": commits,
-        }
-    return out
-"""
 
 
 def dataset(key: str, location: str, **changes) -> GdprDataset:
@@ -96,29 +59,6 @@ def dataset(key: str, location: str, **changes) -> GdprDataset:
     )
 
 
-def spark_submit(conf: dict, application: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
-    command = spark_spec.local_spark_submit_command(
-        spark_submit=None, master="local[2]", conf=conf, application=application, application_args=args
-    )
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-
-
-def checked(run: subprocess.CompletedProcess) -> str:
-    assert run.returncode == 0, f"spark-submit failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
-    return run.stdout
-
-
-def helper(work: Path, endpoint: str, mode: str, arguments: dict) -> dict:
-    script = work / "gdpr_hudi_helper.py"
-    script.write_text(SEED_HELPER + INSPECT)
-    conf = hudi_spark_conf(HUDI_CONF, endpoint)
-    stdout = checked(
-        spark_submit(conf, str(script), [mode, json.dumps(arguments)], hudi_spark_env(endpoint))
-    )
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1].removeprefix("RESULT ")) if lines else {}
-
-
 def run_job(key: str, spec: dict, endpoint: str, event_log: Path) -> tuple[dict, str]:
     """The job as the local backend runs it, with the Spark event log on (the job's conf turns it off;
     this test turns it on to read what the Spark UI would show). Its result and its whole output."""
@@ -126,13 +66,9 @@ def run_job(key: str, spec: dict, endpoint: str, event_log: Path) -> tuple[dict,
     spec_key = f"_gdpr/{key}/spec.json"
     s3.put_object(Bucket=BUCKET, Key=spec_key, Body=json.dumps(spec).encode())
     job = spark_erasure.spark_job(key, dataset(key, spec["location"]), f"s3://{BUCKET}/{spec_key}")
-    conf = {
-        **hudi_spark_conf(dict(job.conf), endpoint),
-        "spark.eventLog.enabled": "true",
-        "spark.eventLog.dir": event_log.as_uri(),
-    }
-    run = spark_submit(conf, spark_spec.local_application(job), list(job.args), hudi_spark_env(endpoint))
-    stdout = checked(run)
+    event_conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_log.as_uri()}
+    run = hudi_helpers.run_job(job, endpoint, event_conf)
+    stdout = hudi_helpers.checked(run)
     result_text = Storage(s3).read_bytes(spec["result_uri"]).decode()
     return json.loads(result_text), stdout + run.stderr + result_text
 
@@ -175,14 +111,22 @@ def erased(moto_server, tmp_path_factory):
     event_log = work / "event-log"
     event_log.mkdir()
     locations = {key: f"s3://{BUCKET}/{key}/" for key in TABLE_TYPES}
-    helper(work, endpoint, "seed", {"tables": {key: [TABLE_TYPES[key], locations[key]] for key in TABLE_TYPES}})
+    hudi_helpers.seed(
+        [hudi_helpers.app_log_table(key, TABLE_TYPES[key], locations[key]) for key in TABLE_TYPES], endpoint
+    )
     seeded = {
         key: {"subjects": stored_subjects(s3, f"{key}/"), "log_files": log_file_keys(s3, f"{key}/")}
         for key in TABLE_TYPES
     }
     specs = {
         key: spark_erasure.build_spec(
-            key, dataset(key, locations[key]), SUBJECTS, RUN_ID, f"s3://{BUCKET}/_gdpr/", endpoint, "us-east-1"
+            key,
+            dataset(key, locations[key]),
+            SUBJECTS,
+            RUN_ID,
+            f"s3://{BUCKET}/_gdpr/",
+            endpoint,
+            "us-east-1",
         )
         for key in TABLE_TYPES
     }
@@ -191,8 +135,10 @@ def erased(moto_server, tmp_path_factory):
     stored = {key: stored_subjects(s3, f"{key}/") for key in TABLE_TYPES}
     second = {key: run_job(key, specs[key], endpoint, event_log) for key in TABLE_TYPES}
     after_second = {key: objects_under(s3, f"{key}/") for key in TABLE_TYPES}
-    inspected = helper(work, endpoint, "inspect", {"tables": locations, "spec": specs["cow"]})
-    event_log_text = "".join(path.read_text(errors="replace") for path in event_log.rglob("*") if path.is_file())
+    inspected = hudi_helpers.inspect(locations, specs["cow"], endpoint)
+    event_log_text = "".join(
+        path.read_text(errors="replace") for path in event_log.rglob("*") if path.is_file()
+    )
     return {
         "s3": s3,
         "specs": specs,
@@ -221,8 +167,9 @@ def test_exactly_the_subjects_rows_are_deleted_and_verified(erased, key):
     result, _ = erased["first"][key]
     assert result["status"] == "erased"
     assert (result["rows_deleted"], result["rows_deleted_by_subject"]) == (5, [3, 3, 0])
-    # l1, l2, l3, l5 and l8 live in the three partitions, one file group each.
-    assert result["files_rewritten"] == 3
+    # The file groups of l1, l2, l3, l5 and l8: one per partition; on merge-on-read l8's insert went to
+    # a new file group of 2024-03-01 (l1's group had a log file by then).
+    assert result["files_rewritten"] == {"cow": 3, "mor": 4}[key]
     check = result["verification"]
     assert result["commit"] is not None and check["passed"]
     found = check["rows_found"]
@@ -258,7 +205,9 @@ def test_no_subject_id_in_output_results_or_the_spark_event_log(erased):
     event_log = erased["event_log"]
     assert "SparkListenerJobStart" in event_log and "SparkListenerSQLExecutionStart" in event_log
     assert "gdpr_hudi_delete: delete the subjects' rows" in event_log
-    outputs = [output for key in TABLE_TYPES for output in (erased["first"][key][1], erased["second"][key][1])]
+    outputs = [
+        output for key in TABLE_TYPES for output in (erased["first"][key][1], erased["second"][key][1])
+    ]
     for subject_id in SUBJECTS:
         assert subject_id not in event_log
         for output in outputs:
@@ -286,7 +235,7 @@ def test_a_dataset_that_does_not_fit_the_table_fails_before_any_write(erased, ch
             "us-east-1",
         ),
     }
-    with pytest.raises(RuntimeError, match="the Hudi table at .* has hoodie.table") as raised:
+    with pytest.raises(RuntimeError, match=r"the Hudi table at .* has hoodie\.table") as raised:
         hudi_job.run(object(), spec, Storage(s3))
     assert all(subject not in str(raised.value) for subject in SUBJECTS)
     assert objects_under(s3, "mor/") == before
