@@ -11,6 +11,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from spark_jobs import gdpr_hudi_delete as job
+from spark_jobs.common import hudi_layout
 from spark_jobs.common.storage import Storage
 
 
@@ -20,7 +21,7 @@ def inspect(spark, locations, spec, columns):
     for name, location in locations.items():
         table_spec = {**spec, "location": location}
         commits = {}
-        for commit in job.all_commits(spark, storage, location):
+        for commit in hudi_layout.all_commits(spark, storage, location):
             try:
                 commits[commit.instant] = job.count_subject_rows(
                     job.read_table(spark, location, commit.as_of), table_spec

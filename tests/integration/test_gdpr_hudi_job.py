@@ -29,6 +29,7 @@ import pytest
 from dataplatform.config import GdprDataset
 from dataplatform.gdpr import spark_erasure
 from spark_jobs import gdpr_hudi_delete as hudi_job
+from spark_jobs.common import hudi_layout
 from spark_jobs.common.storage import Storage
 from tests import hudi_helpers
 from tests.hudi_helpers import FINAL_ROWS, SURVIVORS
@@ -97,7 +98,7 @@ def stored_subjects(s3, prefix: str) -> dict[str, int]:
 
 
 def log_file_keys(s3, prefix: str) -> list[str]:
-    return [key for key in objects_under(s3, prefix) if hudi_job._LOG_FILE.match(key.rsplit("/", 1)[-1])]
+    return [key for key in objects_under(s3, prefix) if hudi_layout.LOG_FILE.match(key.rsplit("/", 1)[-1])]
 
 
 @pytest.fixture(scope="module")
