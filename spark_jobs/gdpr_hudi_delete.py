@@ -323,11 +323,11 @@ def log_files_holding(storage: Storage, location: str, subject_ids: Sequence[str
     """Log files whose bytes hold a subject id in UTF-8 (Avro data blocks store strings in clear; a
     delete block holds the record keys)."""
     needles = [subject_id.encode("utf-8") for subject_id in subject_ids]
-    return sum(
-        1
-        for uri in log_files(storage, location)
-        if any(needle in storage.read_bytes(uri) for needle in needles)
-    )
+
+    def holds(data: bytes) -> bool:
+        return any(needle in data for needle in needles)
+
+    return sum(1 for uri in log_files(storage, location) if holds(storage.read_bytes(uri)))
 
 
 def read_base_files(spark: Any, location: str) -> DataFrame | None:

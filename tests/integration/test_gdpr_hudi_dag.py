@@ -3,8 +3,8 @@
 the issue names: the job killed after its delete commit and before the clean.
 
 The first run's job stops right after the delete commit (``GDPR_HUDI_FAULT=after_delete_commit``: the
-process ends as a kill would, no result): the old file slices, which still hold the subjects' rows, are
-on S3, and the requests are FAILED, not COMPLETED. The second run claims them again: its job finds no
+process ends as a kill would, no result; its local retry stops at the same point): the old file slices,
+which still hold the subjects' rows, are on S3, and the requests are FAILED, not COMPLETED. The second run claims them again: its job finds no
 row left to delete, purges the old slices, verifies; ``record`` deletes the noncurrent object versions
 and verifies every object version itself; the requests are COMPLETED. Checked from S3 itself: after the
 first run a Parquet base file still holds subject rows, after the second no object version does.
@@ -106,6 +106,10 @@ def test_a_job_killed_after_the_delete_commit_leaves_the_requests_open_and_the_n
     killed = run_repo_dag("gdpr_erasure", run_conf={"subject_ids": SUBJECTS})
     states = task_states(killed)
     assert states[GROUP + "gdpr_app_logs.spark_submit[-1]"] == "failed"
+    (submit,) = [
+        ti for ti in killed.get_task_instances() if ti.task_id == GROUP + "gdpr_app_logs.spark_submit"
+    ]
+    assert submit.try_number == 2  # the local backend retries once
     assert states[GROUP + "record[-1]"] == "success"
     assert states["finish_requests[-1]"] == "failed" and killed.state == "failed"
     # The delete committed (a commit newer than the seeded ones; archival may have moved older ones out

@@ -98,7 +98,12 @@ def stored_subjects(s3, prefix: str) -> dict[str, int]:
 
 
 def log_file_keys(s3, prefix: str) -> list[str]:
-    return [key for key in objects_under(s3, prefix) if hudi_layout.LOG_FILE.match(key.rsplit("/", 1)[-1])]
+    """The table's log files (not the metadata table's, under ``.hoodie/``)."""
+    return [
+        key
+        for key in objects_under(s3, prefix)
+        if "/.hoodie/" not in key and hudi_layout.LOG_FILE.match(key.rsplit("/", 1)[-1])
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ Group ``erase_<dataset>``: ``plan >> gdpr_<dataset> (spark_job_tasks) >> record`
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import TaskGroup, TriggerRule, task
@@ -35,18 +36,30 @@ def spark_settings_for(dataset: GdprDataset, configured: SparkSettings) -> Spark
     )
 
 
+# A local job retried once, soon: the jobs are idempotent (a retry after a kill finishes the purge).
+LOCAL_RETRY_DELAY = timedelta(seconds=30)
+
+
+def group_retries(spark_settings: SparkSettings) -> dict[str, Any]:
+    """On EMR no task retries: a retried step would rerun the whole job on a cluster that is being paid
+    for, and fail the same way; the requests stay retriable, and the next run starts afresh. Locally a
+    retry costs nothing."""
+    if spark_settings.backend != "local":
+        return {"retries": 0}
+    return {"retries": 1, "retry_delay": LOCAL_RETRY_DELAY, "retry_exponential_backoff": False}
+
+
 def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
     from dataplatform.gdpr import spark_erasure
     from dataplatform.operators.spark import spark_job_tasks
 
     config = settings()
     dataset = config.gdpr.datasets[key]
-    # No task retries in the group: a retried step would rerun the whole job on a cluster that is being
-    # paid for, and fail the same way; the requests stay retriable, and the next run starts afresh.
+    spark_settings = spark_settings_for(dataset, config.spark)
     with TaskGroup(
         group_id=f"erase_{key}",
         tooltip=f"GDPR erasure of {dataset.identifier} with Spark",
-        default_args={"retries": 0},
+        default_args=group_retries(spark_settings),
     ) as group:
 
         @task(task_id="plan")
@@ -56,7 +69,7 @@ def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
         planned = plan(accepted, claimed)
         spec = "{{ ti.xcom_pull(task_ids='" + f"erase_{key}.plan" + "')['spec_uri'] }}"
         job = spark_erasure.spark_job(key, dataset, spec)
-        run_job = spark_job_tasks(job, spark_settings_for(dataset, config.spark))
+        run_job = spark_job_tasks(job, spark_settings)
 
         @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE)
         def record(planned: dict | None, **context) -> dict:
