@@ -40,13 +40,14 @@ Manual trigger: `tables` (empty: all) and `dry_run` (read and report, change not
 #### Tables with `backend: spark`
 
 Tables too big for one worker run the same steps as Iceberg's Spark procedures on the configured Spark
-backend (EMR steps on a transient or existing cluster, or EMR Serverless), one task group
+backend (EMR steps on a transient or existing cluster, or EMR Serverless; locally spark-submit with the
+pinned Iceberg runtime, as for `clickstream` in the local config), one task group
 `spark_<table>` each: `plan` (skipped when the run's `tables` leave the table out) writes the job spec
 under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and publishes the report.
 
 1. `ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION <main's snapshot at the end of the day>
    RETAIN <n> MINUTES`, n running from that snapshot to the end of the day + `keep_days` (the same
-   retention as above, to the minute); tags already past it are skipped by the plan.
+   retention as above, rounded up to the minute); tags already past it are skipped by the plan.
 2. `CALL glue_catalog.system.expire_snapshots(older_than, retain_last)`; it also drops aged tags.
 3. Unreferenced files are deleted by Iceberg itself, or, with `action: tag`, tagged instead
    (catalog properties `s3.delete-enabled=false`, `s3.delete.tags.<key>=<value>`).
@@ -54,8 +55,8 @@ under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and
    of the maintenance job and of every writer configured with the same property, not files written
    before (unlike the pyiceberg path, which tags them after the fact).
 5. Lifecycle: the same bucket rule as above, from the `finish` task (table location from Glue).
-6. `CALL glue_catalog.system.remove_orphan_files(older_than, dry_run)`; Iceberg refuses an
-   `orphan_min_age_hours` under 24.
+6. `CALL glue_catalog.system.remove_orphan_files(older_than, dry_run, prefix_listing => true)` (the
+   location listed through S3FileIO); Iceberg refuses an `orphan_min_age_hours` under 24.
 7. The job's JSON report, completed by `finish`, under `reports_uri` as for the other tables.
 
 A dry run creates no tag and does not call expire_snapshots (it has no dry run): it reports the tags it

@@ -33,9 +33,14 @@ d. verify: subject rows at every remaining snapshot and in the current table, al
    table); the DELETED entries then stay, and this check fails the run rather than call it verified;
 e. the result JSON at the spec's ``result_uri`` (``spark_jobs.common.gdpr_spec.build_result``).
 
-Every statement is printed with its subject ids replaced by ``<n subject ids>``; any exception is raised
-again with the ids scrubbed from its message. Safe to rerun: a rerun finds no rows, deletes and expires
-nothing, and reports ``nothing_to_delete``.
+Subject ids never appear in the SQL text. They go into a temporary view, ``gdpr_subjects`` (a
+``position`` and, per subject column, the id as a value of that column's type, or NULL where it cannot be
+one), which the statements read with ``IN (SELECT ...)`` and joins. What Spark shows of a query (the
+statement as the SQL execution's description, its plans in the UI and in an event log) then holds the
+view's name, never an id; the view itself is an RDD of the driver's rows, whose plan node
+(``Scan ExistingRDD``) prints no data. Statements can be printed as they are, and any exception is raised
+again with the ids scrubbed from its message (Spark may quote a row). Safe to rerun: a rerun finds no
+rows, deletes and expires nothing, and reports ``nothing_to_delete``.
 """
 
 from __future__ import annotations
@@ -57,11 +62,13 @@ BOUNDS = ("readable_metrics.{column}.lower_bound", "readable_metrics.{column}.up
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-Literals = Mapping[str, Sequence[str | None]]
+SUBJECTS_VIEW = "gdpr_subjects"
+# Subject columns in which at least one subject id can occur (see ``subjects_view``).
+Columns = Sequence[str]
 
 
 class Statement(NamedTuple):
-    """SQL to run and the same SQL as it may be shown (subject ids replaced by ``<n subject ids>``)."""
+    """SQL to run and the SQL as it is shown: the same text, since no subject id is in it."""
 
     sql: str
     shown: str
@@ -71,9 +78,57 @@ def plain(sql: str) -> Statement:
     return Statement(sql, sql)
 
 
-def with_subjects(build: Any) -> Statement:
-    """``build(redact)`` -> SQL; run with the ids, shown without."""
-    return Statement(build(False), build(True))
+class SubjectsView(NamedTuple):
+    """The rows of ``gdpr_subjects`` and its schema (DDL), and the subject columns an id can occur in."""
+
+    schema: str
+    rows: list[tuple[Any, ...]]
+    columns: list[str]
+
+
+def subjects_view(spec: Mapping[str, Any], column_types: Mapping[str, str]) -> SubjectsView:
+    """Subject ``i`` is the row with ``position`` i + 1 (1-based, as ``counts_by_position`` reads them);
+    per subject column, its id typed as the column (so a comparison casts nothing and Iceberg can still
+    prune files by column statistics), or NULL when no value of that type can equal it."""
+    literals = gdpr_spec.subject_literals(spec, column_types)
+    columns = list(spec["subject_columns"])
+    schema = ", ".join(
+        ["`position` INT", *(f"{gdpr_spec.quote_column(c)} {_view_type(column_types[c])}" for c in columns)]
+    )
+    rows = [
+        (
+            position + 1,
+            *(_typed(subject_id, literals[column][position]) for column in columns),
+        )
+        for position, subject_id in enumerate(spec["subject_ids"])
+    ]
+    present = [column for column in columns if any(value is not None for value in literals[column])]
+    return SubjectsView(schema, rows, present)
+
+
+def _view_type(column_type: str) -> str:
+    kind = column_type.strip().lower()
+    return "STRING" if kind.startswith(("string", "varchar", "char")) else kind.upper()
+
+
+def _typed(subject_id: str, literal: str | None) -> str | int | None:
+    """The view's value for a subject id whose SQL literal (``gdpr_spec.literal_for``) is ``literal``."""
+    if literal is None:
+        return None
+    return subject_id if literal.startswith("'") else int(literal)
+
+
+def subject_condition(columns: Columns, expressions: Sequence[str] = ("{column}",)) -> str:
+    """``(`c1` IN (SELECT `c1` FROM gdpr_subjects ...) OR ...)``: a row is a subject's when any subject
+    column holds one of the ids. ``expressions``: what is compared per column, ``{column}`` standing for
+    the quoted column (Iceberg's metadata tables compare ``readable_metrics.{column}.lower_bound``)."""
+    parts = [
+        f"{expression.format(column=quoted)} IN "
+        f"(SELECT {quoted} FROM {SUBJECTS_VIEW} WHERE {quoted} IS NOT NULL)"
+        for quoted in (gdpr_spec.quote_column(column) for column in columns)
+        for expression in expressions
+    ]
+    return "(" + " OR ".join(parts) + ")" if parts else "false"
 
 
 # -- statements (pure) ---------------------------------------------------------------------------------------
@@ -113,28 +168,23 @@ def _version(snapshot_id: int | None) -> str:
     return f" VERSION AS OF {snapshot_id}"
 
 
-def count_sql(spec: Mapping[str, Any], literals: Literals, snapshot_id: int | None = None) -> Statement:
+def count_sql(spec: Mapping[str, Any], columns: Columns, snapshot_id: int | None = None) -> Statement:
     """Subject rows at a snapshot (None: the current table)."""
     source = iceberg_sql.table_ref(spec) + _version(snapshot_id)
-    return with_subjects(
-        lambda redact: (
-            f"SELECT count(*) AS n FROM {source} WHERE {gdpr_spec.subject_condition(literals, redact)}"
-        )
-    )
+    return plain(f"SELECT count(*) AS n FROM {source} WHERE {subject_condition(columns)}")
 
 
 def rows_by_subject_sql(
-    spec: Mapping[str, Any], literals: Literals, snapshot_id: int | None = None
+    spec: Mapping[str, Any], columns: Columns, snapshot_id: int | None = None
 ) -> Statement:
-    """``(position, n)``: rows per subject (1-based position in the spec's list) at a snapshot."""
+    """``(position, n)``: rows per subject (1-based position in the spec's list) at a snapshot. A row
+    joins each subject it names once (naming one in two columns counts once for it)."""
     source = iceberg_sql.table_ref(spec) + _version(snapshot_id)
-    return with_subjects(
-        lambda redact: (
-            "SELECT position, count(*) AS n FROM "
-            f"(SELECT explode({gdpr_spec.subject_positions(literals, redact)}) AS position "
-            f"FROM {source} WHERE {gdpr_spec.subject_condition(literals, redact)}) "
-            "GROUP BY position"
-        )
+    quoted = [gdpr_spec.quote_column(column) for column in columns]
+    on = " OR ".join(f"t.{column} = s.{column}" for column in quoted) or "false"
+    return plain(
+        f"SELECT s.position, count(*) AS n FROM {source} AS t JOIN {SUBJECTS_VIEW} AS s ON ({on}) "
+        "GROUP BY s.position"
     )
 
 
@@ -145,11 +195,8 @@ def drop_ref_sql(spec: Mapping[str, Any], name: str, ref_type: str) -> Statement
     return plain(f"ALTER TABLE {iceberg_sql.table_ref(spec)} DROP {kind} IF EXISTS {quote_ref(name)}")
 
 
-def delete_sql(spec: Mapping[str, Any], literals: Literals) -> Statement:
-    table = iceberg_sql.table_ref(spec)
-    return with_subjects(
-        lambda redact: f"DELETE FROM {table} WHERE {gdpr_spec.subject_condition(literals, redact)}"
-    )
+def delete_sql(spec: Mapping[str, Any], columns: Columns) -> Statement:
+    return plain(f"DELETE FROM {iceberg_sql.table_ref(spec)} WHERE {subject_condition(columns)}")
 
 
 def deleted_files_sql(spec: Mapping[str, Any], snapshot_id: int) -> Statement:
@@ -187,17 +234,11 @@ def rewrite_manifests_sql(spec: Mapping[str, Any]) -> Statement:
     )
 
 
-def manifest_entries_sql(
-    spec: Mapping[str, Any], literals: Literals, every_snapshot: bool = True
-) -> Statement:
+def manifest_entries_sql(spec: Mapping[str, Any], columns: Columns, every_snapshot: bool = True) -> Statement:
     """Entries, any status, whose subject-column bound is a subject id: in the manifests every snapshot
     reaches (``all_entries``), or the current snapshot's (``entries``)."""
     entries = iceberg_sql.metadata_table(spec, "all_entries" if every_snapshot else "entries")
-    return with_subjects(
-        lambda redact: (
-            f"SELECT count(*) AS n FROM {entries} WHERE {gdpr_spec.subject_condition(literals, redact, BOUNDS)}"
-        )
-    )
+    return plain(f"SELECT count(*) AS n FROM {entries} WHERE {subject_condition(columns, BOUNDS)}")
 
 
 # -- running them --------------------------------------------------------------------------------------------
@@ -214,6 +255,10 @@ class Statements:
         print(f"{JOB}: {statement.shown}", flush=True)
         self.shown.append(statement.shown)
         return [row.asDict(recursive=True) for row in self.spark.sql(statement.sql).collect()]
+
+    def register_subjects(self, view: SubjectsView) -> None:
+        """``gdpr_subjects`` from the driver's rows (no SQL text, so nothing with an id is printed)."""
+        self.spark.createDataFrame(view.rows, view.schema).createOrReplaceTempView(SUBJECTS_VIEW)
 
 
 def table_columns(sql: Statements, spec: Mapping[str, Any]) -> dict[str, str]:
@@ -243,8 +288,8 @@ def snapshot_ids(sql: Statements, spec: Mapping[str, Any]) -> list[int]:
     return [int(row["snapshot_id"]) for row in sql.rows(snapshots_sql(spec))]
 
 
-def count_at(sql: Statements, spec: Mapping[str, Any], literals: Literals, snapshot_id: int | None) -> int:
-    rows = sql.rows(count_sql(spec, literals, snapshot_id))
+def count_at(sql: Statements, spec: Mapping[str, Any], columns: Columns, snapshot_id: int | None) -> int:
+    rows = sql.rows(count_sql(spec, columns, snapshot_id))
     return int(rows[0]["n"]) if rows else 0
 
 
@@ -261,9 +306,9 @@ def pinning_refs(refs: Sequence[Mapping[str, Any]], holding: Mapping[int, int]) 
 
 
 def rows_by_subject(
-    sql: Statements, spec: Mapping[str, Any], literals: Literals, snapshot_id: int
+    sql: Statements, spec: Mapping[str, Any], columns: Columns, snapshot_id: int
 ) -> list[int]:
-    rows = sql.rows(rows_by_subject_sql(spec, literals, snapshot_id))
+    rows = sql.rows(rows_by_subject_sql(spec, columns, snapshot_id))
     return gdpr_spec.counts_by_position(rows, len(spec["subject_ids"]))
 
 
@@ -276,23 +321,23 @@ def deleted_files(sql: Statements, spec: Mapping[str, Any], snapshot_id: int) ->
 def verify(
     sql: Statements,
     spec: Mapping[str, Any],
-    literals: Literals,
+    columns: Columns,
     counted: Mapping[int, int],
     remaining: Sequence[int],
 ) -> dict[str, Any]:
     """Subject rows at every remaining snapshot (counted before when it was there then: a snapshot never
     changes) and in the current table."""
     rows_found = {
-        str(snapshot): counted[snapshot] if snapshot in counted else count_at(sql, spec, literals, snapshot)
+        str(snapshot): counted[snapshot] if snapshot in counted else count_at(sql, spec, columns, snapshot)
         for snapshot in remaining
     }
-    rows_found[CURRENT] = count_at(sql, spec, literals, None)
-    rows_found[MANIFEST_ENTRIES] = entries_naming(sql, spec, literals)
+    rows_found[CURRENT] = count_at(sql, spec, columns, None)
+    rows_found[MANIFEST_ENTRIES] = entries_naming(sql, spec, columns)
     return gdpr_spec.verification(rows_found)
 
 
-def entries_naming(sql: Statements, spec: Mapping[str, Any], literals: Literals, every_snapshot=True) -> int:
-    rows = sql.rows(manifest_entries_sql(spec, literals, every_snapshot))
+def entries_naming(sql: Statements, spec: Mapping[str, Any], columns: Columns, every_snapshot=True) -> int:
+    rows = sql.rows(manifest_entries_sql(spec, columns, every_snapshot))
     return int(rows[0]["n"]) if rows else 0
 
 
@@ -314,22 +359,22 @@ def pinned_result(
 
 
 def delete_rows(
-    sql: Statements, spec: Mapping[str, Any], literals: Literals, head: int
+    sql: Statements, spec: Mapping[str, Any], columns: Columns, head: int
 ) -> tuple[list[int], int | None, int | None]:
     """(rows per subject at ``head``, the DELETE's snapshot, data files it removed)."""
-    by_subject = rows_by_subject(sql, spec, literals, head)
-    sql.rows(delete_sql(spec, literals))
+    by_subject = rows_by_subject(sql, spec, columns, head)
+    sql.rows(delete_sql(spec, columns))
     commit = main_head(sql.rows(refs_sql(spec)))
     return by_subject, commit, deleted_files(sql, spec, commit) if commit is not None else None
 
 
 def clean_manifests(
-    sql: Statements, spec: Mapping[str, Any], literals: Literals, head: int | None, deleted: bool
+    sql: Statements, spec: Mapping[str, Any], columns: Columns, head: int | None, deleted: bool
 ) -> int | None:
     """Main's head after rewriting its manifests, when the DELETE ran or they name a subject (a run that
     died between its DELETE and here left them); ``head`` when there was nothing to do, or Iceberg did
     nothing."""
-    if head is None or not (deleted or entries_naming(sql, spec, literals, every_snapshot=False)):
+    if head is None or not (deleted or entries_naming(sql, spec, columns, every_snapshot=False)):
         return head
     sql.rows(rewrite_manifests_sql(spec))
     return main_head(sql.rows(refs_sql(spec))) or head
@@ -337,11 +382,13 @@ def clean_manifests(
 
 def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
     started = gdpr_spec.utc_now()
-    literals = gdpr_spec.subject_literals(spec, table_columns(sql, spec))
+    view = subjects_view(spec, table_columns(sql, spec))
+    sql.register_subjects(view)
+    columns = view.columns
     check_copy_on_write(sql, spec)
     # a. before any change
     before = snapshot_ids(sql, spec)
-    counted = {snapshot: count_at(sql, spec, literals, snapshot) for snapshot in before}
+    counted = {snapshot: count_at(sql, spec, columns, snapshot) for snapshot in before}
     holding = {snapshot: rows for snapshot, rows in counted.items() if rows}
     refs = sql.rows(refs_sql(spec))
     pinning = pinning_refs(refs, holding)
@@ -356,10 +403,10 @@ def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
     by_subject, commit, files = [0] * len(spec["subject_ids"]), None, None
     deleted_by: list[int] = []  # the snapshot the manifest rewrite replaced
     if rows:
-        by_subject, commit, files = delete_rows(sql, spec, literals, head)
+        by_subject, commit, files = delete_rows(sql, spec, columns, head)
     # b2. the manifests written again: the snapshot they replace becomes one to expire
     before_rewrite = commit if commit is not None else head
-    cleaned = clean_manifests(sql, spec, literals, before_rewrite, commit is not None)
+    cleaned = clean_manifests(sql, spec, columns, before_rewrite, commit is not None)
     if cleaned != before_rewrite:
         deleted_by, commit = [before_rewrite], cleaned
     # c. expiry, d. verification
@@ -375,7 +422,7 @@ def erase(sql: Statements, spec: Mapping[str, Any]) -> dict[str, Any]:
         rows_deleted_by_subject=by_subject,
         files_rewritten=files,
         commit=commit,
-        verification=verify(sql, spec, literals, counted, remaining),
+        verification=verify(sql, spec, columns, counted, remaining),
         started_at=started,
         expired_snapshots=[str(snapshot) for snapshot in expired],
         dropped_refs=pinned,

@@ -7,12 +7,14 @@ S3 delete and write tags) comes from the Spark conf the job is submitted with. T
 
 1. tags: for each tag due, main's snapshot as of the end of the tagged day, then
    ``ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION ... RETAIN n MINUTES``, n running to the end
-   of the day the tag names + keep_days (tags already past that are in the spec's ``tags_skipped``);
+   of the day the tag names + keep_days, rounded up (tags already past that are in the spec's
+   ``tags_skipped``);
 2. expiry: ``CALL <catalog>.system.expire_snapshots`` (older_than, retain_last); it also drops tags past
    their retention;
 3. unreferenced files: handled inside the procedures by the catalog's FileIO (deleted, or tagged when
    the conf sets ``s3.delete-enabled=false`` with ``s3.delete.tags``);
-6. orphans: ``CALL <catalog>.system.remove_orphan_files`` (older_than, dry_run);
+6. orphans: ``CALL <catalog>.system.remove_orphan_files`` (older_than, dry_run, prefix_listing: the
+   location is listed with the catalog's S3FileIO);
 7. the report, JSON, at the spec's ``report_uri``.
 
 (4, created files, is the ``s3.write.tags`` conf; 5, the lifecycle rule, is an Airflow task.)

@@ -24,14 +24,14 @@ def pii_lake(aws, bucket: str, requests_table: str = "gdpr_requests", audit_tabl
     return aws
 
 
-def pyiceberg_only_config(folder: Path) -> Path:
-    """The local config without its Hudi datasets, written to ``folder``: for the tests of the pyiceberg
-    path, which seed no Hudi table (the Hudi datasets run in tests/integration/test_gdpr_hudi_*.py and in
-    ``make demo``). Point ``DATAPLATFORM_CONFIG`` at it (and clear ``settings``' cache)."""
+def pyiceberg_only_config_file(folder: Path) -> Path:
+    """The local config without its ``backend: spark`` tables and ``engine: spark`` datasets (Hudi and
+    Spark Iceberg), written to ``folder``: for the tests of the pyiceberg paths through whole DAG runs,
+    which seed no table for them (those run in their own tests and in ``make demo``)."""
     raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
-    raw["gdpr"]["datasets"] = {
-        key: dataset for key, dataset in raw["gdpr"]["datasets"].items() if dataset["format"] != "hudi"
-    }
-    path = folder / "local-pyiceberg-gdpr.yaml"
+    tables, datasets = raw["iceberg"]["tables"], raw["gdpr"]["datasets"]
+    raw["iceberg"]["tables"] = {k: v for k, v in tables.items() if v.get("backend") != "spark"}
+    raw["gdpr"]["datasets"] = {k: v for k, v in datasets.items() if v.get("engine") != "spark"}
+    path = folder / "local-pyiceberg.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

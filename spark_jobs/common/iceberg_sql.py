@@ -236,10 +236,15 @@ def snapshot_as_of_sql(spec: Mapping[str, Any], before: datetime | str, keep_unt
     """The newest snapshot of main's ancestry committed before ``before`` (the end of the tagged day),
     as the pyiceberg path picks it: ``history.is_current_ancestor`` is main's ancestry; with the minutes
     from its commit to ``keep_until`` (the tag's RETAIN: Iceberg ages a ref from its snapshot's time),
-    computed in SQL so that no timestamp crosses into Python."""
+    computed in SQL so that no timestamp crosses into Python.
+
+    ``RETAIN`` takes whole minutes (DAYS, HOURS or MINUTES: Iceberg's SQL has no finer unit), so the
+    minutes are rounded up: the tag is kept through the whole of its last day, and at most a minute
+    longer than the pyiceberg path's tag, whose ``max_ref_age_ms`` ends exactly at ``keep_until``.
+    Rounded down, an expiry in the last minute of that day would already drop it."""
     return (
-        f"SELECT s.snapshot_id, CAST(FLOOR((unix_millis({timestamp_literal(keep_until)}) - "
-        "unix_millis(s.committed_at) - 1) / 60000) AS BIGINT) AS retain_minutes "
+        f"SELECT s.snapshot_id, CAST(CEIL((unix_millis({timestamp_literal(keep_until)}) - "
+        "unix_millis(s.committed_at)) / 60000) AS BIGINT) AS retain_minutes "
         f"FROM {metadata_table(spec, 'snapshots')} AS s "
         f"JOIN {metadata_table(spec, 'history')} AS h ON s.snapshot_id = h.snapshot_id "
         f"WHERE h.is_current_ancestor AND s.committed_at < {timestamp_literal(before)} "
@@ -348,10 +353,13 @@ def deleted_counts(row: Mapping[str, Any]) -> dict[str, int]:
 
 
 def remove_orphan_files_sql(spec: Mapping[str, Any]) -> str:
+    """``prefix_listing``: the table location is listed with the catalog's S3FileIO (ListObjectsV2), as
+    everything else the job reads; without it Iceberg lists with a Hadoop FileSystem for ``s3://``,
+    which only EMR's EMRFS provides (elsewhere: "No FileSystem for scheme s3")."""
     return (
         f"CALL {procedure(spec, 'remove_orphan_files')}(table => {procedure_table_arg(spec)}, "
         f"older_than => {timestamp_literal(spec['orphans']['older_than'])}, "
-        f"dry_run => {'true' if spec['dry_run'] else 'false'})"
+        f"dry_run => {'true' if spec['dry_run'] else 'false'}, prefix_listing => true)"
     )
 
 

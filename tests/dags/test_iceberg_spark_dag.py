@@ -1,6 +1,7 @@
 """The ``backend: spark`` tables of iceberg_maintenance: one task group per table, built from the config
-at parse time (the aws config has ``clickstream``; the local one has none), and its plan and finish
-tasks against the moto server."""
+at parse time (both the aws and the local config have ``clickstream``), and its plan and finish tasks
+against the moto server. The job itself runs for real in
+tests/integration/test_iceberg_spark_maintenance.py."""
 
 from __future__ import annotations
 
@@ -132,10 +133,16 @@ def test_on_emr_serverless_the_group_starts_one_job_run(use_config, tmp_path):
 
 
 @pytest.mark.unit
-def test_the_local_config_has_no_spark_group(use_config):
+def test_the_local_config_runs_clickstream_with_local_spark_submit(use_config):
     use_config(CONFIG_DIR / "local.yaml")
     ids = {task.task_id for task in parse_dag().tasks}
-    assert ids == {"select_tables", "maintain_table"}
+    assert ids == {
+        "select_tables",
+        "maintain_table",
+        f"{GROUP}.plan",
+        f"{GROUP}.iceberg_clickstream.spark_submit",
+        f"{GROUP}.finish",
+    }
 
 
 # -- plan and finish on the moto server ---------------------------------------------------------------------

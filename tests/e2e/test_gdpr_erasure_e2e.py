@@ -1,6 +1,7 @@
 """GDPR erasure in a real Airflow (`airflow standalone`: scheduler, DAG processor, LocalExecutor) driven
-through the REST API: subject ids from the trigger form are erased from every dataset and their requests
-complete; no task log holds a raw subject id; bad params are refused by the API or fail the run before
+through the REST API: subject ids from the trigger form are erased from every dataset (the ``engine:
+spark`` one by its Spark job) and their requests complete; no task log, the Spark job's output included,
+holds a raw subject id; bad params are refused by the API or fail the run before
 anything is stored."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.e2e.airflow_api import (
     unpause_after_its_scheduled_run,
     wait_for_run,
 )
-from tests.gdpr_helpers import pyiceberg_only_config
+from tests.gdpr_helpers import pyiceberg_only_config_file
 
 pytestmark = pytest.mark.e2e
 
@@ -34,9 +35,9 @@ ERASE = GDPR_DEMO["erase"]
 
 @pytest.fixture(scope="module")
 def pyiceberg_config(tmp_path_factory):
-    """The local config without its Hudi datasets, for this process and the standalone Airflow."""
+    """The local config without its Spark datasets, for this process and the standalone Airflow."""
     saved = os.environ.get("DATAPLATFORM_CONFIG")
-    os.environ["DATAPLATFORM_CONFIG"] = str(pyiceberg_only_config(tmp_path_factory.mktemp("config")))
+    os.environ["DATAPLATFORM_CONFIG"] = str(pyiceberg_only_config_file(tmp_path_factory.mktemp("config")))
     settings.cache_clear()
     yield
     if saved is None:
@@ -83,10 +84,16 @@ def test_subjects_from_the_trigger_form_are_erased_and_never_logged(airflow, lak
     done = wait_for_run(airflow, DAG_ID, run["dag_run_id"], timeout=420)
 
     assert done["state"] == "success", describe_run(airflow, DAG_ID, run["dag_run_id"])
-    mapped = [
-        ti for ti in task_instances(airflow, DAG_ID, run["dag_run_id"]) if ti["task_id"] == "erase_iceberg"
-    ]
-    assert sorted(ti["rendered_map_index"] for ti in mapped) == sorted(config.datasets)
+    instances = task_instances(airflow, DAG_ID, run["dag_run_id"])
+    mapped = [ti for ti in instances if ti["task_id"] == "erase_iceberg"]
+    by_engine = {
+        engine: sorted(k for k, d in config.datasets.items() if d.engine == engine)
+        for engine in ("pyiceberg", "spark")
+    }
+    assert sorted(ti["rendered_map_index"] for ti in mapped) == by_engine["pyiceberg"]
+    # The engine: spark datasets ran their Spark job (spark-submit on the local backend).
+    states = {ti["task_id"]: ti["state"] for ti in instances}
+    assert all(states[f"erase_{key}.gdpr_{key}.spark_submit"] == "success" for key in by_engine["spark"])
     for key, dataset in config.datasets.items():
         rows = lake.load_table(dataset.identifier).scan().to_arrow().to_pylist()
         expected = [row for row in before[key] if not holds_subject(key, row)]

@@ -31,3 +31,19 @@ def recon(aws, spark, tmp_path):
     )
     pipeline.setup_tables(ctx)
     return LocalRunner(ctx, spark)
+
+
+@pytest.fixture
+def pyiceberg_only_config(tmp_path, monkeypatch):
+    """The local config without its ``backend: spark`` tables and ``engine: spark`` datasets, for the
+    tests of the pyiceberg paths through whole DAG runs (the Spark ones run in
+    test_iceberg_spark_maintenance.py and test_gdpr_iceberg_spark.py: a spark-submit per DAG run here
+    would cost the suite minutes and test nothing new)."""
+    from dataplatform.config import settings
+    from tests.gdpr_helpers import pyiceberg_only_config_file
+
+    path = pyiceberg_only_config_file(tmp_path)
+    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(path))
+    settings.cache_clear()
+    yield path
+    settings.cache_clear()

@@ -1,7 +1,8 @@
-"""The gdpr_erasure DAG run for real (in-process ``dag.test()``) on the local config's datasets:
-pyiceberg tables with personal data in the moto Glue catalog and a versioned S3 bucket, requests and
-audit in moto DynamoDB. The expected rows come from the tables as read before the run, filtered in plain
-Python: an oracle that shares no code with the erasure."""
+"""The gdpr_erasure DAG run for real (in-process ``dag.test()``) on the local config's pyiceberg datasets
+(the ``engine: spark`` one runs in test_gdpr_iceberg_spark.py): pyiceberg tables with personal data in
+the moto Glue catalog and a versioned S3 bucket, requests and audit in moto DynamoDB. The expected rows
+come from the tables as read before the run, filtered in plain Python: an oracle that shares no code
+with the erasure."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.reports import report_key
 from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
-from tests.gdpr_helpers import pyiceberg_only_config
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +27,12 @@ ERASE = GDPR_DEMO["erase"]
 
 
 @pytest.fixture
-def lake(aws, airflow_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(pyiceberg_only_config(tmp_path)))
-    settings.cache_clear()
+def lake(aws, airflow_db, pyiceberg_only_config):
     aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
     aws.dynamodb = aws.client("dynamodb")
     aws.s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])
     seed_gdpr(aws.catalog, aws.s3, settings())
-    yield aws
-    settings.cache_clear()
+    return aws
 
 
 def table_of(lake, key: str):

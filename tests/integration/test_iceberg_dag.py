@@ -1,5 +1,6 @@
-"""The iceberg_maintenance DAG run for real (in-process ``dag.test()``) on the demo tables of the local
-config: pyiceberg tables in the moto Glue catalog and S3."""
+"""The iceberg_maintenance DAG run for real (in-process ``dag.test()``) on the pyiceberg demo tables of
+the local config, in the moto Glue catalog and S3 (its ``backend: spark`` table runs in
+test_iceberg_spark_maintenance.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ DAG_ID = "iceberg_maintenance"
 
 
 @pytest.fixture
-def demo_tables(aws, airflow_db):
+def demo_tables(aws, airflow_db, pyiceberg_only_config):
     aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
     seed_iceberg(aws.catalog, aws.s3, settings())
     return aws

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import Row
@@ -618,27 +619,24 @@ def test_the_hudi_job_refuses_a_table_that_is_not_the_configured_one(tmp_path, c
 
 # -- Iceberg: statements -----------------------------------------------------------------------------------------
 
-LITERALS = {"user_id": ["'cust-000101'", "'cust-000202'"], "referrer_id": ["'cust-000101'", "'cust-000202'"]}
-CONDITION = "(`user_id` IN ('cust-000101', 'cust-000202') OR `referrer_id` IN ('cust-000101', 'cust-000202'))"
-SHOWN_CONDITION = "(`user_id` IN (<2 subject ids>) OR `referrer_id` IN (<2 subject ids>))"
+COLUMNS = ["user_id", "referrer_id"]
+IN_VIEW = "IN (SELECT {c} FROM gdpr_subjects WHERE {c} IS NOT NULL)"
+CONDITION = (
+    f"(`user_id` {IN_VIEW.format(c='`user_id`')} OR `referrer_id` {IN_VIEW.format(c='`referrer_id`')})"
+)
 
 
 def test_iceberg_statements():
     spec = iceberg_spec()
-    assert iceberg_job.count_sql(spec, LITERALS, 81) == (
-        f"SELECT count(*) AS n FROM {T} VERSION AS OF 81 WHERE {CONDITION}",
-        f"SELECT count(*) AS n FROM {T} VERSION AS OF 81 WHERE {SHOWN_CONDITION}",
+    assert (
+        iceberg_job.count_sql(spec, COLUMNS, 81)
+        == (f"SELECT count(*) AS n FROM {T} VERSION AS OF 81 WHERE {CONDITION}",) * 2
     )
-    assert iceberg_job.count_sql(spec, LITERALS).sql == f"SELECT count(*) AS n FROM {T} WHERE {CONDITION}"
-    assert iceberg_job.delete_sql(spec, LITERALS) == (
-        f"DELETE FROM {T} WHERE {CONDITION}",
-        f"DELETE FROM {T} WHERE {SHOWN_CONDITION}",
-    )
-    assert iceberg_job.rows_by_subject_sql(spec, LITERALS, 81).shown == (
-        "SELECT position, count(*) AS n FROM (SELECT explode(array_distinct(filter(array("
-        "array_position(array(<2 subject ids>), `user_id`), array_position(array(<2 subject ids>), "
-        f"`referrer_id`)), p -> p > 0))) AS position FROM {T} VERSION AS OF 81 WHERE {SHOWN_CONDITION}) "
-        "GROUP BY position"
+    assert iceberg_job.count_sql(spec, COLUMNS).sql == f"SELECT count(*) AS n FROM {T} WHERE {CONDITION}"
+    assert iceberg_job.delete_sql(spec, COLUMNS).sql == f"DELETE FROM {T} WHERE {CONDITION}"
+    assert iceberg_job.rows_by_subject_sql(spec, COLUMNS, 81).sql == (
+        f"SELECT s.position, count(*) AS n FROM {T} VERSION AS OF 81 AS t JOIN gdpr_subjects AS s "
+        "ON (t.`user_id` = s.`user_id` OR t.`referrer_id` = s.`referrer_id`) GROUP BY s.position"
     )
     assert iceberg_job.snapshots_sql(spec).sql == (
         f"SELECT snapshot_id FROM {T}.`snapshots` ORDER BY committed_at, snapshot_id"
@@ -658,30 +656,42 @@ def test_iceberg_statements():
     assert iceberg_job.rewrite_manifests_sql(spec).sql == (
         "CALL `glue_catalog`.system.rewrite_manifests(table => '`lake`.`clickstream`', use_caching => false)"
     )
-    bounds = (
-        "(readable_metrics.`user_id`.lower_bound IN ({ids}) OR readable_metrics.`user_id`.upper_bound IN "
-        "({ids}) OR readable_metrics.`referrer_id`.lower_bound IN ({ids}) OR "
-        "readable_metrics.`referrer_id`.upper_bound IN ({ids}))"
+    bounds = " OR ".join(
+        f"readable_metrics.{c}.{bound} {IN_VIEW.format(c=c)}"
+        for c in ("`user_id`", "`referrer_id`")
+        for bound in ("lower_bound", "upper_bound")
     )
-    assert iceberg_job.manifest_entries_sql(spec, LITERALS) == (
-        f"SELECT count(*) AS n FROM {T}.`all_entries` WHERE "
-        + bounds.format(ids="'cust-000101', 'cust-000202'"),
-        f"SELECT count(*) AS n FROM {T}.`all_entries` WHERE " + bounds.format(ids="<2 subject ids>"),
+    assert iceberg_job.manifest_entries_sql(spec, COLUMNS).sql == (
+        f"SELECT count(*) AS n FROM {T}.`all_entries` WHERE ({bounds})"
     )
-    assert iceberg_job.manifest_entries_sql(spec, LITERALS, every_snapshot=False).sql.startswith(
+    assert iceberg_job.manifest_entries_sql(spec, COLUMNS, every_snapshot=False).sql.startswith(
         f"SELECT count(*) AS n FROM {T}.`entries` WHERE (readable_metrics.`user_id`.lower_bound IN"
     )
     assert iceberg_job.deleted_files_sql(spec, 83).sql == (
         f"SELECT summary['deleted-data-files'] AS deleted_data_files FROM {T}.`snapshots` WHERE snapshot_id = 83"
     )
+    # No subject column can hold any id: nothing matches.
+    assert iceberg_job.delete_sql(spec, []).sql == f"DELETE FROM {T} WHERE false"
+
+
+def test_the_subjects_view_types_each_id_as_its_column():
+    spec = {**iceberg_spec(subjects=["cust-1", "42"]), "subject_columns": ["user_id", "account_no"]}
+    view = iceberg_job.subjects_view(spec, {"user_id": "string", "account_no": "bigint", "x": "int"})
+    assert view.schema == "`position` INT, `user_id` STRING, `account_no` BIGINT"
+    assert view.rows == [(1, "cust-1", None), (2, "42", 42)]
+    assert view.columns == ["user_id", "account_no"]
+    only_strings = iceberg_job.subjects_view(
+        {**spec, "subject_ids": ["cust-1"]}, {"user_id": "varchar(9)", "account_no": "int"}
+    )
+    assert only_strings.columns == ["user_id"] and only_strings.schema.endswith("`account_no` INT")
 
 
 def test_iceberg_statements_refuse_bad_input():
     spec = iceberg_spec()
     with pytest.raises(ValueError, match="is not a lower-case identifier"):
-        iceberg_job.delete_sql({**spec, "table": "clicks`; DROP TABLE x"}, LITERALS)
+        iceberg_job.delete_sql({**spec, "table": "clicks`; DROP TABLE x"}, COLUMNS)
     with pytest.raises(ValueError, match="snapshot id must be an integer"):
-        iceberg_job.count_sql(spec, LITERALS, "81 OR 1=1")
+        iceberg_job.count_sql(spec, COLUMNS, "81 OR 1=1")
     with pytest.raises(ValueError, match="snapshot id must be an integer"):
         iceberg_job.expire_snapshots_sql(spec, [81, "82)"])
     with pytest.raises(ValueError, match="needs at least one snapshot id"):
@@ -694,7 +704,7 @@ def test_iceberg_statements_refuse_bad_input():
 
 @pytest.mark.spark
 def test_the_iceberg_count_and_per_subject_sql_run_on_spark(spark):
-    """The statements' SQL, with a temporary view in place of the Iceberg table and its versions."""
+    """The statements' SQL with the subjects view, a temporary view in place of the Iceberg table."""
     rows = [
         ("e1", "cust-000101", None),
         ("e2", "cust-000999", "cust-000202"),
@@ -706,7 +716,8 @@ def test_the_iceberg_count_and_per_subject_sql_run_on_spark(spark):
         rows, "event_id string, user_id string, referrer_id string"
     ).createOrReplaceTempView("gdpr_clickstream")
     spec = iceberg_spec(subjects=["cust-000101", "cust-000202", "o'brien\\x", "cust-000404"])
-    literals = gdpr_spec.subject_literals(spec, {"user_id": "string", "referrer_id": "string"})
+    view = iceberg_job.subjects_view(spec, {"user_id": "string", "referrer_id": "string"})
+    iceberg_job.Statements(spark).register_subjects(view)
 
     def run(statement):
         return [
@@ -714,8 +725,8 @@ def test_the_iceberg_count_and_per_subject_sql_run_on_spark(spark):
             for row in spark.sql(statement.sql.replace(T + " VERSION AS OF 7", "gdpr_clickstream")).collect()
         ]
 
-    assert run(iceberg_job.count_sql(spec, literals, 7)) == [{"n": 4}]
-    by_position = run(iceberg_job.rows_by_subject_sql(spec, literals, 7))
+    assert run(iceberg_job.count_sql(spec, view.columns, 7)) == [{"n": 4}]
+    by_position = run(iceberg_job.rows_by_subject_sql(spec, view.columns, 7))
     assert gdpr_spec.counts_by_position(by_position, 4) == [3, 1, 1, 0]
 
 
@@ -756,6 +767,10 @@ class FakeIcebergSpark:
     def head(self) -> int:
         return next(ref["snapshot_id"] for ref in self.refs if ref["name"] == "main")
 
+    def createDataFrame(self, rows, schema):
+        self.subjects = (rows, schema)
+        return SimpleNamespace(createOrReplaceTempView=lambda name: self.sql_run.append(f"<view {name}>"))
+
     def new_head(self, snapshot: int) -> None:
         self.snapshots.append(snapshot)
         self.refs = [{**ref, "snapshot_id": snapshot} if ref["name"] == "main" else ref for ref in self.refs]
@@ -789,7 +804,7 @@ class FakeIcebergSpark:
             snapshot = int(version.group(1)) if version else self.head()
             assert snapshot in self.snapshots
             return FakeFrame([{"n": self.holding.get(snapshot, 0)}])
-        if statement.startswith("SELECT position"):
+        if statement.startswith("SELECT s.position"):
             assert f"VERSION AS OF {self.head()} " in statement
             return FakeFrame([{"position": 1, "n": 2}, {"position": 3, "n": 1}])
         if statement.startswith("ALTER TABLE"):
@@ -824,13 +839,8 @@ class FakeIcebergSpark:
         raise AssertionError(f"unexpected statement {statement}")
 
 
-SUBJECTS_3 = ", ".join(f"'{s}'" for s in SUBJECTS)
-CONDITION_3 = f"(`user_id` IN ({SUBJECTS_3}) OR `referrer_id` IN ({SUBJECTS_3}))"
-ENTRY_CONDITION_3 = (
-    f"(readable_metrics.`user_id`.lower_bound IN ({SUBJECTS_3}) OR readable_metrics.`user_id`.upper_bound IN "
-    f"({SUBJECTS_3}) OR readable_metrics.`referrer_id`.lower_bound IN ({SUBJECTS_3}) OR "
-    f"readable_metrics.`referrer_id`.upper_bound IN ({SUBJECTS_3}))"
-)
+CONDITION_3 = CONDITION
+ENTRY_CONDITION_3 = f"(readable_metrics.`user_id`.lower_bound {IN_VIEW.format(c='`user_id`')} OR"
 
 
 def run_iceberg_job(tmp_path: Path, fake: FakeIcebergSpark, pinned_refs="fail") -> tuple[dict, str]:
@@ -865,10 +875,14 @@ def test_the_iceberg_job_deletes_expires_the_snapshots_holding_rows_and_verifies
     assert delete_at < rewrite_at < expire_at
     spark_erasure.check_result(result, "clickstream", subjects=3)
     shown = capsys.readouterr().out
-    assert f"gdpr_iceberg_delete: DELETE FROM {T} WHERE {SHOWN_CONDITION.replace('<2', '<3')}" in shown
-    assert_no_subject_id(shown, text)
-    # The ids reached the SQL that ran, and only that.
-    assert any(SUBJECTS[0] in statement for statement in fake.sql_run)
+    assert f"gdpr_iceberg_delete: DELETE FROM {T} WHERE {CONDITION}" in shown
+    assert_no_subject_id(shown, text, *fake.sql_run)
+    # The ids reached the subjects view, and only that; the view is registered before any statement
+    # that reads it.
+    assert fake.subjects[0] == [(n + 1, subject, subject) for n, subject in enumerate(SUBJECTS)]
+    assert fake.sql_run.index("<view gdpr_subjects>") < fake.sql_run.index(
+        f"DELETE FROM {T} WHERE {CONDITION}"
+    )
 
 
 def test_pinned_refs_fail_changes_nothing_and_names_the_refs(tmp_path, capsys):
@@ -986,14 +1000,15 @@ def test_errors_from_spark_are_raised_without_subject_ids(tmp_path):
     class Failing(FakeIcebergSpark):
         def sql(self, statement):
             if statement.startswith("DELETE"):
-                raise RuntimeError(f"AnalysisException: cannot resolve plan\n'Filter {statement}")
+                # Spark can quote data (a row, a partition value) in its messages.
+                raise RuntimeError(f"AnalysisException: cannot write row [{', '.join(SUBJECTS)}]")
             return super().sql(statement)
 
     with pytest.raises(RuntimeError) as raised:
         iceberg_job.run(Failing(), iceberg_spec(work=tmp_path.as_uri()), Storage())
     message = str(raised.value)
     assert message.startswith("gdpr_iceberg_delete: RuntimeError: AnalysisException")
-    assert "`user_id` IN ('<subject #0>', '<subject #1>', '<subject #2>')" in message
+    assert "cannot write row [<subject #0>, <subject #1>, <subject #2>]" in message
     assert_no_subject_id(message)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
 

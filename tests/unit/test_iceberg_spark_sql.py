@@ -64,7 +64,7 @@ def spec_for(clock=MONTH_END, dry_run=False, report_uri=REPORT_URI, **overrides)
 
 def lookup_sql(end_of_day: str, keep_until: str) -> str:
     return (
-        f"SELECT s.snapshot_id, CAST(FLOOR((unix_millis({keep_until}) - unix_millis(s.committed_at) - 1) / "
+        f"SELECT s.snapshot_id, CAST(CEIL((unix_millis({keep_until}) - unix_millis(s.committed_at)) / "
         f"60000) AS BIGINT) AS retain_minutes FROM {T}.`snapshots` AS s JOIN {T}.`history` AS h "
         "ON s.snapshot_id = h.snapshot_id "
         f"WHERE h.is_current_ancestor AND s.committed_at < {end_of_day} "
@@ -92,7 +92,7 @@ EXPIRE = (
 def orphans_sql(dry_run: bool) -> str:
     return (
         "CALL `glue_catalog`.system.remove_orphan_files(table => '`lake`.`clickstream`', "
-        f"older_than => {ORPHANS_BEFORE}, dry_run => {str(dry_run).lower()})"
+        f"older_than => {ORPHANS_BEFORE}, dry_run => {str(dry_run).lower()}, prefix_listing => true)"
     )
 
 
@@ -327,7 +327,7 @@ class FakeIcebergSpark:
             keep_until = statement.split("TIMESTAMP '")[1].split("'")[0] + "+00:00"
             keep_until_ms = int(datetime.fromisoformat(keep_until).timestamp() * 1000)
             return FakeFrame(
-                [{"snapshot_id": 7, "retain_minutes": (keep_until_ms - committed(7) - 1) // 60000}]
+                [{"snapshot_id": 7, "retain_minutes": -((committed(7) - keep_until_ms) // 60000)}]
             )
         if statement.startswith("ALTER TABLE"):
             assert not self.dry_run_expected
@@ -382,10 +382,11 @@ def test_the_job_tags_expires_and_removes_orphans_and_reports_the_counts(tmp_pat
     assert fake.statements == [
         REF_NAMES,
         lookup_sql(END_OF_MARCH_31, DAILY_KEPT_UNTIL),
-        # From snapshot 7 (2024-03-30 02:00:05.123) to the end of 04-07 and of 2025-03-31, in whole minutes.
-        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `daily-2024-03-31` AS OF VERSION 7 RETAIN 12839 MINUTES",
+        # From snapshot 7 (2024-03-30 02:00:05.123) to the end of 04-07 and of 2025-03-31, in whole minutes
+        # rounded up (kept through the whole last day).
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `daily-2024-03-31` AS OF VERSION 7 RETAIN 12840 MINUTES",
         lookup_sql(END_OF_MARCH_31, MONTH_END_KEPT_UNTIL),
-        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528359 MINUTES",
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528360 MINUTES",
         SNAPSHOTS,
         REF_NAMES,
         EXPIRE,
@@ -513,5 +514,5 @@ def test_a_backfill_of_a_day_past_its_tags_retention_creates_no_tag_and_says_why
     assert tags["skipped"] == {"daily-2024-03-31": reason}
     assert tags["created"] == ["month-end-2024-03"]
     assert [s for s in fake.statements if s.startswith("ALTER TABLE")] == [
-        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528359 MINUTES"
+        f"ALTER TABLE {T} CREATE TAG IF NOT EXISTS `month-end-2024-03` AS OF VERSION 7 RETAIN 528360 MINUTES"
     ]

@@ -50,11 +50,16 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("recon_stateful", "updates the artifacts of run 1"),
     # Logical date tomorrow: the tag rules tag "the day before the logical date", i.e. today's snapshots.
     DemoRun("iceberg_maintenance", "dry run: reports, changes nothing", _TOMORROW, {"dry_run": True}),
-    DemoRun("iceberg_maintenance", "tags, expiry, unreferenced files, lifecycle", _TOMORROW),
+    DemoRun(
+        "iceberg_maintenance",
+        "tags, expiry, unreferenced files, lifecycle (clickstream: Iceberg's Spark procedures)",
+        _TOMORROW,
+    ),
     DemoRun("iceberg_maintenance", "rerun (no-op)", _TOMORROW),
     DemoRun(
         "gdpr_erasure",
-        "2 requests (CLI + trigger form): delete, purge, sweep of tagged copies, verify, audit",
+        "2 requests (CLI + trigger form): delete, purge, sweep of tagged copies, verify, audit "
+        "(payment_ledger: the Spark job)",
         conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
     ),
     DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
@@ -111,11 +116,12 @@ def _reports(s3, reports_uri: str, dag_id: str, run_id: str) -> list[dict]:
     bucket, root = split_s3_uri(reports_uri)
     prefix = root + report_key(dag_id, run_id, "x").rsplit("/", 1)[0] + "/"
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    # Reports are the JSON objects; a run may leave other files beside them (pricing's CSV and chart).
+    # Reports are the ``<name>.json`` objects; a run may leave other files beside them (pricing's CSV and
+    # chart, a Spark table's job spec and job report ``<table>.spark_spec.json`` / ``.spark_job.json``).
     return [
         json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
         for obj in listing
-        if obj["Key"].endswith(".json")
+        if obj["Key"].endswith(".json") and obj["Key"].rsplit("/", 1)[-1].count(".") == 1
     ]
 
 
@@ -192,13 +198,16 @@ def seed_local_lake(moto_url: str):
     iceberg = seed_iceberg(_demo_catalog(moto_url), s3, settings())
     print(
         "iceberg tables written by pyiceberg: "
-        + ", ".join(f"{n} ({c} snapshots)" for n, c in iceberg.items())
+        + ", ".join(
+            f"{n} ({c} snapshots; maintained by {settings().iceberg.tables[n].backend})"
+            for n, c in iceberg.items()
+        )
     )
     gdpr = seed_gdpr(_demo_catalog(moto_url), s3, settings())
     print(
         "gdpr datasets written by pyiceberg: "
         + ", ".join(
-            f"{n} ({c['rows']} rows"
+            f"{n} ({c['rows']} rows, erased by {settings().gdpr.datasets[n].engine}"
             + (
                 f"; maintenance with unreferenced.action tag left {c['tagged_files']} files tagged"
                 if c["tagged_files"]

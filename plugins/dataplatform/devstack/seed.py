@@ -185,7 +185,8 @@ ICEBERG_DEMO_COMMITS = {"orders": 6, "customers": 4}
 
 
 def seed_iceberg(catalog, s3, config: Settings) -> dict:
-    """(Re)create the configured pyiceberg tables with a few overwrites each, written by pyiceberg."""
+    """(Re)create the configured Iceberg tables with a few overwrites each, written by pyiceberg (the
+    ``backend: spark`` ones too: Iceberg's Spark procedures maintain a table whoever wrote it)."""
     from pyiceberg.exceptions import NoSuchTableError
 
     from dataplatform.iceberg.sample import write_sample_table
@@ -193,8 +194,6 @@ def seed_iceberg(catalog, s3, config: Settings) -> dict:
     ensure_bucket(s3, split_s3_uri(config.iceberg.state_uri)[0])
     seeded = {}
     for name, policy in config.iceberg.tables.items():
-        if policy.backend != "pyiceberg":
-            continue
         with contextlib.suppress(NoSuchTableError):
             catalog.purge_table(policy.identifier)
         table = write_sample_table(
@@ -215,8 +214,9 @@ def gdpr_demo_location(config: Settings, key: str) -> str:
 
 
 def seed_gdpr(catalog, s3, config: Settings) -> dict:
-    """(Re)create the configured pyiceberg GDPR datasets with personal data over several snapshots (the
-    demo's tables: in AWS they exist already), in a versioned bucket so the purge has versions to remove.
+    """(Re)create the configured Iceberg GDPR datasets (either engine) with personal data over several
+    snapshots (the demo's tables: in AWS they exist already), in a versioned bucket so the purge has
+    versions to remove.
     ``GDPR_DEMO_SOFT_DELETED``'s history is then soft-deleted by Iceberg maintenance (``tag``). Returns,
     per dataset, its rows and the files maintenance left tagged."""
     from dataplatform.gdpr import sample
@@ -224,10 +224,14 @@ def seed_gdpr(catalog, s3, config: Settings) -> dict:
     bucket = split_s3_uri(config.gdpr.work_uri)[0]
     ensure_bucket(s3, bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    writers = {"customer_profiles": sample.write_profiles, "payments": sample.write_payments}
+    writers = {
+        "customer_profiles": sample.write_profiles,
+        "payments": sample.write_payments,
+        "payment_ledger": sample.write_payments,
+    }
     seeded = {}
     for key, dataset in config.gdpr.datasets.items():
-        if dataset.format != "iceberg" or dataset.engine != "pyiceberg" or key not in writers:
+        if dataset.format != "iceberg" or key not in writers:
             continue
         table = writers[key](
             catalog, dataset.identifier, gdpr_demo_location(config, key), GDPR_DEMO["customers"]

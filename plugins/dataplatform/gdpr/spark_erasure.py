@@ -8,7 +8,9 @@ this module only feeds them from the config. Pure: imports neither Airflow nor S
 
 The spec holds the subject ids, so it goes under ``gdpr.work_uri`` (a private prefix), and the jobs'
 Spark conf turns event logs off: a Spark event log records every query plan, literals included, and EMR
-keeps it after the cluster is gone. The jobs themselves print and return no subject id.
+keeps it after the cluster is gone. The jobs themselves print and return no subject id, and the Iceberg
+job keeps them out of its SQL text and plans altogether (a temporary view of the ids: an event log of it
+holds none, ``tests/integration/test_gdpr_iceberg_spark.py``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ only feeds it), and run by ``spark_jobs/iceberg_maintenance.py``. The same seven
 path (``maintenance``), mapped onto Iceberg's Spark procedures:
 
 1. tags: ``ALTER TABLE ... CREATE TAG IF NOT EXISTS`` on main's snapshot at the end of the day, retained
-   until the end of the day + keep_days (to the minute); tags already past that are not created;
+   until the end of the day + keep_days (rounded up to the minute); tags already past that are not
+   created;
 2. expiry: ``CALL glue_catalog.system.expire_snapshots(older_than, retain_last)``;
 3. unreferenced files: Iceberg's FileIO during expiry: deleted (``action: delete``), or tagged and kept
    (``action: tag``: ``s3.delete-enabled=false`` + ``s3.delete.tags.<key>=<value>``);
@@ -17,6 +18,13 @@ path (``maintenance``), mapped onto Iceberg's Spark procedures:
 6. orphans: ``CALL glue_catalog.system.remove_orphan_files(older_than, dry_run)``, handled by the same
    FileIO (tagged when ``action: tag``);
 7. report: the job's JSON plus the lifecycle result (``final_report``).
+
+On the same table, both backends keep the same snapshots and refs and tag (or delete) the same
+unreferenced files (``tests/integration/test_iceberg_backend_parity.py``). Where they differ, by
+Iceberg's SQL: a new tag's ``max_ref_age_ms`` is whole minutes, rounded up (pyiceberg's ends at the
+millisecond: the Spark tag is kept at most a minute longer); ``created`` files (step 4); orphans need a
+cutoff at least 24 hours before the wall clock (``remove_orphan_files`` refuses less), where pyiceberg
+measures from the run's clock.
 
 Nothing here imports Spark or Airflow.
 """
