@@ -3,6 +3,11 @@ tables, all on the session's moto server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
+from dataplatform.config import CONFIG_DIR
 from dataplatform.gdpr import audit, requests
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 
@@ -17,3 +22,16 @@ def pii_lake(aws, bucket: str, requests_table: str = "gdpr_requests", audit_tabl
     requests.create_requests_table(aws.dynamodb, requests_table)
     audit.create_audit_table(aws.dynamodb, audit_table)
     return aws
+
+
+def pyiceberg_only_config_file(folder: Path) -> Path:
+    """The local config without its ``backend: spark`` tables and ``engine: spark`` datasets (Hudi and
+    Spark Iceberg), written to ``folder``: for the tests of the pyiceberg paths through whole DAG runs,
+    which seed no table for them (those run in their own tests and in ``make demo``)."""
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    tables, datasets = raw["iceberg"]["tables"], raw["gdpr"]["datasets"]
+    raw["iceberg"]["tables"] = {k: v for k, v in tables.items() if v.get("backend") != "spark"}
+    raw["gdpr"]["datasets"] = {k: v for k, v in datasets.items() if v.get("engine") != "spark"}
+    path = folder / "local-pyiceberg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -32,16 +32,10 @@ def pyiceberg_only_config(tmp_path, monkeypatch):
     tests of the pyiceberg paths through whole DAG runs (the Spark ones run in
     test_iceberg_spark_maintenance.py and test_gdpr_iceberg_spark.py: a spark-submit per DAG run here
     would cost the suite minutes and test nothing new)."""
-    import yaml
+    from dataplatform.config import settings
+    from tests.gdpr_helpers import pyiceberg_only_config_file
 
-    from dataplatform.config import CONFIG_DIR, settings
-
-    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
-    tables, datasets = raw["iceberg"]["tables"], raw["gdpr"]["datasets"]
-    raw["iceberg"]["tables"] = {k: v for k, v in tables.items() if v.get("backend") != "spark"}
-    raw["gdpr"]["datasets"] = {k: v for k, v in datasets.items() if v.get("engine") != "spark"}
-    path = tmp_path / "local-pyiceberg.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = pyiceberg_only_config_file(tmp_path)
     monkeypatch.setenv("DATAPLATFORM_CONFIG", str(path))
     settings.cache_clear()
     yield path

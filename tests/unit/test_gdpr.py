@@ -240,3 +240,28 @@ def test_an_audit_record_of_a_large_sweep_stays_under_dynamodbs_item_limit():
     assert details["unreachable_files_deleted_count"] == 5000 and details["files_deleted"] == 3
     assert len(json.dumps(record.item())) < 400_000
     assert audit_details({"unreachable_files_deleted": uris[:3]})["unreachable_files_deleted"] == uris[:3]
+
+
+def test_hudi_runs_on_a_transient_emr_cluster_in_aws_and_locally_on_the_local_backend():
+    from dataplatform.config import SparkSettings
+    from dataplatform.operators.gdpr_spark import group_retries, spark_settings_for
+
+    hudi = settings().gdpr.datasets["app_logs"]
+    iceberg = GdprDataset.model_validate(
+        {"format": "iceberg", "database": "d", "table": "t", "subject_columns": ["c"], "engine": "spark"}
+    )
+    local = SparkSettings(backend="local")
+    emr = SparkSettings(backend="emr", code_uri="s3://code/", emr={"cluster_id": "j-SHARED"})
+    serverless = SparkSettings(
+        backend="emr_serverless",
+        code_uri="s3://code/",
+        emr_serverless={"application_id": "a", "execution_role_arn": "arn:aws:iam::1:role/r"},
+    )
+    assert spark_settings_for(hudi, local) == local
+    for configured in (emr, serverless):
+        transient = spark_settings_for(hudi, configured)
+        assert (transient.backend, transient.emr.cluster_id) == ("emr", None)
+        assert spark_settings_for(iceberg, configured) == configured
+    # A retried EMR step reruns the whole job on a billed cluster; a local retry costs nothing.
+    assert group_retries(spark_settings_for(hudi, emr)) == {"retries": 0}
+    assert group_retries(local)["retries"] == 1

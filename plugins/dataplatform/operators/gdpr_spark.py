@@ -1,13 +1,15 @@
 """The task group that erases one ``engine: spark`` GDPR dataset: ``plan`` writes the job spec, the Spark
-job runs (Hudi: always on a transient EMR cluster, torn down also when the step fails; Iceberg: on the
-configured Spark backend), ``record`` checks the job's result and records progress and audit per request
-exactly as the pyiceberg path does (``dataplatform.gdpr.erasure.record_outcome``).
+job runs (Hudi: on a transient EMR cluster, torn down also when the step fails, when the configured
+backend is EMR or EMR Serverless, else local ``spark-submit``; Iceberg: on the configured Spark
+backend), ``record`` checks the job's result and records progress and audit per request exactly as the
+pyiceberg path does (``dataplatform.gdpr.erasure.record_outcome``).
 
 Group ``erase_<dataset>``: ``plan >> gdpr_<dataset> (spark_job_tasks) >> record``.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import TaskGroup, TriggerRule, task
@@ -22,14 +24,29 @@ def spark_datasets() -> list[str]:
 
 
 def spark_settings_for(dataset: GdprDataset, configured: SparkSettings) -> SparkSettings:
-    """Hudi deletes run on their own transient EMR cluster (instance fleets, Spot task nodes,
-    auto-termination: ``include/emr/transient_cluster.json``), apart from the clusters that ingest, as in
-    the reference; Iceberg with ``engine: spark`` uses the configured backend."""
-    if dataset.format != "hudi":
+    """In AWS (``spark.backend`` emr or emr_serverless) Hudi deletes run on their own transient EMR
+    cluster (instance fleets, Spot task nodes, auto-termination: ``include/emr/transient_cluster.json``),
+    apart from the clusters that ingest, as in the reference. On the local backend they run as local
+    ``spark-submit`` with the locked Hudi bundle. Iceberg with ``engine: spark`` uses the configured
+    backend."""
+    if dataset.format != "hudi" or configured.backend == "local":
         return configured
     return configured.model_copy(
         update={"backend": "emr", "emr": configured.emr.model_copy(update={"cluster_id": None})}
     )
+
+
+# A local job retried once, soon: the jobs are idempotent (a retry after a kill finishes the purge).
+LOCAL_RETRY_DELAY = timedelta(seconds=30)
+
+
+def group_retries(spark_settings: SparkSettings) -> dict[str, Any]:
+    """On EMR no task retries: a retried step would rerun the whole job on a cluster that is being paid
+    for, and fail the same way; the requests stay retriable, and the next run starts afresh. Locally a
+    retry costs nothing."""
+    if spark_settings.backend != "local":
+        return {"retries": 0}
+    return {"retries": 1, "retry_delay": LOCAL_RETRY_DELAY, "retry_exponential_backoff": False}
 
 
 def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
@@ -39,15 +56,10 @@ def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
     config = settings()
     dataset = config.gdpr.datasets[key]
     spark_settings = spark_settings_for(dataset, config.spark)
-    # No task retries in the group on a billed backend: a retried step would rerun the whole job on a
-    # cluster that is being paid for, and fail the same way; the requests stay retriable, and the next
-    # run starts afresh. On the local backend a retry costs nothing (the jobs are safe to rerun), so the
-    # DAG's retries apply.
-    billed = {"retries": 0} if spark_settings.backend != "local" else {}
     with TaskGroup(
         group_id=f"erase_{key}",
         tooltip=f"GDPR erasure of {dataset.identifier} with Spark",
-        default_args=billed,
+        default_args=group_retries(spark_settings),
     ) as group:
 
         @task(task_id="plan")
