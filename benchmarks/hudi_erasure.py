@@ -1,0 +1,457 @@
+"""Benchmark: GDPR erasure of 50 subjects from a Hudi copy-on-write table of 2,000,000 rows in over 500
+file groups with the Hudi delete job (``spark_jobs/gdpr_hudi_delete.py``), against a full rewrite of
+the table without their rows, in the same run.
+
+The table: ``--rows`` card events of ``--subjects`` customers (about 50 events each), record key
+``event_id`` (random-looking, as event ids are), partitioned by the customer's home ``country`` (16
+partitions), precombine ``event_ts``. Within a partition the rows are clustered by ``subject_id`` (a
+table that serves per-customer reads is laid out so, e.g. by Hudi clustering with ``subject_id`` as the
+sort column): ``--file-groups`` range cuts on (country, subject_id), so every customer's events sit in one
+file group. This is what makes the target reachable: the share of file groups an erasure rewrites is the
+share that holds a subject's row, whatever the index; 50 subjects touch at most 50 of the 500-odd file
+groups (<= 10%). Spread the same rows by event date instead and every subject would touch a file group
+per day; no index prunes that. The index decides how many files are OPENED to find the rows: the delete
+runs with ``hoodie.index.type=BLOOM`` (``hudi_delete_options``), which looks the keys up only in the
+partitions they name and only in the files whose bloom filter may hold them. The ``--erase`` subjects are
+picked at random (seeded) from all customers.
+
+The table is written once with the row-writer ``bulk_insert`` (one commit, one Spark task per file
+group, snappy Parquet, metadata table on: Hudi 1.0.2's defaults otherwise). The contenders:
+
+- **full rewrite baseline**: the latest snapshot read, the subjects' rows dropped, the rest written as a
+  new table (the same layout and writer as the seed) at ``<table>_rewrite``: the cheapest full rewrite
+  Hudi offers (a CTAS, whose swap is not timed). ``insert_overwrite_table`` keeps the timeline but takes
+  the slower record path (no row writer), and ``bulk_insert`` with SaveMode.Overwrite on the table's own
+  path deletes the table before reading it (HUDI-6286). Timed from the read to the commit.
+- **erasure**: ``gdpr_hudi_delete.run`` (the job's entry after ``main`` parsed the spec) in the same
+  Spark session, with the conf the local backend submits the job with (``spark_erasure.hudi_conf``):
+  find, delete commit (BLOOM), purge of older file slices, verification of every retained commit and of
+  every base file on storage, the result JSON. Timed end to end; ``erasure_phase_seconds`` splits it.
+
+The baseline runs first (both read the same seeded table, the erasure then changes it). Checks (exit
+status 1 when one, or a target, is missed): ``rows_deleted`` equals the subjects' rows counted before
+with a plain filter on the snapshot, and equals the rows the baseline dropped; afterwards no subject row
+is in the snapshot nor in any Parquet base file on storage; the erased table and the rewritten one hold
+the same rows (count and an order-free hash sum of every column); ``files_rewritten`` is counted from the
+delete commit's metadata (Hudi's own reader, through the JVM: the file groups of its write stats, whose
+deletes must add up to ``rows_deleted``) and must equal both the file groups that held a subject row
+before and the file groups that have a base file of the delete commit on storage.
+
+Storage: ``file://`` under a temporary folder (``--dir``).
+
+    nice .venv/bin/python benchmarks/hudi_erasure.py [--rows 2000000] [--file-groups 500]
+        [--subjects 40000] [--erase 50] [--seed 5] [--dir /tmp/...]
+
+Targets (issue 13): files rewritten <= 10% of the file groups; erasure >= 3x faster than the full rewrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from dataplatform.config import GdprDataset  # noqa: E402
+from dataplatform.gdpr import spark_erasure  # noqa: E402
+from spark_jobs import gdpr_hudi_delete as job  # noqa: E402
+from spark_jobs.common.storage import Storage  # noqa: E402
+
+HUDI_JAR = Path.home() / (
+    ".m2/repository/org/apache/hudi/hudi-spark3.5-bundle_2.12/1.0.2/hudi-spark3.5-bundle_2.12-1.0.2.jar"
+)
+TABLE = "card_events"
+DATASET = "card_events"
+SUBJECT_COLUMN = "subject_id"
+PARTITION_COLUMN = "country"
+RECORD_KEY = "event_id"
+PRECOMBINE = "event_ts"
+DATA_COLUMNS = (RECORD_KEY, SUBJECT_COLUMN, PARTITION_COLUMN, PRECOMBINE, "amount", "merchant", "note")
+COUNTRIES = ("DE", "FR", "NL", "BE", "ES", "IT", "PT", "IE", "AT", "PL", "SE", "DK", "FI", "CZ", "GB", "US")
+MERCHANTS = ("grocery store", "online shop", "fuel station", "pharmacy", "restaurant", "airline", "ATM")
+YEAR_2024_MS = (1_704_067_200_000, 1_735_689_600_000)
+MAX_FILES_SHARE = 0.10
+MIN_SPEEDUP = 3.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def subject_id(index: int) -> str:
+    return f"cust-{index:06d}"
+
+
+# -- the session and the table ------------------------------------------------------------------------------
+
+
+def hudi_session(jar: Path):
+    """A local[2] session with the conf the local backend submits the Hudi job with."""
+    from pyspark.sql import SparkSession
+
+    if not jar.is_file():
+        raise SystemExit(f"no Hudi Spark bundle at {jar}")
+    builder = SparkSession.builder.master("local[2]").appName("hudi_erasure_benchmark")
+    conf = {
+        **spark_erasure.hudi_conf(str(jar)),
+        "spark.driver.memory": "2g",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def events(spark, rows: int, subjects: int, seed: int):
+    """``rows`` card events; each row's customer drawn at random, the customer's country fixed by its id."""
+    from pyspark.sql import functions as F
+
+    subject = F.floor(F.rand(seed) * subjects).cast("long")
+    country = F.element_at(F.array(*map(F.lit, COUNTRIES)), (F.col("s") % len(COUNTRIES)).cast("int") + 1)
+    low, high = YEAR_2024_MS
+    # (id * p + 1) mod rows with p prime to rows: a permutation, so event ids are unique but unordered.
+    permuted = (F.col("id") * 7_919 + 1) % rows
+    return (
+        spark.range(rows)
+        .withColumn("s", subject)
+        .select(
+            F.concat(F.lit("evt-"), F.lpad(permuted.cast("string"), 10, "0")).alias(RECORD_KEY),
+            F.concat(F.lit("cust-"), F.lpad(F.col("s").cast("string"), 6, "0")).alias(SUBJECT_COLUMN),
+            country.alias(PARTITION_COLUMN),
+            (F.lit(low) + F.floor(F.rand(seed + 1) * (high - low))).cast("long").alias(PRECOMBINE),
+            F.round(F.exp(F.rand(seed + 2) * 8.0), 2).alias("amount"),
+            F.element_at(
+                F.array(*map(F.lit, MERCHANTS)), (F.floor(F.rand(seed + 3) * len(MERCHANTS)) + 1).cast("int")
+            ).alias("merchant"),
+            F.concat(F.lit("card payment, terminal "), (F.col("id") % 9_973).cast("string")).alias("note"),
+        )
+    )
+
+
+def clustered(df, file_groups: int):
+    """One Spark partition per range of (country, subject_id): a customer's rows never span two."""
+    return df.repartitionByRange(file_groups, PARTITION_COLUMN, SUBJECT_COLUMN).sortWithinPartitions(
+        PARTITION_COLUMN, SUBJECT_COLUMN
+    )
+
+
+def bulk_insert_options(file_groups: int) -> dict[str, str]:
+    """The row-writer bulk_insert of the seed and of the baseline: one file group per Spark task and
+    Hudi partition (the input is already clustered, so no sort)."""
+    return {
+        "hoodie.table.name": TABLE,
+        "hoodie.datasource.write.table.type": "COPY_ON_WRITE",
+        "hoodie.datasource.write.operation": "bulk_insert",
+        "hoodie.datasource.write.recordkey.field": RECORD_KEY,
+        "hoodie.datasource.write.partitionpath.field": PARTITION_COLUMN,
+        "hoodie.datasource.write.precombine.field": PRECOMBINE,
+        "hoodie.datasource.write.hive_style_partitioning": "true",
+        "hoodie.index.type": "BLOOM",
+        "hoodie.bulkinsert.sort.mode": "NONE",
+        "hoodie.bulkinsert.shuffle.parallelism": str(file_groups),
+        "hoodie.parquet.compression.codec": "snappy",
+    }
+
+
+def write_table(df, location: str, file_groups: int) -> None:
+    df.write.format("hudi").options(**bulk_insert_options(file_groups)).mode("overwrite").save(location)
+
+
+# -- looking at a table -------------------------------------------------------------------------------------
+
+
+def file_group(file_name: str) -> str:
+    """``<file id>_<write token>_<instant>.parquet`` -> the file id (Hudi's naming of base files)."""
+    return file_name.split("_", 1)[0]
+
+
+def base_files(storage: Storage, location: str) -> list[tuple[str, str, str]]:
+    """(partition, file id, instant) of every Parquet base file on storage."""
+    root = location.rstrip("/") + "/"
+    found = []
+    for uri, _ in storage.list_files(root):
+        relative = uri[len(root) :]
+        if relative.startswith(".hoodie/") or not relative.endswith(".parquet"):
+            continue
+        partition, _, name = relative.rpartition("/")
+        found.append((partition, file_group(name), name.rsplit("_", 1)[1].removesuffix(".parquet")))
+    return found
+
+
+def subject_rows(spark, location: str, ids: list[str]) -> dict[str, Any]:
+    """The subjects' rows in the latest snapshot, with a plain filter: per subject, and the file groups
+    (partition, file id) that hold them."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        job.read_table(spark, location)
+        .where(F.col(SUBJECT_COLUMN).isin(ids))
+        .groupBy(SUBJECT_COLUMN, "_hoodie_partition_path", "_hoodie_file_name")
+        .count()
+        .collect()
+    )
+    by_subject: dict[str, int] = {}
+    for row in rows:
+        by_subject[row[SUBJECT_COLUMN]] = by_subject.get(row[SUBJECT_COLUMN], 0) + row["count"]
+    groups = {(row["_hoodie_partition_path"], file_group(row["_hoodie_file_name"])) for row in rows}
+    return {"rows": sum(by_subject.values()), "by_subject": by_subject, "file_groups": groups}
+
+
+def digest(df) -> tuple[int, int]:
+    """(rows, sum of a 64-bit hash of every data column): equal for two tables holding the same rows."""
+    from pyspark.sql import functions as F
+
+    row = df.select(
+        F.count("*").alias("n"), F.sum(F.xxhash64(*DATA_COLUMNS).cast("decimal(38,0)")).alias("h")
+    )
+    n, h = row.first()
+    return n, int(h or 0)
+
+
+def commit_write_stats(spark, location: str, instant: str) -> list[dict[str, Any]]:
+    """The write stats of a completed commit, read with Hudi's own timeline classes (1.x commit files
+    are Avro): partition, file id, previous commit and deletes per file group written."""
+    jvm = spark._jvm
+    storage_conf = jvm.org.apache.hudi.hadoop.fs.HadoopFSUtils.getStorageConf(
+        spark._jsc.hadoopConfiguration()
+    )
+    meta_client = (
+        jvm.org.apache.hudi.common.table.HoodieTableMetaClient.builder()
+        .setConf(storage_conf)
+        .setBasePath(location.rstrip("/"))
+        .build()
+    )
+    timeline = meta_client.getActiveTimeline().getCommitsTimeline().filterCompletedInstants()
+    for hoodie_instant in timeline.getInstants():
+        if hoodie_instant.requestedTime() == instant:
+            metadata = timeline.readCommitMetadata(hoodie_instant)
+            return [
+                {
+                    "partition": stat.getPartitionPath(),
+                    "file_id": stat.getFileId(),
+                    "prev_commit": stat.getPrevCommit(),
+                    "deletes": stat.getNumDeletes(),
+                }
+                for stats in metadata.getPartitionToWriteStats().values()
+                for stat in stats
+            ]
+    raise ValueError(f"no completed commit {instant} at {location}")
+
+
+# -- the contenders -----------------------------------------------------------------------------------------
+
+
+def full_rewrite(spark, source: str, target: str, ids: list[str], file_groups: int) -> dict[str, Any]:
+    """The baseline: the whole snapshot read, the subjects' rows dropped, the rest written as a new table."""
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    keep = job.read_table(spark, source).select(*DATA_COLUMNS).where(~F.col(SUBJECT_COLUMN).isin(ids))
+    write_table(clustered(keep, file_groups), target, file_groups)
+    return {"seconds": time.perf_counter() - started}
+
+
+class PhaseTimer:
+    """Wall seconds of the job's phases: wraps the module functions ``erase`` calls (through the module),
+    so the job runs unchanged. A delete and a purge are both ``write_and_find_commit``; its options say
+    which."""
+
+    def __init__(self, module):
+        self.module = module
+        self.seconds: dict[str, float] = {}
+        self._originals: dict[str, Any] = {}
+
+    def _timed(self, name: str, function):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            phase = name
+            if name == "write_and_find_commit":
+                phase = f"{args[-1].get('hoodie.datasource.write.operation', 'write')}_commit"
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def __enter__(self):
+        for name in ("write_and_find_commit", "verify"):
+            self._originals[name] = getattr(self.module, name)
+            setattr(self.module, name, self._timed(name, self._originals[name]))
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._originals.items():
+            setattr(self.module, name, original)
+
+
+def erase_with_job(spark, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    with PhaseTimer(job) as phases:
+        started = time.perf_counter()
+        result = job.run(spark, spec, storage)
+        seconds = time.perf_counter() - started
+    split = {phase: round(value, 2) for phase, value in phases.seconds.items()}
+    # find (the scan for the subjects' keys and counts) and the purge's check of the base files.
+    split["find_and_other"] = round(seconds - sum(phases.seconds.values()), 2)
+    return {"seconds": seconds, "result": result, "phases": split}
+
+
+def dataset(location: str) -> GdprDataset:
+    return GdprDataset.model_validate(
+        {
+            "format": "hudi",
+            "database": "bench",
+            "table": TABLE,
+            "location": location,
+            "subject_columns": [SUBJECT_COLUMN],
+            "partition_column": PARTITION_COLUMN,
+            "record_key": RECORD_KEY,
+            "precombine_field": PRECOMBINE,
+            "hudi_table_type": "COPY_ON_WRITE",
+            "engine": "spark",
+        }
+    )
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
+    """Seed, baseline, erasure, checks: the benchmark's figures (``root``: a folder URI)."""
+    storage = Storage()
+    location, rewrite_location = f"{root}/{TABLE}", f"{root}/{TABLE}_rewrite"
+    ids = [subject_id(i) for i in sorted(random.Random(args.seed).sample(range(args.subjects), args.erase))]
+    spark = hudi_session(Path(args.hudi_jar))
+    wall_started = time.perf_counter()
+
+    log(f"seeding {args.rows:,} rows of {args.subjects:,} customers in ~{args.file_groups} file groups ...")
+    started = time.perf_counter()
+    write_table(
+        clustered(events(spark, args.rows, args.subjects, args.seed), args.file_groups),
+        location,
+        args.file_groups,
+    )
+    seed_seconds = time.perf_counter() - started
+    groups_before = {(partition, file_id) for partition, file_id, _ in base_files(storage, location)}
+    rows_before = job.read_table(spark, location).count()
+    before = subject_rows(spark, location, ids)
+    log(
+        f"  {seed_seconds:.0f}s: {rows_before:,} rows in {len(groups_before)} file groups; the {args.erase} "
+        f"subjects have {before['rows']} rows in {len(before['file_groups'])} file groups"
+    )
+
+    log("full rewrite baseline: read, drop the subjects' rows, bulk_insert a new table ...")
+    full = full_rewrite(spark, location, rewrite_location, ids, args.file_groups)
+    rewritten = digest(job.read_table(spark, rewrite_location))
+    log(f"  {full['seconds']:.1f}s, {rewritten[0]:,} rows written")
+
+    log("erasure: gdpr_hudi_delete.run ...")
+    spec = spark_erasure.build_spec(
+        DATASET, dataset(location), ids, "benchmark", f"{root}/work/", None, "us-east-1"
+    )
+    erasure = erase_with_job(spark, spec, storage)
+    result = erasure["result"]
+    log(f"  {erasure['seconds']:.1f}s {erasure['phases']}")
+
+    commit = result["commit"]
+    stats = commit_write_stats(spark, location, commit) if commit else []
+    from_metadata = {(stat["partition"], stat["file_id"]) for stat in stats}
+    files_after = base_files(storage, location)
+    on_storage = {(partition, file_id) for partition, file_id, instant in files_after if instant == commit}
+    after = subject_rows(spark, location, ids)
+    left_in_base_files = job.count_subject_rows(job.read_base_files(spark, location), spec)
+    erased = digest(job.read_table(spark, location))
+    spark.stop()
+
+    figures = {
+        "benchmark": "hudi_erasure",
+        "storage": root.split(":", 1)[0],
+        "hudi_rows": rows_before,
+        "hudi_file_groups": len(groups_before),
+        "hudi_partitions": len({partition for partition, _ in groups_before}),
+        "subjects": args.subjects,
+        "subjects_erased": args.erase,
+        "subject_rows_before": before["rows"],
+        "file_groups_holding_subjects": len(before["file_groups"]),
+        "files_rewritten": len(from_metadata),
+        "files_rewritten_share": round(len(from_metadata) / len(groups_before), 4),
+        "job_files_rewritten": result["files_rewritten"],
+        "rows_deleted": result["rows_deleted"],
+        "erasure_seconds": round(erasure["seconds"], 2),
+        "erasure_phase_seconds": erasure["phases"],
+        "full_rewrite_seconds": round(full["seconds"], 2),
+        "full_rewrite_rows_written": rewritten[0],
+        "speedup": round(full["seconds"] / erasure["seconds"], 2),
+        "delete_commit": commit,
+        "verification": {
+            "passed": result["verification"]["passed"],
+            "checked": len(result["verification"]["checked"]),
+            "cleaned": len(result["verification"]["cleaned"]),
+        },
+        "seed_seconds": round(seed_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - wall_started, 1),
+        "cpu_count": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+    figures["targets_met"] = {
+        "files_rewritten_le_10pct": len(from_metadata) <= MAX_FILES_SHARE * len(groups_before),
+        "speedup_ge_3x": full["seconds"] >= MIN_SPEEDUP * erasure["seconds"],
+    }
+    figures["checks"] = {
+        "rows_deleted_equals_subject_rows_before": result["rows_deleted"] == before["rows"] > 0,
+        "rows_deleted_equals_baseline_dropped": result["rows_deleted"] == rows_before - rewritten[0],
+        "rows_deleted_by_subject": result["rows_deleted_by_subject"]
+        == [before["by_subject"].get(i, 0) for i in ids],
+        "no_subject_row_in_snapshot": after["rows"] == 0,
+        "no_subject_row_in_base_files": left_in_base_files == 0,
+        "erased_table_equals_rewrite": erased == rewritten and erased[0] == rows_before - before["rows"],
+        "files_rewritten_are_the_subjects_file_groups": from_metadata == before["file_groups"],
+        "files_rewritten_on_storage": on_storage == from_metadata,
+        "commit_deletes_equal_rows_deleted": sum(stat["deletes"] for stat in stats) == result["rows_deleted"],
+        "file_groups_kept": {(p, f) for p, f, _ in files_after} == groups_before,
+        "job_verification_passed": result["verification"]["passed"],
+    }
+    if result["files_rewritten"] is not None:
+        figures["checks"]["job_files_rewritten"] = result["files_rewritten"] == len(from_metadata)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--file-groups", type=int, default=500, help="Spark tasks of the seed (~file groups)")
+    parser.add_argument("--subjects", type=int, default=40_000, help="distinct customers in the table")
+    parser.add_argument("--erase", type=int, default=50, help="subjects to erase")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--dir", help="where the tables go (default: a temporary folder, removed after)")
+    parser.add_argument("--hudi-jar", default=str(HUDI_JAR))
+    args = parser.parse_args(argv)
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="hudi-bench-"))
+    try:
+        figures = measure(args, folder.resolve().as_uri())
+    finally:
+        if not args.dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    for name, met in {**figures["targets_met"], **figures["checks"]}.items():
+        if not met:
+            log(f"MISSED: {name}")
+    print(json.dumps(figures))
+    return 0 if all(figures["targets_met"].values()) and all(figures["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
