@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The JVM jars EMR ships (Hudi, Iceberg's Spark runtime + AWS bundle, hadoop-aws + SDK), pinned with their
+# sha256 in include/spark/jars.lock.json; fetched once from Maven Central (~500 MB) into .cache/jars/,
+# checked on every job. `jars` always runs: with the cache complete it only checks it (well under a second).
 
-.PHONY: demo up airflow test test-fast lint format bench package lock install check-java clean
+.PHONY: demo up airflow test test-fast lint format bench package lock install jars check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -18,15 +21,19 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+## jars: fetch and verify the pinned Spark jars into .cache/jars/ (make demo, up, test and bench do it)
+jars: $(STAMP)
+	@$(PY) -m dataplatform.spark_jars fetch
+
 check-java: $(STAMP)
 	@$(PY) -m dataplatform.devstack check-java
 
 ## demo: moto server + local Spark + SQLite Airflow; runs every DAG with `airflow dags test`, prints a summary
-demo: $(STAMP) check-java
+demo: $(STAMP) jars check-java
 	$(PY) -m dataplatform.devstack demo
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
-up: $(STAMP) check-java
+up: $(STAMP) jars check-java
 	$(PY) -m dataplatform.devstack up
 
 ## airflow: the airflow CLI against the running `make up` stack, e.g. make airflow ARGS="dags list"
@@ -36,7 +43,7 @@ airflow: $(STAMP)
 	@source $(AIRFLOW_ENV_FILE) && $(VENV)/bin/airflow $(ARGS)
 
 ## test: the whole suite (unit, DAG integrity, integration on moto + local Spark, e2e on a running Airflow)
-test: $(STAMP) check-java
+test: $(STAMP) jars check-java
 	$(PY) -m pytest
 
 ## test-fast: unit and DAG-integrity tests only
@@ -52,7 +59,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 ## bench: every benchmark in benchmarks/, one JSON line each
-bench: $(STAMP)
+bench: $(STAMP) jars
 	@set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
 
 ## package: dist/spark_jobs.zip for --py-files on EMR / EMR Serverless

@@ -3,7 +3,10 @@
 Backends (``spark.backend`` in the config):
 
 - ``local``: ``spark-submit`` from the installed pyspark (``spark_submit_argv``), with the repository root
-  on the subprocess' ``PYTHONPATH`` (``local_spark_env``) so ``spark_jobs.common`` imports.
+  on the subprocess' ``PYTHONPATH`` (``local_spark_env``) so ``spark_jobs.common`` imports. ``local_conf``
+  gives it what EMR has on every cluster: the jars EMR installs (pinned copies, ``dataplatform.spark_jars``)
+  and S3 through S3A, with ``s3://`` mapped to S3A, against the connection's endpoint (moto locally), so a
+  job reads and writes the same ``s3://`` URIs as on EMR.
 - ``emr``: one command-runner.jar step (``emr_step``) on a configured cluster or on a transient cluster
   built from ``include/emr/transient_cluster.json`` (``transient_cluster_config``).
 - ``emr_serverless``: a ``sparkSubmit`` job driver (``emr_serverless_job_driver``).
@@ -33,7 +36,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dataplatform import spark_jars
 from dataplatform.config import REPO_ROOT, SparkSettings
+from spark_jobs.common.iceberg_sql import EMR_ICEBERG_JAR
 
 SPARK_JOBS_PACKAGE = "spark_jobs"
 SPARK_JOBS_DIR = REPO_ROOT / SPARK_JOBS_PACKAGE
@@ -45,6 +50,18 @@ _ENTRY = re.compile(r"^spark_jobs(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _MEMORY = re.compile(r"^[1-9][0-9]*[kmgt]$")
 # A fixed timestamp for every zip entry: the same sources give a byte-identical zip.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+# Where EMR (on EC2 and Serverless) installs the Hudi Spark bundle.
+EMR_HUDI_JAR = "/usr/lib/hudi/hudi-spark-bundle.jar"
+# The jars EMR installs, by the path a job's ``spark.jars`` names them with -> the locked jars that stand in
+# for them locally (Iceberg's runtime needs the AWS SDK v2 beside it; EMR has it on the classpath).
+EMR_JARS: dict[str, tuple[str, ...]] = {
+    EMR_HUDI_JAR: ("hudi-spark-bundle",),
+    EMR_ICEBERG_JAR: ("iceberg-spark-runtime", "iceberg-aws-bundle"),
+}
+# S3A: what EMRFS is on EMR. Every local job gets it, so every job can read and write s3:// URIs.
+S3A_JARS = ("hadoop-aws", "aws-java-sdk-bundle")
+ICEBERG_SPARK_CATALOG = "org.apache.iceberg.spark.SparkCatalog"
 
 
 @dataclass(frozen=True)
@@ -196,18 +213,91 @@ def local_application(job: SparkJob) -> str:
     return str(REPO_ROOT / job.entry_path)
 
 
-def spark_submit_argv(job: SparkJob, settings: SparkSettings) -> list[str]:
+def spark_submit_argv(
+    job: SparkJob, settings: SparkSettings, *, endpoint_url: str | None = None, region: str = "us-east-1"
+) -> list[str]:
     """What the local backend runs for ``job`` (args unrendered: Jinja is rendered by the operator)."""
     return local_spark_submit_command(
         spark_submit=settings.local.spark_submit,
         master=settings.local.master,
-        conf=job.conf,
+        conf=local_conf(job.conf, endpoint_url, region),
         application=local_application(job),
         application_args=job.args,
     )
 
 
-def local_spark_env(base: Mapping[str, str], python: str = sys.executable) -> dict[str, str]:
+def local_jars(jars: str | None) -> list[str]:
+    """``spark.jars`` for a local run: each EMR-installed jar replaced by its locked stand-ins, the S3A
+    jars added. Raises ``spark_jars.JarError`` (naming the artifact) when one is missing or corrupt."""
+    names: list[str] = []
+    others: list[str] = []
+    for jar in (part.strip() for part in (jars or "").split(",")):
+        if jar in EMR_JARS:
+            names.extend(EMR_JARS[jar])
+        elif jar:
+            others.append(jar)
+    names.extend(S3A_JARS)
+    return [*spark_jars.jar_paths(tuple(dict.fromkeys(names))), *others]
+
+
+def s3a_conf(endpoint_url: str | None, region: str) -> dict[str, str]:
+    """S3 through S3A for ``s3://`` and ``s3a://`` URIs; with an endpoint (moto), path-style requests to it.
+
+    Credentials are not conf (the argv is logged): S3A's default chain reads them from the environment
+    that ``local_spark_env`` sets."""
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+        "spark.hadoop.fs.s3a.endpoint.region": region,
+    }
+    if endpoint_url:
+        conf |= {
+            "spark.hadoop.fs.s3a.endpoint": endpoint_url,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint_url.startswith("https:")).lower(),
+        }
+    return conf
+
+
+def iceberg_catalogs(conf: Mapping[str, str]) -> list[str]:
+    """Names of the Iceberg catalogs ``conf`` defines (``spark.sql.catalog.<name> = SparkCatalog``)."""
+    prefix = "spark.sql.catalog."
+    return sorted(
+        key[len(prefix) :]
+        for key, value in conf.items()
+        if key.startswith(prefix) and "." not in key[len(prefix) :] and value == ICEBERG_SPARK_CATALOG
+    )
+
+
+def iceberg_endpoint_conf(catalog: str, endpoint_url: str | None, region: str) -> dict[str, str]:
+    """The Glue and S3 endpoints of an Iceberg catalog (its AWS SDK v2 clients do not read Hadoop's conf)."""
+    prefix = f"spark.sql.catalog.{catalog}"
+    conf = {f"{prefix}.client.region": region}
+    if endpoint_url:
+        conf |= {
+            f"{prefix}.glue.endpoint": endpoint_url,
+            f"{prefix}.s3.endpoint": endpoint_url,
+            f"{prefix}.s3.path-style-access": "true",
+        }
+    return conf
+
+
+def local_conf(job_conf: Mapping[str, str], endpoint_url: str | None, region: str) -> dict[str, str]:
+    """The conf a job runs with on the local backend: its own, with the jars EMR installs stood in for by
+    the locked ones, S3A for ``s3://``, and the endpoint of every Iceberg catalog it defines."""
+    conf = {**dict(job_conf), **s3a_conf(endpoint_url, region)}
+    conf["spark.jars"] = ",".join(local_jars(job_conf.get("spark.jars")))
+    for catalog in iceberg_catalogs(job_conf):
+        conf |= iceberg_endpoint_conf(catalog, endpoint_url, region)
+    return conf
+
+
+def local_spark_env(
+    base: Mapping[str, str],
+    python: str = sys.executable,
+    credentials: tuple[str | None, str | None, str | None] | None = None,
+    region: str | None = None,
+) -> dict[str, str]:
     """The environment of a local ``spark-submit``.
 
     The repository root goes first on ``PYTHONPATH`` so the driver and the Python workers (which in local
@@ -221,6 +311,19 @@ def local_spark_env(base: Mapping[str, str], python: str = sys.executable) -> di
     )
     env.setdefault("PYSPARK_PYTHON", python)
     env.setdefault("PYSPARK_DRIVER_PYTHON", python)
+    # S3A and Iceberg's SDK v2 clients read these: the Airflow connection's keys reach the JVM without
+    # passing through the (logged) argv.
+    access_key, secret_key, token = credentials or (None, None, None)
+    if access_key and secret_key:
+        env["AWS_ACCESS_KEY_ID"] = access_key
+        env["AWS_SECRET_ACCESS_KEY"] = secret_key
+        if token:
+            env["AWS_SESSION_TOKEN"] = token
+        else:
+            env.pop("AWS_SESSION_TOKEN", None)
+    if region:
+        env["AWS_REGION"] = region
+        env.setdefault("AWS_DEFAULT_REGION", region)
     return env
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dataplatform import spark_jars
 from dataplatform.config import LocalSparkSettings, SparkSettings
 from dataplatform.spark import SparkJob
 from tests.airflow_helpers import serialize_to_db
@@ -234,9 +235,14 @@ def test_failure_message_has_exit_code_and_last_lines(tmp_path, monkeypatch):
 
     # Every line of output reached the task log, in order, one log call per line.
     (command,) = [index for index, message in enumerate(log.messages) if message.startswith("Running: ")]
-    assert log.messages[command].endswith(
-        f"--master 'local[1]' --conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=2 {script}"
+    assert (
+        "--master 'local[1]' --conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=2 "
+        in (log.messages[command])
     )
+    assert log.messages[command].endswith(f"{script}")
+    # The locked jars stand in for EMR's; the connection's credentials are not in the logged command.
+    assert str(spark_jars.jar_path("hadoop-aws")) in log.messages[command]
+    assert "testing" not in log.messages[command]
     streamed = log.messages[command + 1 :]
     assert [line for line in streamed if line.startswith("line ")] == [f"line {n}" for n in range(100)]
     # The failure names the exit code and repeats the last 5 lines (spark-submit's shutdown lines follow
@@ -246,6 +252,22 @@ def test_failure_message_has_exit_code_and_last_lines(tmp_path, monkeypatch):
         header == f"spark-submit of {script} exited with code 3; last 5 of {len(streamed)} lines of output:"
     )
     assert tail == streamed[-5:]
+
+
+def test_a_missing_jar_fails_the_task_naming_it_before_spark_starts(tmp_path, fake_jars):
+    from airflow.sdk.exceptions import AirflowException
+
+    from dataplatform.operators.spark import LocalSparkSubmitOperator
+
+    marker = tmp_path / "started"
+    script = write_script(tmp_path / "job.py", f"open({str(marker)!r}, 'w').write('ran')")
+    fake_jars["aws-java-sdk-bundle"].unlink()
+    operator = LocalSparkSubmitOperator(task_id="job", application=script, master="local[1]", conf=QUICK_CONF)
+    with pytest.raises(AirflowException) as failure:
+        operator.execute({})
+    assert "not started" in str(failure.value)
+    assert "org.example:aws-java-sdk-bundle:1.0" in str(failure.value)
+    assert operator._process is None and not marker.exists()
 
 
 def test_on_kill_terminates_the_process_group(tmp_path):

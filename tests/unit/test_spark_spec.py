@@ -62,9 +62,10 @@ def serverless_settings(**serverless) -> SparkSettings:
 # -- local ---------------------------------------------------------------------------------------------
 
 
-def test_local_argv_uses_installed_pyspark_and_job_conf_only(job):
+def test_local_argv_uses_installed_pyspark_job_conf_s3a_and_the_locked_jars(job, fake_jars):
     settings = SparkSettings(backend="local", local=LocalSparkSettings(master="local[3]"))
-    assert spark.spark_submit_argv(job, settings) == [
+    argv = spark.spark_submit_argv(job, settings, endpoint_url="http://127.0.0.1:5000", region="us-east-1")
+    assert argv == [
         PYSPARK_SUBMIT,
         "--master",
         "local[3]",
@@ -72,6 +73,20 @@ def test_local_argv_uses_installed_pyspark_and_job_conf_only(job):
         "spark.sql.shuffle.partitions=64",
         "--conf",
         "spark.speculation=false",
+        "--conf",
+        "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "--conf",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl=org.apache.hadoop.fs.s3a.S3A",
+        "--conf",
+        "spark.hadoop.fs.s3a.endpoint.region=us-east-1",
+        "--conf",
+        "spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:5000",
+        "--conf",
+        "spark.hadoop.fs.s3a.path.style.access=true",
+        "--conf",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled=false",
+        "--conf",
+        f"spark.jars={fake_jars['hadoop-aws']},{fake_jars['aws-java-sdk-bundle']}",
         str(REPO_ROOT / "spark_jobs" / "partition_profile.py"),
         "--input",
         "s3://lake/raw/web_events/",
@@ -82,7 +97,7 @@ def test_local_argv_uses_installed_pyspark_and_job_conf_only(job):
     ]
 
 
-def test_local_argv_honours_configured_spark_submit(job):
+def test_local_argv_honours_configured_spark_submit(job, fake_jars):
     submit = "/opt/spark/bin/spark-submit"
     local = LocalSparkSettings(master="local[2]", spark_submit=submit)
     settings = SparkSettings(backend="local", local=local)

@@ -17,13 +17,11 @@ import re
 from typing import Any
 
 from dataplatform.config import GdprDataset
-from dataplatform.spark import SparkJob, SparkSizing
+from dataplatform.spark import EMR_HUDI_JAR, SparkJob, SparkSizing
 from spark_jobs.common import gdpr_spec, iceberg_sql
 from spark_jobs.common.gdpr_spec import HUDI_JOB, ICEBERG_JOB, SPEC_VERSION
 
 ENTRY = {"hudi": f"spark_jobs.{HUDI_JOB}", "iceberg": f"spark_jobs.{ICEBERG_JOB}"}
-# Where EMR (on EC2 and Serverless) installs the Hudi Spark bundle.
-EMR_HUDI_JAR = "/usr/lib/hudi/hudi-spark-bundle.jar"
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Query plans quote the subject predicate; an event log would keep them (see the module docstring).

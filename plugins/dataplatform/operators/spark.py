@@ -43,6 +43,10 @@ from dataplatform.config import SparkSettings, settings
 class LocalSparkSubmitOperator(BaseOperator):
     """Run ``spark-submit`` on this worker; its output goes to the task log line by line.
 
+    The job runs with ``spark.local_conf``: the locked jars that stand in for EMR's (checked before Spark
+    starts: a missing or corrupt one fails the task naming it) and S3A against the endpoint of the AWS
+    connection ``aws_conn_id``, whose credentials reach spark-submit in its environment, not its argv.
+
     A non-zero exit fails the task with the exit code and the last ``tail_lines`` lines of output. The
     process runs in its own process group, which ``on_kill`` terminates (spark-submit's JVM and the Python
     workers it starts included).
@@ -60,6 +64,8 @@ class LocalSparkSubmitOperator(BaseOperator):
         conf: Mapping[str, str] | None = None,
         master: str = "local[*]",
         spark_submit: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str = "us-east-1",
         tail_lines: int = 40,
         kill_timeout: float = 30.0,
         **kwargs: Any,
@@ -70,15 +76,26 @@ class LocalSparkSubmitOperator(BaseOperator):
         self.conf = dict(conf or {})
         self.master = master
         self.spark_submit = spark_submit
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
         self.tail_lines = tail_lines
         self.kill_timeout = kill_timeout
         self._process: subprocess.Popen | None = None
 
     def execute(self, context: Any) -> None:
+        from dataplatform import aws
+        from dataplatform.spark_jars import JarError
+
+        endpoint_url = aws.endpoint_url(self.aws_conn_id) if self.aws_conn_id else None
+        credentials = aws.explicit_credentials(self.aws_conn_id) if self.aws_conn_id else None
+        try:
+            conf = spark.local_conf(self.conf, endpoint_url, self.region_name)
+        except JarError as exc:
+            raise AirflowException(f"spark-submit of {self.application} not started: {exc}") from None
         argv = spark.local_spark_submit_command(
             spark_submit=self.spark_submit,
             master=self.master,
-            conf=self.conf,
+            conf=conf,
             application=self.application,
             application_args=self.application_args,
         )
@@ -90,7 +107,7 @@ class LocalSparkSubmitOperator(BaseOperator):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=spark.local_spark_env(os.environ),
+            env=spark.local_spark_env(os.environ, credentials=credentials, region=self.region_name),
             text=True,
             errors="replace",
             bufsize=1,
@@ -205,6 +222,8 @@ def spark_job_tasks(
                 conf=dict(job.conf),
                 master=spark_settings.local.master,
                 spark_submit=spark_settings.local.spark_submit,
+                aws_conn_id=aws_conn_id,
+                region_name=region_name,
             )
         elif spark_settings.backend == "emr":
             _emr_tasks(job, spark_settings, aws_kwargs)
