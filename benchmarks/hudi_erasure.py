@@ -61,15 +61,20 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+# The moto server takes any key; S3A and boto3 read these (before the JVM starts).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_REGION", "us-east-1")
 
+from dataplatform import spark as spark_backend  # noqa: E402
 from dataplatform.config import GdprDataset  # noqa: E402
+from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
 from dataplatform.gdpr import spark_erasure  # noqa: E402
 from spark_jobs import gdpr_hudi_delete as job  # noqa: E402
 from spark_jobs.common.storage import Storage  # noqa: E402
 
-HUDI_JAR = Path.home() / (
-    ".m2/repository/org/apache/hudi/hudi-spark3.5-bundle_2.12/1.0.2/hudi-spark3.5-bundle_2.12-1.0.2.jar"
-)
+REGION = "us-east-1"
+BUCKET = "bench-hudi"
 TABLE = "card_events"
 DATASET = "card_events"
 SUBJECT_COLUMN = "subject_id"
@@ -95,17 +100,16 @@ def subject_id(index: int) -> str:
 # -- the session and the table ------------------------------------------------------------------------------
 
 
-def hudi_session(jar: Path):
-    """A local[2] session with the conf the local backend submits the Hudi job with."""
+def hudi_session(endpoint_url: str | None):
+    """A local[2] session with the conf the local backend submits the Hudi job with (the locked Hudi
+    bundle, S3A on ``endpoint_url``)."""
     from pyspark.sql import SparkSession
 
-    if not jar.is_file():
-        raise SystemExit(f"no Hudi Spark bundle at {jar}")
     builder = SparkSession.builder.master("local[2]").appName("hudi_erasure_benchmark")
     conf = {
-        **spark_erasure.hudi_conf(str(jar)),
+        **spark_backend.local_conf(spark_erasure.hudi_conf(), endpoint_url, REGION),
         "spark.driver.memory": "2g",
-        "spark.ui.enabled": "false",
+        "spark.ui.enabled": os.environ.get("BENCH_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
     }
     for key, value in conf.items():
@@ -330,12 +334,13 @@ def dataset(location: str) -> GdprDataset:
 # -- the run ------------------------------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
-    """Seed, baseline, erasure, checks: the benchmark's figures (``root``: a folder URI)."""
-    storage = Storage()
+def measure(args: argparse.Namespace, root: str, endpoint_url: str | None) -> dict[str, Any]:
+    """Seed, baseline, erasure, checks: the benchmark's figures (``root``: a folder URI, ``s3://`` on the
+    moto server at ``endpoint_url`` or ``file://``)."""
+    storage = Storage(endpoint_url=endpoint_url, region=REGION)
     location, rewrite_location = f"{root}/{TABLE}", f"{root}/{TABLE}_rewrite"
     ids = [subject_id(i) for i in sorted(random.Random(args.seed).sample(range(args.subjects), args.erase))]
-    spark = hudi_session(Path(args.hudi_jar))
+    spark = hudi_session(endpoint_url)
     wall_started = time.perf_counter()
 
     log(f"seeding {args.rows:,} rows of {args.subjects:,} customers in ~{args.file_groups} file groups ...")
@@ -361,7 +366,7 @@ def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
 
     log("erasure: gdpr_hudi_delete.run ...")
     spec = spark_erasure.build_spec(
-        DATASET, dataset(location), ids, "benchmark", f"{root}/work/", None, "us-east-1"
+        DATASET, dataset(location), ids, "benchmark", f"{root}/work/", endpoint_url, REGION
     )
     erasure = erase_with_job(spark, spec, storage)
     result = erasure["result"]
@@ -437,15 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=40_000, help="distinct customers in the table")
     parser.add_argument("--erase", type=int, default=50, help="subjects to erase")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--dir", help="where the tables go (default: a temporary folder, removed after)")
-    parser.add_argument("--hudi-jar", default=str(HUDI_JAR))
+    parser.add_argument("--storage", choices=("s3", "file"), default="s3", help="s3: a moto server")
     args = parser.parse_args(argv)
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="hudi-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix="hudi-bench-"))
     try:
-        figures = measure(args, folder.resolve().as_uri())
+        if args.storage == "file":
+            figures = measure(args, folder.resolve().as_uri(), None)
+        else:
+            with MotoServer(log_path=folder / "moto.log") as moto:
+                Storage(endpoint_url=moto.url, region=REGION).s3.create_bucket(Bucket=BUCKET)
+                figures = measure(args, f"s3://{BUCKET}", moto.url)
     finally:
-        if not args.dir:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     for name, met in {**figures["targets_met"], **figures["checks"]}.items():
         if not met:
             log(f"MISSED: {name}")
