@@ -39,12 +39,14 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
    configured dataset stops the dataset before any change.
 4. **erase_<dataset>** (a task group per `engine: spark` dataset): `plan` writes the job spec (it holds
    the subject ids) under `gdpr.work_uri`; the Spark job runs, Hudi datasets on their own transient EMR
-   cluster (instance fleets, Spot task nodes, auto-termination; `terminate_cluster` is a teardown, so the
-   cluster goes also when the step fails): Hudi `delete` with the BLOOM index, the cleaner keeping one
-   commit, inline compaction for merge-on-read, the metadata table compacted; Iceberg `DELETE FROM`,
+   cluster when `spark.backend` is EMR or EMR Serverless (instance fleets, Spot task nodes,
+   auto-termination; `terminate_cluster` is a teardown, so the cluster goes also when the step fails),
+   locally as `spark-submit` on the local backend: Hudi `delete` with the BLOOM index, inline compaction
+   for merge-on-read, the metadata table compacted, then an empty commit whose clean keeps one commit
+   (a job killed before that clean leaves the requests FAILED; the next run finishes the purge); Iceberg `DELETE FROM`,
    `rewrite_manifests` and `expire_snapshots` of every snapshot that held the rows and the DELETE's. Each
-   job verifies every retained commit or snapshot (Hudi: and the metadata table's column stats and record
-   index; Iceberg: every remaining manifest entry's bounds) and writes its counts; `record` checks them,
+   job verifies every retained commit or snapshot (Hudi: active and archived commits, base and log files,
+   and the metadata table's column stats and record index; Iceberg: every remaining manifest entry's bounds) and writes its counts; `record` checks them,
    deletes noncurrent versions under the table location in a versioned bucket, sweeps the copies the
    metadata no longer reaches (Iceberg) and verifies every object version under the location itself,
    records progress and audit as above, and deletes the spec.

@@ -1,6 +1,7 @@
-"""GDPR erasure of subjects' rows in one Hudi table, on a transient EMR cluster (the pattern of
+"""GDPR erasure of subjects' rows in one Hudi table (the pattern of
 ``../shared/reference/03-hudi-gdpr-deletes.txt``: find the keys, delete them through Hudi's bloom index,
-which opens only the files that may hold them).
+which opens only the files that may hold them). Written for Hudi 1.0.x (EMR 7.11+, and the pinned bundle
+the local stack runs); the 0.x timeline layout is still read.
 
 ``spark_jobs/gdpr_hudi_delete.py --spec <uri of the spec JSON>``; the spec (see
 ``spark_jobs.common.gdpr_spec`` and ``dataplatform.gdpr.spark_erasure``) names the table location, its
@@ -11,59 +12,63 @@ session extension come from the Spark conf the job is submitted with. The steps:
    partition and ordering fields): a mismatch fails before anything is read or written;
 2. find: the latest snapshot's rows where any subject column holds a subject id -> the keys DataFrame
    (record key, partition field, precombine field) and the rows per subject;
-3. delete: the keys written with ``operation=delete`` (``hudi_delete_options``): BLOOM index, cleaner
-   KEEP_LATEST_COMMITS retaining 1 commit, so the clean that follows the commit deletes the file slices
-   only older commits read; merge-on-read tables compact inline after the delta commit, so the base
-   files lose the rows too. Nothing is written when no row matches (a rerun is a no-op);
-4. purge: Hudi cleans before it compacts, so after a merge-on-read delete (or after a run that died
-   between its commit and its clean) Parquet base files that no longer serve the latest commit still hold
-   subject rows. When the base files on storage still hold any, an empty upsert commits once more and
-   its clean removes them;
-5. verify: every completed commit still on the active timeline (Hudi 0.x ``.hoodie/<instant>.<action>``
-   and 1.x ``.hoodie/timeline/<instant>_<completion>.<action>``) read with ``as.of.instant``, the latest
-   snapshot, and every Parquet base file on storage read as plain Parquet: passed when none holds a
-   subject row. Hudi refuses to time-travel to a commit before the cleaner's earliest retained commit
-   ("Cleaner cleaned up the timestamp of interest"): those commits are listed as ``cleaned``. Log files
-   of merge-on-read tables are not read raw (they are Hudi's own format): compaction folds the delete
-   into new base files and the purge's clean removes the logs with the old slices. And, when the table
-   has a metadata table (``.hoodie/metadata``), its live records read as a Hudi table
-   (``metadata_table``): no column-stats record of a subject column with a subject id as min or max, no
-   record-index entry keyed by one. The bloom-filter partition holds hashes of record keys, not ids in
-   clear; its records for the replaced files are tombstoned like the column stats (the delete enables
-   every index ``hoodie.table.metadata.partitions`` lists, so it maintains them). The delete asks for
-   the metadata table to compact after its commit, so its base files are written again without the
-   tombstoned records; the metadata table's cleaner (which follows the data table's policy, retaining a
-   few more commits, and waits a few commits after a compaction) deletes the older metadata file slices
-   later: until it has, they hold the old records on storage, compressed HFiles this job does not read;
+3. delete: the keys written with ``operation=delete`` (``hudi_delete_options``), BLOOM index, no clean
+   yet; merge-on-read tables compact inline after the delta commit, so new base files lack the rows.
+   Nothing is written when no row matches (a rerun is a no-op);
+4. purge: while any base file (read as plain Parquet) or log file (its bytes) on storage still holds a
+   subject, an empty upsert commits with the cleaner on (KEEP_LATEST_COMMITS retaining 1, every
+   partition looked at), so the clean removes every file slice but the latest. The delete does not clean
+   itself: Hudi cleans before it compacts, and a job killed between the delete commit and the clean
+   must leave a state the next run finishes from, which is the same step. ``GDPR_HUDI_FAULT=
+   after_delete_commit`` stops the job there (tests of that recovery);
+5. verify: every completed data commit, on the active timeline and archived (1.x LSM history under
+   ``.hoodie/timeline/history``; 0.x ``.hoodie/<instant>.<action>``), read with ``as.of.instant``; the
+   latest snapshot; every Parquet base file on storage read as plain Parquet; every log file's bytes
+   searched for the ids (Avro blocks keep strings in clear; an integer id in an integer column is
+   varint-coded there and is not matched); and the metadata table's live column-stats and record-index
+   records (``metadata_table``). Hudi refuses to time-travel before the cleaner's earliest retained
+   commit ("Cleaner cleaned up the timestamp of interest"): those commits are listed as ``cleaned``;
 6. the result JSON at the spec's ``result_uri`` (``spark_jobs.common.gdpr_spec.build_result``).
 
-Subject ids never leave the SQL: the job prints counts and commit instants, and any exception is raised
-again with the ids scrubbed from its message (a Spark error can quote the plan, literals included).
+Subject ids never reach a query plan: they are matched by joining with a small DataFrame of them
+(``gdpr_spec.subject_values``), never compared with SQL literals, so the Spark UI, its event log and any
+error quoting a plan show a scan of that DataFrame, not the ids. Every Spark job gets a description
+naming the step (``describe``). The job prints counts and commit instants, and any exception is raised
+again with the ids scrubbed from its message.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.common import gdpr_spec
+from spark_jobs.common.hudi_layout import (
+    HOODIE_DIR,
+    Commit,
+    all_commits,
+    completed_commits,
+    delete_commit,
+    files_of_commit,
+    log_files,
+)
 from spark_jobs.common.storage import Storage, join
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pyspark.sql import DataFrame
 
 JOB = gdpr_spec.HUDI_JOB
-HOODIE_DIR = ".hoodie"
 LATEST = "latest"
 BASE_FILES = "base_files"
-# What Hudi (0.14+) says when asked to time-travel to a commit whose files the cleaner removed.
+LOG_FILES = "log_files"
+# What Hudi says when asked to time-travel to a commit whose files the cleaner removed.
 CLEANED_MESSAGE = "Cleaner cleaned up the timestamp of interest"
-# The commit actions that change data; clean, rollback, savepoint ... do not.
-DATA_ACTIONS = ("commit", "deltacommit", "replacecommit")
 # The columns Hudi adds to every row (1.x: also _hoodie_operation); a write must not carry them.
 META_COLUMNS = (
     "_hoodie_commit_time",
@@ -73,18 +78,21 @@ META_COLUMNS = (
     "_hoodie_file_name",
     "_hoodie_operation",
 )
-_INSTANT = r"(\d{14,17})"
-_V0_COMPLETED = re.compile(rf"^{_INSTANT}\.({'|'.join(DATA_ACTIONS)})$")
-_V1_COMPLETED = re.compile(rf"^{_INSTANT}_{_INSTANT}\.({'|'.join(DATA_ACTIONS)})$")
+# The array of 1-based subject positions a row matches (empty when none), added while matching.
+POSITIONS = "_gdpr_subject_positions"
+# The recovery test's stop: the process ends as if killed right after the delete commit, before the clean.
+FAULT_ENV = "GDPR_HUDI_FAULT"
+AFTER_DELETE_COMMIT = "after_delete_commit"
+FAULT_EXIT_CODE = 137
 
-# Cleaner and archival: retain one commit, so every older file slice (the ones holding the deleted rows)
-# is cleaned. Hudi requires keep.min > commits.retained and keep.max > keep.min.
 # Metadata-table partitions (``hoodie.table.metadata.partitions``) -> the write option that maintains each.
 METADATA_INDEXES = {
     "column_stats": "hoodie.metadata.index.column.stats.enable",
     "bloom_filters": "hoodie.metadata.index.bloom.filter.enable",
     "record_index": "hoodie.metadata.record.index.enable",
 }
+# Cleaner and archival: retain one commit, so every older file slice (the ones holding the deleted rows)
+# is cleaned. Hudi requires keep.min > commits.retained and keep.max > keep.min.
 COMMITS_RETAINED = 1
 KEEP_MIN_COMMITS = COMMITS_RETAINED + 1
 KEEP_MAX_COMMITS = KEEP_MIN_COMMITS + 1
@@ -137,14 +145,15 @@ def check_table_config(table_config: Mapping[str, str], spec: Mapping[str, Any])
             )
 
 
-# -- the delete ----------------------------------------------------------------------------------------------
+# -- the writes ----------------------------------------------------------------------------------------------
 
 
 def hudi_delete_options(
     spec: Mapping[str, Any], table_config: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The write options of the delete. ``table_config`` (``hoodie.properties``) supplies the table's own
-    name and how it lays out partition paths, so the keys land in the partitions the rows are in."""
+    name and how it lays out partition paths, so the keys land in the partitions the rows are in. The
+    delete does not clean (the purge does, see the module doc)."""
     table_config = table_config or {}
     options = {
         "hoodie.table.name": table_config.get("hoodie.table.name") or spec["table"],
@@ -156,18 +165,18 @@ def hudi_delete_options(
         # Explicit: newer Spark writers default to SIMPLE, which joins against every file of the
         # partitions instead of opening only the files whose bloom filter may hold the keys.
         "hoodie.index.type": "BLOOM",
-        "hoodie.clean.automatic": "true",
-        "hoodie.cleaner.policy": "KEEP_LATEST_COMMITS",
-        "hoodie.cleaner.commits.retained": str(COMMITS_RETAINED),
-        # Hudi 1.x names of the same settings.
+        "hoodie.clean.automatic": "false",
+        # The cleaner and archival settings both writes share: the purge's clean keeps one commit.
         "hoodie.clean.policy": "KEEP_LATEST_COMMITS",
         "hoodie.clean.commits.retained": str(COMMITS_RETAINED),
+        # Their 0.x names (EMR 7.3-7.10 ship Hudi 0.15).
+        "hoodie.cleaner.policy": "KEEP_LATEST_COMMITS",
+        "hoodie.cleaner.commits.retained": str(COMMITS_RETAINED),
         "hoodie.keep.min.commits": str(KEEP_MIN_COMMITS),
         "hoodie.keep.max.commits": str(KEEP_MAX_COMMITS),
         # The metadata table records each file's column stats (min / max per column) and bloom filter;
         # the delete only appends tombstones for the replaced files' records to the metadata table's log.
-        # Compacting it after this commit writes its base files again without them (see the module doc
-        # for what its cleaner still keeps).
+        # Compacting it after this commit writes its base files again without them.
         "hoodie.metadata.compact.max.delta.commits": "1",
     }
     for key in (
@@ -192,50 +201,15 @@ def hudi_delete_options(
 
 
 def purge_options(spec: Mapping[str, Any], table_config: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The options of the purge: an empty upsert (Hudi's own recipe for "clean older file slices") with
-    the delete's cleaner settings."""
-    return {**hudi_delete_options(spec, table_config), "hoodie.datasource.write.operation": "upsert"}
-
-
-def key_columns(spec: Mapping[str, Any]) -> list[str]:
-    return list(dict.fromkeys([spec["record_key"], spec["partition_column"], spec["precombine_field"]]))
-
-
-def column_types(df: DataFrame) -> dict[str, str]:
-    return {field.name: field.dataType.simpleString() for field in df.schema.fields}
-
-
-def subject_condition(df: DataFrame, spec: Mapping[str, Any]) -> str:
-    return gdpr_spec.subject_condition(gdpr_spec.subject_literals(spec, column_types(df)))
-
-
-def subject_keys(df: DataFrame, spec: Mapping[str, Any]) -> DataFrame:
-    """The rows of ``df`` where any subject column holds a subject id, as only the columns Hudi's delete
-    needs: record key, partition path field and precombine field."""
-    from pyspark.sql import functions as F
-
-    return df.where(F.expr(subject_condition(df, spec))).select(*key_columns(spec))
-
-
-def rows_by_subject(df: DataFrame, spec: Mapping[str, Any]) -> list[int]:
-    """Rows of ``df`` per subject index (a row naming two subjects counts for each)."""
-    from pyspark.sql import functions as F
-
-    literals = gdpr_spec.subject_literals(spec, column_types(df))
-    rows = (
-        df.where(F.expr(gdpr_spec.subject_condition(literals)))
-        .select(F.explode(F.expr(gdpr_spec.subject_positions(literals))).alias("position"))
-        .groupBy("position")
-        .agg(F.count("*").alias("n"))
-        .collect()
-    )
-    return gdpr_spec.counts_by_position([row.asDict() for row in rows], len(spec["subject_ids"]))
-
-
-def count_subject_rows(df: DataFrame, spec: Mapping[str, Any]) -> int:
-    from pyspark.sql import functions as F
-
-    return df.where(F.expr(subject_condition(df, spec))).count()
+    """The options of the purge: an empty upsert (Hudi's own recipe for "clean older file slices") whose
+    clean looks at every partition, not only those written since the last clean (a clean of an earlier
+    run may have advanced past the delete's partitions without cleaning them)."""
+    return {
+        **hudi_delete_options(spec, table_config),
+        "hoodie.datasource.write.operation": "upsert",
+        "hoodie.clean.automatic": "true",
+        "hoodie.cleaner.incremental.mode": "false",
+    }
 
 
 def table_path(location: str) -> str:
@@ -252,6 +226,108 @@ def read_table(spark: Any, location: str, as_of: str | None = None) -> DataFrame
 
 def write_delete(keys: DataFrame, options: Mapping[str, str], location: str) -> None:
     keys.write.format("hudi").options(**options).mode("append").save(table_path(location))
+
+
+@contextmanager
+def describe(spark: Any, step: str) -> Iterator[None]:
+    """Spark jobs (and SQL executions) run inside are described as ``gdpr_hudi_delete: <step>`` in the
+    Spark UI and its event log instead of the call site; the description holds no subject id."""
+    context = getattr(spark, "sparkContext", None)
+    if context is not None:
+        context.setJobDescription(f"{JOB}: {step}")
+    try:
+        yield
+    finally:
+        if context is not None:
+            context.setJobDescription(None)
+
+
+def stop_if_asked(point: str) -> None:
+    """End the process at ``point`` when ``$GDPR_HUDI_FAULT`` names it, as a kill would: no result, no
+    cleanup (``os._exit``)."""
+    if os.environ.get(FAULT_ENV) == point:
+        print(f"{JOB}: stopped {point.replace('_', ' ')} (${FAULT_ENV})", flush=True)
+        os._exit(FAULT_EXIT_CODE)
+
+
+# -- the subjects, as data -----------------------------------------------------------------------------------
+
+
+def key_columns(spec: Mapping[str, Any]) -> list[str]:
+    return list(dict.fromkeys([spec["record_key"], spec["partition_column"], spec["precombine_field"]]))
+
+
+def column_types(df: DataFrame) -> dict[str, str]:
+    return {field.name: field.dataType.simpleString() for field in df.schema.fields}
+
+
+def with_subject_positions(df: DataFrame, spec: Mapping[str, Any]) -> DataFrame:
+    """``df`` with ``POSITIONS``: the 1-based positions of the subjects each row names (in any subject
+    column; each once). Per subject column, one left join with a broadcast DataFrame of the ids that can
+    be values of its type: ids are distinct, so no row is repeated."""
+    from pyspark.sql import functions as F
+
+    values = gdpr_spec.subject_values(spec, column_types(df))
+    found = []
+    for index, (column, pairs) in enumerate(values.items()):
+        if not pairs:
+            continue
+        value, position = f"_gdpr_value_{index}", f"_gdpr_position_{index}"
+        ids = df.sparkSession.createDataFrame(pairs, f"{position} int, {value} {column_types(df)[column]}")
+        df = df.join(F.broadcast(ids), df[column] == ids[value], "left").drop(value)
+        found.append(position)
+    if not found:
+        return df.withColumn(POSITIONS, F.array().cast("array<int>"))
+    positions = F.array_distinct(F.filter(F.array(*found), lambda p: p.isNotNull()))
+    return df.withColumn(POSITIONS, positions).drop(*found)
+
+
+def subject_rows(df: DataFrame, spec: Mapping[str, Any]) -> DataFrame:
+    """The rows of ``df`` where any subject column holds a subject id, with ``POSITIONS``."""
+    from pyspark.sql import functions as F
+
+    return with_subject_positions(df, spec).where(F.size(POSITIONS) > 0)
+
+
+def subject_keys(df: DataFrame, spec: Mapping[str, Any]) -> DataFrame:
+    """The subjects' rows as only the columns Hudi's delete needs: record key, partition path field and
+    precombine field."""
+    return subject_rows(df, spec).select(*key_columns(spec))
+
+
+def counts_by_subject(matched: DataFrame, spec: Mapping[str, Any]) -> list[int]:
+    """Rows per subject index of ``subject_rows`` (a row naming two subjects counts for each)."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        matched.select(F.explode(POSITIONS).alias("position"))
+        .groupBy("position")
+        .agg(F.count("*").alias("n"))
+        .collect()
+    )
+    return gdpr_spec.counts_by_position([row.asDict() for row in rows], len(spec["subject_ids"]))
+
+
+def rows_by_subject(df: DataFrame, spec: Mapping[str, Any]) -> list[int]:
+    return counts_by_subject(subject_rows(df, spec), spec)
+
+
+def count_subject_rows(df: DataFrame, spec: Mapping[str, Any]) -> int:
+    return subject_rows(df, spec).count()
+
+
+# -- files on storage ----------------------------------------------------------------------------------------
+
+
+def log_files_holding(storage: Storage, location: str, subject_ids: Sequence[str]) -> int:
+    """Log files whose bytes hold a subject id in UTF-8 (Avro data blocks store strings in clear; a
+    delete block holds the record keys)."""
+    needles = [subject_id.encode("utf-8") for subject_id in subject_ids]
+    return sum(
+        1
+        for uri in log_files(storage, location)
+        if any(needle in storage.read_bytes(uri) for needle in needles)
+    )
 
 
 def read_base_files(spark: Any, location: str) -> DataFrame | None:
@@ -275,88 +351,6 @@ def base_file_rows(spark: Any, spec: Mapping[str, Any]) -> int:
     return 0 if files is None else count_subject_rows(files, spec)
 
 
-# -- the timeline --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class Commit:
-    """A completed data commit on the active timeline. ``completed`` is the completion time (1.x only);
-    ``name`` the file's path under ``.hoodie/``."""
-
-    instant: str
-    action: str
-    completed: str | None
-    name: str
-
-    @property
-    def as_of(self) -> str:
-        """The time to travel to so that this commit is included: its completion time where the timeline
-        records one (1.x), else its instant."""
-        return self.completed or self.instant
-
-
-def parse_timeline(hoodie_names: Iterable[str], timeline_names: Iterable[str] = ()) -> list[Commit]:
-    """Completed commits from the names in ``.hoodie/`` (0.x: ``<instant>.<action>``) and in
-    ``.hoodie/timeline/`` (1.x: ``<instant>_<completion>.<action>``); requested and inflight files,
-    cleans, rollbacks and the archive are ignored."""
-    commits = []
-    for name in hoodie_names:
-        match = _V0_COMPLETED.match(name)
-        if match:
-            commits.append(Commit(match.group(1), match.group(2), None, name))
-    for name in timeline_names:
-        match = _V1_COMPLETED.match(name)
-        if match:
-            commits.append(Commit(match.group(1), match.group(3), match.group(2), f"timeline/{name}"))
-    return sorted(commits)
-
-
-def completed_commits(storage: Storage, location: str) -> list[Commit]:
-    hoodie = join(location, HOODIE_DIR)
-    names = storage.list_children(hoodie)
-    timeline = storage.list_children(join(hoodie, "timeline")) if "timeline" in names else []
-    return parse_timeline(names, timeline)
-
-
-def commit_metadata(storage: Storage, location: str, commit: Commit) -> dict[str, Any] | None:
-    """The commit file's JSON (Hudi 0.x); None where it is not JSON (1.x writes Avro) or unreadable."""
-    try:
-        metadata = json.loads(storage.read_bytes(join(location, HOODIE_DIR, commit.name)))
-    except (OSError, ValueError):
-        return None
-    return metadata if isinstance(metadata, dict) else None
-
-
-def files_written(metadata: Mapping[str, Any] | None) -> int | None:
-    """File groups the commit wrote (``partitionToWriteStats``): for a delete, the files rewritten
-    without the rows (copy-on-write) or given a delete block before compaction (merge-on-read)."""
-    if not metadata or not isinstance(metadata.get("partitionToWriteStats"), dict):
-        return None
-    file_ids = {
-        (partition, stat.get("fileId"))
-        for partition, stats in metadata["partitionToWriteStats"].items()
-        for stat in stats or []
-        if isinstance(stat, dict)
-    }
-    return len(file_ids)
-
-
-def delete_commit(
-    storage: Storage, location: str, before: Iterable[Commit], after: Sequence[Commit], table_type: str
-) -> Commit | None:
-    """The commit the delete made: new since ``before``, of the table type's write action, preferring the
-    one whose metadata says DELETE (another writer may have committed meanwhile; a merge-on-read table
-    also gains the compaction's commit)."""
-    seen = {commit.instant for commit in before}
-    action = "deltacommit" if table_type == "MERGE_ON_READ" else "commit"
-    new = [commit for commit in after if commit.instant not in seen and commit.action == action]
-    for commit in new:
-        metadata = commit_metadata(storage, location, commit)
-        if metadata and metadata.get("operationType") == "DELETE":
-            return commit
-    return new[0] if new else None
-
-
 # -- the metadata table -------------------------------------------------------------------------------------
 
 METADATA_TABLE = "metadata_table"
@@ -368,34 +362,53 @@ def metadata_table_path(location: str) -> str:
     return join(location, HOODIE_DIR, "metadata")
 
 
-def bound_needles(subject_ids: Sequence[str]) -> list[str]:
-    """How a subject id reads in the JSON of a column-stats bound (a union of ``{"value": ...}``
-    wrappers): as a string, and for a numeric id as an int or long."""
-    needles = [f'"value":{json.dumps(subject_id)}' for subject_id in subject_ids]
-    needles += [f'"value":{int(subject_id)}}}' for subject_id in subject_ids if subject_id.isdigit()]
-    return needles
+def id_texts(subject_ids: Sequence[str]) -> list[str]:
+    """How a subject id reads as the text of a column-stats bound (cast to string): itself, and for a
+    numeric id its integer form (``0042`` is the long 42)."""
+    texts = list(subject_ids) + [str(int(s)) for s in subject_ids if gdpr_spec._INTEGER.match(s)]
+    return list(dict.fromkeys(texts))
+
+
+def _bound_text(bound: Any, bound_type: Any) -> Any:
+    """A column-stats bound (a union of ``{value}`` wrappers, read as a struct of members) as text."""
+    from pyspark.sql import functions as F
+
+    members = [
+        member.name
+        for member in bound_type.fields
+        if hasattr(member.dataType, "fieldNames") and "value" in member.dataType.fieldNames()
+    ]
+    return F.coalesce(*[bound.getField(m).getField("value").cast("string") for m in members])
 
 
 def metadata_subject_records(records: DataFrame, spec: Mapping[str, Any]) -> int:
     """Live records of the metadata table (read as a Hudi table) that carry a subject id: column stats of
-    a subject column whose min or max is one, record-index entries keyed by one."""
-    from functools import reduce
-
+    a subject column whose min or max is one, record-index entries keyed by one. Matched by joins with a
+    DataFrame of the ids, as the rows are."""
     from pyspark.sql import functions as F
 
+    ids = records.sparkSession.createDataFrame(
+        [(t,) for t in id_texts(spec["subject_ids"])], "_gdpr_id string"
+    )
+    stats_type = records.schema["ColumnStatsMetadata"].dataType
     stats = F.col("ColumnStatsMetadata")
-    bounds = [F.to_json(stats.getField(name)) for name in ("minValue", "maxValue")]
-    holds = reduce(
-        lambda a, b: a | b,
-        [F.instr(bound, needle) > 0 for bound in bounds for needle in bound_needles(spec["subject_ids"])],
+    live = (F.col("type") == COLUMN_STATS) & stats.getField("columnName").isin(list(spec["subject_columns"]))
+    if "isDeleted" in stats_type.fieldNames():
+        live &= ~F.coalesce(stats.getField("isDeleted"), F.lit(False))
+    bounds = records.where(live).select(
+        _bound_text(stats.getField("minValue"), stats_type["minValue"].dataType).alias("low"),
+        _bound_text(stats.getField("maxValue"), stats_type["maxValue"].dataType).alias("high"),
     )
+    low, high = ids.withColumnRenamed("_gdpr_id", "_low"), ids.withColumnRenamed("_gdpr_id", "_high")
     column_stats = (
-        (F.col("type") == COLUMN_STATS) & stats.getField("columnName").isin(spec["subject_columns"]) & holds
+        bounds.join(F.broadcast(low), bounds["low"] == low["_low"], "left")
+        .join(F.broadcast(high), bounds["high"] == high["_high"], "left")
+        .where(F.col("_low").isNotNull() | F.col("_high").isNotNull())
+        .count()
     )
-    if "isDeleted" in records.schema["ColumnStatsMetadata"].dataType.fieldNames():
-        column_stats &= ~F.coalesce(stats.getField("isDeleted"), F.lit(False))
-    record_index = (F.col("type") == RECORD_INDEX) & F.col("key").isin(list(spec["subject_ids"]))
-    return records.where(column_stats | record_index).count()
+    keys = records.where(F.col("type") == RECORD_INDEX).select("key")
+    record_index = keys.join(F.broadcast(ids), keys["key"] == ids["_gdpr_id"], "left_semi").count()
+    return column_stats + record_index
 
 
 def metadata_table_records(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> int | None:
@@ -410,22 +423,26 @@ def metadata_table_records(spark: Any, storage: Storage, spec: Mapping[str, Any]
 
 
 def verify(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Subject rows at every completed commit on the active timeline, in the latest snapshot and in the
-    base files on storage."""
+    """Subject rows at every completed commit (active and archived), in the latest snapshot and in the
+    base files on storage; log files holding a subject id; metadata-table records naming one."""
+    location = spec["location"]
     rows_found: dict[str, int] = {}
     cleaned: list[str] = []
-    for commit in completed_commits(storage, spec["location"]):
+    for commit in all_commits(spark, storage, location):
         try:
-            rows_found[commit.instant] = count_subject_rows(
-                read_table(spark, spec["location"], commit.as_of), spec
-            )
+            with describe(spark, f"verify commit {commit.instant}"):
+                rows_found[commit.instant] = count_subject_rows(
+                    read_table(spark, location, commit.as_of), spec
+                )
         except Exception as exc:
             if CLEANED_MESSAGE not in str(exc):
                 raise
             cleaned.append(commit.instant)
-    rows_found[LATEST] = count_subject_rows(read_table(spark, spec["location"]), spec)
-    rows_found[BASE_FILES] = base_file_rows(spark, spec)
-    in_metadata = metadata_table_records(spark, storage, spec)
+    with describe(spark, "verify the latest snapshot, base files, log files and metadata table"):
+        rows_found[LATEST] = count_subject_rows(read_table(spark, location), spec)
+        rows_found[BASE_FILES] = base_file_rows(spark, spec)
+        rows_found[LOG_FILES] = log_files_holding(storage, location, spec["subject_ids"])
+        in_metadata = metadata_table_records(spark, storage, spec)
     if in_metadata is not None:
         rows_found[METADATA_TABLE] = in_metadata
     return gdpr_spec.verification(rows_found, cleaned)
@@ -444,38 +461,52 @@ def write_and_find_commit(
     return delete_commit(storage, location, before, completed_commits(storage, location), spec["table_type"])
 
 
+def old_slices_hold_subjects(spark: Any, storage: Storage, spec: Mapping[str, Any]) -> bool:
+    """Whether any base file (as plain Parquet) or log file on storage still holds a subject: file slices
+    the latest commit no longer reads, until a clean removes them."""
+    if log_files_holding(storage, spec["location"], spec["subject_ids"]):
+        return True
+    return base_file_rows(spark, spec) > 0
+
+
 def purge_old_slices(
     spark: Any, storage: Storage, spec: Mapping[str, Any], table_config: Mapping[str, str]
 ) -> Commit | None:
-    """An empty write, for its cleaner. Hudi cleans before it runs inline compaction, so the clean that
-    follows a merge-on-read delete still keeps the base files the compaction then replaces; and a run
-    that died between its delete and its clean left the old slices behind. This commit's clean keeps
-    only what its own commit (the latest) reads."""
+    """An empty write, for its clean, which keeps only what its own commit (the latest) reads."""
     empty = read_table(spark, spec["location"]).drop(*META_COLUMNS).limit(0)
     return write_and_find_commit(storage, spec, empty, purge_options(spec, table_config))
 
 
 def erase(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
-    from pyspark.sql import functions as F
-
     started = gdpr_spec.utc_now()
-    table_config = read_table_config(storage, spec["location"])
+    location = spec["location"]
+    table_config = read_table_config(storage, location)
     check_table_config(table_config, spec)
-    table = read_table(spark, spec["location"])
+    table = read_table(spark, location)
     needed = list(dict.fromkeys([*key_columns(spec), *spec["subject_columns"]]))
     # One scan of the table: the counts and the keys written come from the same rows.
-    matched = table.where(F.expr(subject_condition(table, spec))).select(*needed).persist()
+    matched = subject_rows(table.select(*needed), spec).persist()
     try:
-        by_subject = rows_by_subject(matched, spec)
-        keys = subject_keys(matched, spec)
-        rows = keys.count()
-        options = hudi_delete_options(spec, table_config)
-        deleted = write_and_find_commit(storage, spec, keys, options) if rows else None
-        purged = purge_old_slices(spark, storage, spec, table_config) if base_file_rows(spark, spec) else None
+        with describe(spark, "find the subjects' rows"):
+            by_subject = counts_by_subject(matched, spec)
+            rows = matched.count()
+        deleted = None
+        if rows:
+            with describe(spark, "delete the subjects' rows"):
+                deleted = write_and_find_commit(
+                    storage, spec, matched.select(*key_columns(spec)), hudi_delete_options(spec, table_config)
+                )
+        stop_if_asked(AFTER_DELETE_COMMIT)
     finally:
         matched.unpersist()
+    files = files_of_commit(storage, location, deleted.instant) if deleted else None
+    with describe(spark, "purge old file slices"):
+        purged = (
+            purge_old_slices(spark, storage, spec, table_config)
+            if old_slices_hold_subjects(spark, storage, spec)
+            else None
+        )
     commit = deleted or purged
-    files = files_written(commit_metadata(storage, spec["location"], deleted)) if deleted else None
     return gdpr_spec.build_result(
         spec,
         status=gdpr_spec.status_of(rows, (), (), commit.instant if commit else None),

@@ -3,6 +3,11 @@ tables, all on the session's moto server."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
+from dataplatform.config import CONFIG_DIR
 from dataplatform.gdpr import audit, requests
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 
@@ -17,3 +22,16 @@ def pii_lake(aws, bucket: str, requests_table: str = "gdpr_requests", audit_tabl
     requests.create_requests_table(aws.dynamodb, requests_table)
     audit.create_audit_table(aws.dynamodb, audit_table)
     return aws
+
+
+def pyiceberg_only_config(folder: Path) -> Path:
+    """The local config without its Hudi datasets, written to ``folder``: for the tests of the pyiceberg
+    path, which seed no Hudi table (the Hudi datasets run in tests/integration/test_gdpr_hudi_*.py and in
+    ``make demo``). Point ``DATAPLATFORM_CONFIG`` at it (and clear ``settings``' cache)."""
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    raw["gdpr"]["datasets"] = {
+        key: dataset for key, dataset in raw["gdpr"]["datasets"].items() if dataset["format"] != "hudi"
+    }
+    path = folder / "local-pyiceberg-gdpr.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

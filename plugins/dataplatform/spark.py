@@ -297,6 +297,7 @@ def local_spark_env(
     python: str = sys.executable,
     credentials: tuple[str | None, str | None, str | None] | None = None,
     region: str | None = None,
+    endpoint_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of a local ``spark-submit``.
 
@@ -324,6 +325,9 @@ def local_spark_env(
     if region:
         env["AWS_REGION"] = region
         env.setdefault("AWS_DEFAULT_REGION", region)
+    # boto3 in the driver (a job reading its spec before it knows any endpoint) goes where S3A goes.
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
     return env
 
 

@@ -270,6 +270,26 @@ def subject_literals(spec: Mapping[str, Any], column_types: Mapping[str, str]) -
     return literals
 
 
+def subject_values(
+    spec: Mapping[str, Any], column_types: Mapping[str, str]
+) -> dict[str, list[tuple[int, str | int]]]:
+    """Per subject column, ``(position, value)`` of each subject id that can be a value of the column's
+    type: 1-based positions in the spec's ``subject_ids``, the id itself for string columns and as an int
+    for integer columns. For matching subjects by joining with a DataFrame of them instead of comparing
+    with SQL literals: data never reaches a query plan, the Spark UI or an event log; literals do."""
+    values: dict[str, list[tuple[int, str | int]]] = {}
+    for column, literals in subject_literals(spec, column_types).items():
+        integer = column_types[column].strip().lower() in _INTEGER_RANGES
+        values[column] = [
+            (position, int(subject_id) if integer else subject_id)
+            for position, (subject_id, literal) in enumerate(
+                zip(spec["subject_ids"], literals, strict=True), start=1
+            )
+            if literal is not None
+        ]
+    return values
+
+
 def _present(values: Sequence[str | None]) -> list[str]:
     return [value for value in values if value is not None]
 

@@ -5,6 +5,7 @@ anything is stored."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tests.e2e.airflow_api import (
     unpause_after_its_scheduled_run,
     wait_for_run,
 )
+from tests.gdpr_helpers import pyiceberg_only_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,21 @@ ERASE = GDPR_DEMO["erase"]
 
 
 @pytest.fixture(scope="module")
-def lake(moto_server):
+def pyiceberg_config(tmp_path_factory):
+    """The local config without its Hudi datasets, for this process and the standalone Airflow."""
+    saved = os.environ.get("DATAPLATFORM_CONFIG")
+    os.environ["DATAPLATFORM_CONFIG"] = str(pyiceberg_only_config(tmp_path_factory.mktemp("config")))
+    settings.cache_clear()
+    yield
+    if saved is None:
+        os.environ.pop("DATAPLATFORM_CONFIG")
+    else:
+        os.environ["DATAPLATFORM_CONFIG"] = saved
+    settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def lake(moto_server, pyiceberg_config):
     moto_server.reset()
     s3 = aws_clients.client("s3")
     s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])

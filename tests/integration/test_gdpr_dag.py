@@ -18,6 +18,7 @@ from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.reports import report_key
 from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
+from tests.gdpr_helpers import pyiceberg_only_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +27,15 @@ ERASE = GDPR_DEMO["erase"]
 
 
 @pytest.fixture
-def lake(aws, airflow_db):
+def lake(aws, airflow_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(pyiceberg_only_config(tmp_path)))
+    settings.cache_clear()
     aws.catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
     aws.dynamodb = aws.client("dynamodb")
     aws.s3.create_bucket(Bucket=split_uri(settings().reports_uri)[0])
     seed_gdpr(aws.catalog, aws.s3, settings())
-    return aws
+    yield aws
+    settings.cache_clear()
 
 
 def table_of(lake, key: str):

@@ -1,5 +1,5 @@
-"""The Spark side of gdpr_erasure against moto, run with ``dag.test()`` on a config that adds a Hudi
-dataset (the local config has none: no Hudi jar runs here). moto proves wiring, never results: its EMR
+"""The Spark side of gdpr_erasure against moto, run with ``dag.test()`` on a config with the EMR backend
+that adds a Hudi dataset: the AWS path, where Hudi deletes run on a transient cluster. moto proves wiring, never results: its EMR
 steps stay RUNNING, so the step wait times out, and what is checked is the lifecycle around it: the
 transient cluster is created from the template, gets the delete step with the job spec, and is torn down
 although the step failed; the requests stay retriable with the reason; no subject id leaks into the
@@ -38,7 +38,9 @@ HUDI_DATASET = {
 def hudi_config(aws, airflow_db, tmp_path, monkeypatch):
     raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
     raw["spark"] = {
-        "backend": "local",
+        # The AWS path: Hudi on a transient EMR cluster (on the local backend it runs locally, see
+        # tests/integration/test_gdpr_hudi_dag.py).
+        "backend": "emr",
         "code_uri": "s3://ops-code/releases/7/",
         # One poll, no sleep: moto's steps never finish, so the wait fails at its first look.
         "emr": {"step_timeout_minutes": 1, "poll_seconds": 60, "log_uri": "s3://ops-logs/emr/"},

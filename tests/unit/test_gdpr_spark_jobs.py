@@ -1,12 +1,10 @@
 """The GDPR Spark jobs: spec, SQL and Hudi options, the keys DataFrame, the timeline parser, both jobs'
 runs and their results, and that no subject id is ever printed.
 
-No Hudi bundle or Iceberg runtime can be installed here, so: the subject predicates and the Hudi keys
-DataFrame run on local Spark over plain DataFrames; the Hudi job runs against ``FakeHudi`` (table versions
-as DataFrames, commit files in a real ``.hoodie`` folder, Hudi's refusal to time-travel before the
-cleaner's earliest retained commit); the Iceberg job runs against ``FakeIcebergSpark``, a stand-in for
+The subject matching and the Hudi keys DataFrame run on local Spark over plain DataFrames; the whole Hudi
+job runs with the real Hudi bundle in ``tests/integration/test_gdpr_hudi_job.py`` and
+``test_gdpr_hudi_dag.py`` (spark-submit subprocesses: the shared session has no Hudi); the Iceberg job runs against ``FakeIcebergSpark``, a stand-in for
 ``spark.sql`` that answers from a small table model and applies DROP, DELETE and expire_snapshots to it.
-The whole Hudi job runs in ``tests/integration/test_gdpr_hudi_job.py`` when a bundle jar is at hand.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from dataplatform.config import GdprDataset
 from dataplatform.gdpr import spark_erasure
 from spark_jobs import gdpr_hudi_delete as hudi_job
 from spark_jobs import gdpr_iceberg_delete as iceberg_job
-from spark_jobs.common import gdpr_spec, iceberg_sql
+from spark_jobs.common import gdpr_spec, hudi_layout, iceberg_sql
 from spark_jobs.common.storage import Storage
 
 pytestmark = pytest.mark.unit
@@ -244,6 +242,12 @@ def test_the_subject_condition_and_positions_and_their_redacted_form():
         gdpr_spec.subject_literals(spec, {"user_id": "string", "account_no": "date"})
 
 
+def test_subject_values_are_typed_like_their_column_with_1_based_positions():
+    spec = {**hudi_spec(subjects=["cust-1", "0042"]), "subject_columns": ["user_id", "account_no"]}
+    values = gdpr_spec.subject_values(spec, {"user_id": "string", "account_no": "bigint"})
+    assert values == {"user_id": [(1, "cust-1"), (2, "0042")], "account_no": [(2, 42)]}
+
+
 # -- Hudi: options, table config, keys --------------------------------------------------------------------------
 
 HUDI_COMMON = {
@@ -253,7 +257,8 @@ HUDI_COMMON = {
     "hoodie.datasource.write.partitionpath.field": "log_date",
     "hoodie.datasource.write.precombine.field": "event_ts",
     "hoodie.index.type": "BLOOM",
-    "hoodie.clean.automatic": "true",
+    # The delete does not clean: the purge that follows does (and finishes a killed run's purge).
+    "hoodie.clean.automatic": "false",
     "hoodie.cleaner.policy": "KEEP_LATEST_COMMITS",
     "hoodie.cleaner.commits.retained": "1",
     "hoodie.clean.policy": "KEEP_LATEST_COMMITS",
@@ -336,11 +341,7 @@ def test_the_metadata_table_records_naming_a_subject_are_counted(spark):
     spec = hudi_spec()
     assert hudi_job.metadata_subject_records(records, spec) == 3
     assert hudi_job.metadata_subject_records(records, {**spec, "subject_ids": [*SUBJECTS, "4242"]}) == 4
-    assert hudi_job.bound_needles(["cust-1", "42"]) == [
-        '"value":"cust-1"',
-        '"value":"42"',
-        '"value":42}',
-    ]
+    assert hudi_job.id_texts(["cust-1", "0042", "7"]) == ["cust-1", "0042", "7", "42"]
 
 
 PROPERTIES = """#Properties saved on 2024-03-05T10:00:00.000Z
@@ -355,11 +356,13 @@ hoodie.table.create.schema={"type"\\:"record","name"\\:"app_logs_record"}
 """
 
 
-def test_the_purge_is_an_empty_upsert_with_the_same_cleaner():
+def test_the_purge_is_an_empty_upsert_that_cleans_every_partition():
     options = hudi_job.purge_options(hudi_spec())
     assert options == {
         **hudi_job.hudi_delete_options(hudi_spec()),
         "hoodie.datasource.write.operation": "upsert",
+        "hoodie.clean.automatic": "true",
+        "hoodie.cleaner.incremental.mode": "false",
     }
 
 
@@ -451,7 +454,7 @@ def test_completed_commits_of_a_hudi_0x_timeline(tmp_path):
         ],
     )
     write_names(hoodie / "metadata" / ".hoodie", ["20240308000000000.deltacommit"])
-    commits = hudi_job.completed_commits(Storage(), tmp_path.as_uri() + "/")
+    commits = hudi_layout.completed_commits(Storage(), tmp_path.as_uri() + "/")
     assert [(c.instant, c.action, c.completed, c.name, c.as_of) for c in commits] == [
         ("20240101000000", "commit", None, "20240101000000.commit", "20240101000000"),
         ("20240301000000000", "commit", None, "20240301000000000.commit", "20240301000000000"),
@@ -478,7 +481,7 @@ def test_completed_commits_of_a_hudi_1x_timeline(tmp_path):
     )
     write_names(timeline / "history", ["20240101000000000_20240101000001000.commit"])
     write_names(tmp_path / ".hoodie", ["hoodie.properties"])
-    commits = hudi_job.completed_commits(Storage(), tmp_path.as_uri())
+    commits = hudi_layout.completed_commits(Storage(), tmp_path.as_uri())
     assert [(c.instant, c.action, c.as_of, c.name) for c in commits] == [
         (
             "20240301000000000",
@@ -501,7 +504,7 @@ def test_completed_commits_of_a_hudi_1x_timeline(tmp_path):
     ]
 
 
-def test_the_delete_commit_and_its_files_from_the_commit_metadata(tmp_path):
+def test_the_delete_commit_is_the_new_one_whose_metadata_says_delete(tmp_path):
     stats = {
         "2024-03-01": [{"fileId": "f1", "numDeletes": 2}, {"fileId": "f1", "numDeletes": 0}],
         "2024-03-03": [{"fileId": "f9", "numDeletes": 1}],
@@ -515,194 +518,94 @@ def test_the_delete_commit_and_its_files_from_the_commit_metadata(tmp_path):
     )
     write_names(hoodie, ["20240302000001000.commit"], b"\x00avro-bytes")  # the compaction
     location, storage = tmp_path.as_uri(), Storage()
-    after = hudi_job.completed_commits(storage, location)
+    after = hudi_layout.completed_commits(storage, location)
     before = [commit for commit in after if commit.instant == "20240301000000000"]
     # Another writer's delta commit landed first: the one whose metadata says DELETE is ours.
     write_names(hoodie, ["20240301500000000.deltacommit"], json.dumps({"operationType": "UPSERT"}).encode())
-    after = hudi_job.completed_commits(storage, location)
-    made = hudi_job.delete_commit(storage, location, before, after, "MERGE_ON_READ")
+    after = hudi_layout.completed_commits(storage, location)
+    made = hudi_layout.delete_commit(storage, location, before, after, "MERGE_ON_READ")
     assert made.instant == "20240302000000000"
-    assert hudi_job.files_written(hudi_job.commit_metadata(storage, location, made)) == 2
     compaction = next(commit for commit in after if commit.action == "commit")
-    assert hudi_job.commit_metadata(storage, location, compaction) is None  # not JSON (1.x: Avro)
-    assert hudi_job.files_written(None) is None
-    assert hudi_job.delete_commit(storage, location, after, after, "MERGE_ON_READ") is None
+    assert hudi_layout.commit_metadata(storage, location, compaction) is None  # not JSON (1.x: Avro)
+    assert hudi_layout.delete_commit(storage, location, after, after, "MERGE_ON_READ") is None
 
 
-# -- the Hudi job against FakeHudi ---------------------------------------------------------------------------
-
-
-class FakeHudi:
-    """Hudi's datasource as the job uses it: table versions as DataFrames by commit instant, commit files
-    (0.x names, JSON metadata) in a real ``.hoodie`` folder, the file slices still on storage, a delete
-    that commits the table without the keys' rows and then cleans as Hudi does (before a merge-on-read
-    table's compaction, so the slice the compaction replaced stays until the next clean), and, after a
-    clean, the refusal to time-travel before the commit it retained."""
-
-    def __init__(self, spark, root: Path, rows, table_type="MERGE_ON_READ", deletes_work=True):
-        self.spark, self.root = spark, root
-        self.location = root.as_uri() + "/"
-        self.table_type, self.deletes_work = table_type, deletes_work
-        self.action = "deltacommit" if table_type == "MERGE_ON_READ" else "commit"
-        self.versions: list[tuple[str, object]] = []
-        self.writes: list[tuple[int, dict]] = []
-        self.cleaned_before: str | None = None
-        write_names(
-            root / ".hoodie", ["hoodie.properties"], PROPERTIES.replace("MERGE_ON_READ", table_type).encode()
-        )
-        for n in (1, 2):
-            self.commit(spark.createDataFrame(rows[: 3 * n], LOG_SCHEMA), "UPSERT", {})
-        # Not cleaned yet: both slices are on storage.
-        self.slices = [df for _, df in self.versions]
-
-    def commit(self, df, operation: str, stats: dict) -> str:
-        instant = f"2024030510000{len(self.versions)}000"
-        metadata = {"operationType": operation, "partitionToWriteStats": stats}
-        write_names(self.root / ".hoodie", [f"{instant}.{self.action}"], json.dumps(metadata).encode())
-        self.versions.append((instant, df))
-        return instant
-
-    def read(self, spark, location, as_of=None):
-        assert location == self.location
-        if as_of is None:
-            return self.versions[-1][1]
-        if self.cleaned_before is not None and as_of < self.cleaned_before:
-            raise RuntimeError(
-                "java.lang.IllegalArgumentException: Cleaner cleaned up the timestamp of interest. "
-                "Please ensure sufficient commits are retained with cleaner for Timestamp as of query to work"
-            )
-        return [df for instant, df in self.versions if instant <= as_of][-1]
-
-    def base_files(self, spark, location):
-        assert location == self.location
-        union = self.slices[0]
-        for df in self.slices[1:]:
-            union = union.unionByName(df)
-        return union
-
-    def write(self, keys, options, location):
-        assert location == self.location
-        assert not any(column.startswith("_hoodie") for column in keys.columns)
-        rows = sorted(tuple(row)[:3] for row in keys.select("log_id", "log_date", "event_ts").collect())
-        self.writes.append((len(rows), dict(options)))
-        current = self.versions[-1][1]
-        remaining = (
-            current.join(keys.select("log_id"), "log_id", "left_anti") if self.deletes_work else current
-        )
-        stats = {}
-        for _, partition, _ in rows:
-            stats.setdefault(partition, []).append({"fileId": f"file-{partition}", "numDeletes": 1})
-        instant = self.commit(remaining, "DELETE", stats)
-        write_names(self.root / ".hoodie", [f"{instant}.clean"])
-        self.cleaned_before = instant
-        compacted_after_clean = self.table_type == "MERGE_ON_READ" and rows
-        self.slices = [current, remaining] if compacted_after_clean else [remaining]
-
-
-def install(fake: FakeHudi, monkeypatch) -> FakeHudi:
-    monkeypatch.setattr(hudi_job, "read_table", fake.read)
-    monkeypatch.setattr(hudi_job, "read_base_files", fake.base_files)
-    monkeypatch.setattr(hudi_job, "write_delete", fake.write)
-    return fake
-
-
-def run_hudi_job(fake: FakeHudi, tmp_path: Path, spark) -> tuple[dict, str]:
-    dataset = APP_LOGS.model_copy(update={"hudi_table_type": fake.table_type})
-    spec = {**hudi_spec(dataset, work=(tmp_path / "work").as_uri()), "location": fake.location}
-    spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    assert hudi_job.main(["--spec", spec_path.as_uri()], spark=spark) == 0
-    result_path = Path(spec["result_uri"].removeprefix("file://"))
-    return json.loads(result_path.read_text()), result_path.read_text()
-
-
-V0, V1, V2, V3 = (f"2024030510000{n}000" for n in range(4))
-
-
-@pytest.mark.spark
-def test_the_hudi_job_on_merge_on_read_deletes_purges_verifies_and_a_rerun_changes_nothing(
-    spark, tmp_path, monkeypatch, capsys
-):
-    fake = install(FakeHudi(spark, tmp_path / "app_logs", LOG_ROWS), monkeypatch)
-    result, text = run_hudi_job(fake, tmp_path, spark)
-    assert result["status"] == "erased"
-    assert (result["rows_deleted"], result["rows_deleted_by_subject"]) == (4, [3, 2, 0])
-    assert (result["commit"], result["files_rewritten"]) == (V2, 3)
-    # The delete (4 keys), then the empty upsert whose clean removes the slice compaction replaced.
-    assert [rows for rows, _ in fake.writes] == [4, 0]
-    assert fake.writes[0][1] == hudi_job.hudi_delete_options(
-        hudi_spec(), hudi_job.parse_properties(PROPERTIES)
+def test_data_files_are_named_for_the_commit_that_wrote_them(tmp_path):
+    """Base files ``<file id>_<write token>_<instant>.parquet``, log files
+    ``.<file id>_<instant>.log.<n>_<token>`` (Hudi 1.x names a log file for its delta commit)."""
+    write_names(
+        tmp_path / "log_date=2024-03-01",
+        [
+            "f1-0_0-75-158_20240305100002000.parquet",
+            "f1-0_0-40-90_20240305100001000.parquet",
+            ".f2-0_20240305100002000.log.1_0-80-170",
+            ".f2-0_20240305100002000.log.2_0-80-171",
+            ".hoodie_partition_metadata",
+        ],
     )
-    assert fake.writes[1][1] == hudi_job.purge_options(hudi_spec(), hudi_job.parse_properties(PROPERTIES))
-    assert result["verification"] == {
-        "passed": True,
-        "checked": [V3, "latest", "base_files"],
-        "rows_found": {V3: 0, "latest": 0, "base_files": 0},
-        "cleaned": [V0, V1, V2],
-    }
-    assert (result["expired_snapshots"], result["dropped_refs"], result["pinned_refs"]) == ([], [], [])
-    # Exactly the subjects' rows are gone.
-    assert sorted(tuple(row) for row in fake.versions[-1][1].collect()) == [
-        row for row in LOG_ROWS if row[0] in ("l4", "l6")
+    write_names(tmp_path / "log_date=2024-03-02", ["f3-0_1-75-159_20240305100002000.parquet"])
+    write_names(tmp_path / ".hoodie" / "metadata", ["f9-0_0-1-1_20240305100002000.parquet"])
+    location, storage = tmp_path.as_uri() + "/", Storage()
+    assert hudi_layout.files_of_commit(storage, location, "20240305100002000") == 3
+    assert hudi_layout.files_of_commit(storage, location, "20240305100001000") == 1
+    assert [p.rsplit("/", 1)[-1] for p in hudi_layout.log_files(storage, location)] == [
+        ".f2-0_20240305100002000.log.1_0-80-170",
+        ".f2-0_20240305100002000.log.2_0-80-171",
     ]
-    spark_erasure.check_result(result, "app_logs", subjects=3)
 
-    rerun, rerun_text = run_hudi_job(fake, tmp_path, spark)
-    assert len(fake.writes) == 2 and len(fake.versions) == 4
-    assert (rerun["status"], rerun["rows_deleted"], rerun["commit"], rerun["files_rewritten"]) == (
-        "nothing_to_delete",
-        0,
-        None,
-        None,
+
+def test_log_files_holding_a_subject_id_are_found_by_their_bytes(tmp_path):
+    folder = tmp_path / "log_date=2024-03-01"
+    write_names(folder, [".f1-0_20240305100002000.log.1_0-1-1"], b"#HUDI#\x00\x16cust-000202\x02")
+    write_names(folder, [".f2-0_20240305100002000.log.1_0-1-2"], b"#HUDI#\x00\x16cust-000999\x02")
+    location = tmp_path.as_uri()
+    assert hudi_job.log_files_holding(Storage(), location, SUBJECTS) == 1
+    assert hudi_job.log_files_holding(Storage(), location, ["cust-000404"]) == 0
+
+
+@pytest.mark.spark
+def test_archived_commits_come_from_the_latest_manifest_of_the_1x_history(spark, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    history = tmp_path / ".hoodie" / "timeline" / "history"
+    history.mkdir(parents=True)
+    layers = {
+        "old.parquet": [("20240301000000000", "20240301000001000", "commit")],
+        "l1.parquet": [
+            ("20240301000000000", "20240301000001000", "commit"),
+            ("20240302000000000", "20240302000001000", "deltacommit"),
+            ("20240302500000000", "20240302500001000", "clean"),
+        ],
+        "l2.parquet": [("20240303000000000", "20240303000002000", "replacecommit")],
+    }
+    for name, rows in layers.items():
+        columns = list(zip(*rows, strict=True))
+        table = pa.table(
+            {
+                "instantTime": columns[0],
+                "completionTime": columns[1],
+                "action": columns[2],
+                "metadata": [b""] * len(rows),
+            }
+        )
+        pq.write_table(table, history / name)
+    (history / "_version_").write_text("2")
+    (history / "manifest_1").write_text(json.dumps({"files": [{"fileName": "old.parquet", "fileLen": 1}]}))
+    (history / "manifest_2").write_text(
+        json.dumps(
+            {"files": [{"fileName": "l1.parquet", "fileLen": 1}, {"fileName": "l2.parquet", "fileLen": 1}]}
+        )
     )
-    assert rerun["rows_deleted_by_subject"] == [0, 0, 0] and rerun["verification"]["passed"]
-    spark_erasure.check_result(rerun, "app_logs", subjects=3)
-
-    printed = capsys.readouterr()
-    assert "gdpr_hudi_delete: app_logs: erased, 4 rows deleted (2 of 3 subjects had rows)" in printed.out
-    assert "nothing_to_delete" in printed.out
-    assert_no_subject_id(printed.out, printed.err, text, rerun_text)
-
-
-@pytest.mark.spark
-def test_the_hudi_job_on_copy_on_write_needs_no_purge(spark, tmp_path, monkeypatch):
-    fake = install(FakeHudi(spark, tmp_path / "app_logs", LOG_ROWS, table_type="COPY_ON_WRITE"), monkeypatch)
-    result, _ = run_hudi_job(fake, tmp_path, spark)
-    assert [rows for rows, _ in fake.writes] == [4]
-    assert "hoodie.compact.inline" not in fake.writes[0][1]
-    assert (result["status"], result["commit"], result["rows_deleted"]) == ("erased", V2, 4)
-    assert result["verification"]["rows_found"] == {V2: 0, "latest": 0, "base_files": 0}
-
-
-@pytest.mark.spark
-def test_a_rerun_purges_what_a_run_that_died_before_its_clean_left(spark, tmp_path, monkeypatch):
-    fake = install(FakeHudi(spark, tmp_path / "app_logs", LOG_ROWS, table_type="COPY_ON_WRITE"), monkeypatch)
-    # The delete committed; the job died before the clean: the old slices are still on storage.
-    clean = fake.versions[-1][1].where("log_id IN ('l4', 'l6')")
-    fake.commit(clean, "DELETE", {})
-    result, _ = run_hudi_job(fake, tmp_path, spark)
-    assert [rows for rows, _ in fake.writes] == [0]
-    assert (result["status"], result["rows_deleted"], result["commit"], result["files_rewritten"]) == (
-        "erased",
-        0,
-        V3,
-        None,
-    )
-    assert result["verification"]["passed"] and result["verification"]["rows_found"]["base_files"] == 0
-    spark_erasure.check_result(result, "app_logs", subjects=3)
-
-
-@pytest.mark.spark
-def test_rows_left_behind_fail_the_verification_and_the_result_check(spark, tmp_path, monkeypatch, capsys):
-    fake = FakeHudi(spark, tmp_path / "app_logs", LOG_ROWS, table_type="COPY_ON_WRITE", deletes_work=False)
-    result, _ = run_hudi_job(install(fake, monkeypatch), tmp_path, spark)
-    assert result["verification"]["passed"] is False
-    assert result["verification"]["rows_found"] == {V3: 4, "latest": 4, "base_files": 4}
-    with pytest.raises(
-        ValueError, match=r"verification failed: subject rows remain at \{'20240305100003000': 4"
-    ):
-        spark_erasure.check_result(result, "app_logs", subjects=3)
-    assert_no_subject_id(capsys.readouterr().out)
+    write_names(tmp_path / ".hoodie" / "timeline", ["20240304000000000_20240304000001000.commit"])
+    commits = hudi_layout.all_commits(spark, Storage(), tmp_path.as_uri())
+    assert [(c.instant, c.action, c.as_of) for c in commits] == [
+        ("20240301000000000", "commit", "20240301000001000"),
+        ("20240302000000000", "deltacommit", "20240302000001000"),
+        ("20240303000000000", "replacecommit", "20240303000002000"),
+        ("20240304000000000", "commit", "20240304000001000"),
+    ]
+    assert hudi_layout.archived_commits(spark, Storage(), (tmp_path / "none").as_uri()) == []
 
 
 def test_the_hudi_job_refuses_a_table_that_is_not_the_configured_one(tmp_path, capsys):
@@ -1119,8 +1022,6 @@ def test_the_hudi_spark_job():
         "spark.sql.session.timeZone": "UTC",
         "spark.eventLog.enabled": "false",
     }
-    local = spark_erasure.spark_job("app_logs", APP_LOGS, "file:///w/spec.json", hudi_jar="/opt/hudi.jar")
-    assert local.conf["spark.jars"] == "/opt/hudi.jar"
 
 
 def test_the_iceberg_spark_job_deletes_unreferenced_files():

@@ -167,6 +167,7 @@ def seed_local_lake(moto_url: str):
         RECENT_DAYS,
         seed_demo,
         seed_gdpr,
+        seed_gdpr_hudi,
         seed_iceberg,
         seed_pricing,
         seed_recent_days,
@@ -206,6 +207,11 @@ def seed_local_lake(moto_url: str):
             + ")"
             for n, c in gdpr.items()
         )
+    )
+    hudi = seed_gdpr_hudi(s3, settings(), moto_url, ("testing", "testing", None))
+    print(
+        "gdpr datasets written by Hudi (spark-submit with the Hudi bundle, on moto S3): "
+        + ", ".join(f"{n} ({c['table_type']}, {c['commits']} commits)" for n, c in hudi.items())
     )
     print(f"$ python -m dataplatform.gdpr submit --subject-id <customer> --request-id {GDPR_DEMO_REQUEST}")
     gdpr_cli(["submit", "--subject-id", GDPR_DEMO["erase"][0], "--request-id", GDPR_DEMO_REQUEST])

@@ -238,6 +238,86 @@ def seed_gdpr(catalog, s3, config: Settings) -> dict:
     return seeded
 
 
+HUDI_SCHEMA = (
+    "log_id string, log_date string, event_ts bigint, user_id string, peer_id string, message string"
+)
+HUDI_DAYS = ("2024-03-01", "2024-03-02", "2024-03-03")
+
+
+def hudi_demo_commits(customers: int) -> list[dict]:
+    """Three commits of app-log rows over three days: every customer logs in on each day (``user_id``),
+    every fifth row names a second customer (``peer_id``); the second commit updates the first day's rows
+    (merge-on-read: into log files), the third adds a day's worth more. So the demo's subjects have rows in
+    base files, log files and superseded file slices."""
+
+    def row(n: int, day: str, ts: int, suffix: str) -> list:
+        user = f"cust-{n % customers:06d}"
+        peer = f"cust-{(n * 7) % customers:06d}" if n % 5 == 0 else None
+        return [f"log-{day}-{n:04d}", day, ts, user, peer, f"login {suffix}"]
+
+    first = [row(n, day, 1, "a") for day in HUDI_DAYS[:2] for n in range(customers)]
+    updates = [row(n, HUDI_DAYS[0], 2, "b") for n in range(customers)]
+    more = [row(n, HUDI_DAYS[2], 3, "c") for n in range(customers)]
+    return [
+        {"operation": "insert", "rows": first},
+        {"operation": "upsert", "rows": updates},
+        {"operation": "upsert", "rows": more},
+    ]
+
+
+def hudi_demo_tables(config: Settings) -> list[dict]:
+    """The ``hudi_seed`` tables of the configured Hudi GDPR datasets (their own key fields and type)."""
+    return [
+        {
+            "name": dataset.table,
+            "location": dataset.location,
+            "table_type": dataset.hudi_table_type,
+            "record_key": dataset.record_key,
+            "partition_field": dataset.partition_column,
+            "precombine_field": dataset.precombine_field,
+            "schema": HUDI_SCHEMA,
+            "commits": hudi_demo_commits(GDPR_DEMO["customers"]),
+        }
+        for dataset in config.gdpr.datasets.values()
+        if dataset.format == "hudi"
+    ]
+
+
+def seed_gdpr_hudi(s3, config: Settings, endpoint_url: str | None, credentials: tuple) -> dict:
+    """(Re)write the configured Hudi GDPR datasets with real Hudi: one ``spark-submit`` of
+    ``dataplatform.devstack.hudi_seed`` with the locked bundle and S3A on ``endpoint_url`` (``credentials``
+    reach it in its environment). Returns, per dataset, its table type and how many commits hold rows."""
+    import os
+    import subprocess
+
+    from dataplatform import spark as spark_spec
+    from dataplatform.devstack import hudi_seed
+    from dataplatform.s3.objects import delete_versions, list_versions
+
+    tables = hudi_demo_tables(config)
+    for table in tables:
+        ensure_bucket(s3, split_s3_uri(table["location"])[0])
+        delete_versions(s3, list_versions(s3, table["location"]))
+    if tables:
+        region = config.aws.region
+        run = subprocess.run(
+            hudi_seed.seed_command(tables, endpoint_url, region),
+            env=spark_spec.local_spark_env(
+                os.environ, credentials=credentials, region=region, endpoint_url=endpoint_url
+            ),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"seeding the Hudi tables failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+    return {
+        key: {"table_type": dataset.hudi_table_type, "commits": len(hudi_demo_commits(1))}
+        for key, dataset in config.gdpr.datasets.items()
+        if dataset.format == "hudi"
+    }
+
+
 # The demo dataset whose older files Iceberg maintenance keeps in S3 with the delete tag: no metadata
 # reaches them, and the erasure must still find the ones holding the subjects' rows (issue 12).
 GDPR_DEMO_SOFT_DELETED = "customer_profiles"

@@ -283,6 +283,11 @@ def record_outcome(ctx: ErasureContext, key: str, claimed: list[Request], outcom
         f"{key}: {outcome.outcome} for {len(claimed)} requests, {report['rows_deleted']} rows deleted, "
         f"{outcome.files_rewritten or 0} files rewritten, {len(outcome.expired_snapshots)} snapshots expired"
         + (f", {len(copies)} copies the metadata no longer reached deleted" if copies else "")
+        + (
+            f", {outcome.details['commits_cleaned']} commits cleaned"
+            if "commits_cleaned" in outcome.details
+            else ""
+        )
         + (f" ({outcome.reason})" if outcome.reason else "")
     )
     log.info("%s", report["summary"])
@@ -321,9 +326,12 @@ def spark_outcome(
             details={"pinned_refs": result["pinned_refs"]},
         )
     location = spark_table_location(ctx, key)
-    # A file:// table (a local Hudi run with HUDI_BUNDLE_JAR) has no object versions.
+    # A file:// table has no object versions.
     versions = objects.delete_noncurrent_versions(ctx.s3, location) if location.startswith("s3://") else 0
     details = {"job_status": result["status"], "noncurrent_versions_deleted": versions}
+    if result["format"] == "hudi":
+        # Commits whose file slices the cleaner removed (Hudi can no longer read them).
+        details["commits_cleaned"] = len(result["verification"]["cleaned"])
     try:
         independent, copies = check_spark_dataset(ctx, key, subjects, location)
     except ErasureError as exc:

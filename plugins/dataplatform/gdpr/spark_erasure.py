@@ -97,11 +97,11 @@ def build_spec(
     return gdpr_spec.check_spec(spec)
 
 
-def hudi_conf(jar: str = EMR_HUDI_JAR) -> dict[str, str]:
-    """Hudi's Spark setup: its bundle, Kryo with Hudi's registrar (Hudi 0.14+; EMR 7.x ships 0.14/0.15),
-    the session extension and catalog."""
+def hudi_conf() -> dict[str, str]:
+    """Hudi's Spark setup: its bundle where EMR installs it (the local backend's ``local_conf`` puts the
+    locked bundle there instead), Kryo with Hudi's registrar, the session extension and catalog."""
     return {
-        "spark.jars": jar,
+        "spark.jars": EMR_HUDI_JAR,
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.kryo.registrator": "org.apache.spark.HoodieSparkKryoRegistrar",
         "spark.sql.extensions": "org.apache.spark.sql.hudi.HoodieSparkSessionExtension",
@@ -122,13 +122,11 @@ def spark_job(
     dataset: GdprDataset,
     spec_uri: str,
     *,
-    hudi_jar: str | None = None,
     sizing: SparkSizing | None = None,
 ) -> SparkJob:
-    """``gdpr_<dataset>``: the dataset's job with ``--spec <spec_uri>``. ``hudi_jar`` replaces EMR's
-    bundle path (locally: ``$HUDI_BUNDLE_JAR``)."""
+    """``gdpr_<dataset>``: the dataset's job with ``--spec <spec_uri>``."""
     job = _job_for(dataset_key, dataset)
-    conf = hudi_conf(hudi_jar or EMR_HUDI_JAR) if job == HUDI_JOB else iceberg_conf()
+    conf = hudi_conf() if job == HUDI_JOB else iceberg_conf()
     return SparkJob(
         name=f"gdpr_{dataset_key}",
         entry=ENTRY[dataset.format],

@@ -1,7 +1,8 @@
 """The task group that erases one ``engine: spark`` GDPR dataset: ``plan`` writes the job spec, the Spark
-job runs (Hudi: always on a transient EMR cluster, torn down also when the step fails; Iceberg: on the
-configured Spark backend), ``record`` checks the job's result and records progress and audit per request
-exactly as the pyiceberg path does (``dataplatform.gdpr.erasure.record_outcome``).
+job runs (Hudi: on a transient EMR cluster, torn down also when the step fails, when the configured
+backend is EMR or EMR Serverless, else local ``spark-submit``; Iceberg: on the configured Spark
+backend), ``record`` checks the job's result and records progress and audit per request exactly as the
+pyiceberg path does (``dataplatform.gdpr.erasure.record_outcome``).
 
 Group ``erase_<dataset>``: ``plan >> gdpr_<dataset> (spark_job_tasks) >> record``.
 """
@@ -22,10 +23,12 @@ def spark_datasets() -> list[str]:
 
 
 def spark_settings_for(dataset: GdprDataset, configured: SparkSettings) -> SparkSettings:
-    """Hudi deletes run on their own transient EMR cluster (instance fleets, Spot task nodes,
-    auto-termination: ``include/emr/transient_cluster.json``), apart from the clusters that ingest, as in
-    the reference; Iceberg with ``engine: spark`` uses the configured backend."""
-    if dataset.format != "hudi":
+    """In AWS (``spark.backend`` emr or emr_serverless) Hudi deletes run on their own transient EMR
+    cluster (instance fleets, Spot task nodes, auto-termination: ``include/emr/transient_cluster.json``),
+    apart from the clusters that ingest, as in the reference. On the local backend they run as local
+    ``spark-submit`` with the locked Hudi bundle. Iceberg with ``engine: spark`` uses the configured
+    backend."""
+    if dataset.format != "hudi" or configured.backend == "local":
         return configured
     return configured.model_copy(
         update={"backend": "emr", "emr": configured.emr.model_copy(update={"cluster_id": None})}

@@ -107,7 +107,9 @@ class LocalSparkSubmitOperator(BaseOperator):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=spark.local_spark_env(os.environ, credentials=credentials, region=self.region_name),
+            env=spark.local_spark_env(
+                os.environ, credentials=credentials, region=self.region_name, endpoint_url=endpoint_url
+            ),
             text=True,
             errors="replace",
             bufsize=1,

@@ -1,0 +1,86 @@
+"""Write Hudi tables commit by commit: ``spark-submit hudi_seed.py '<json>'`` with the Hudi bundle.
+
+Hudi's writer exists only in the JVM (no Python library writes a Hudi timeline), so the demo's and the
+tests' Hudi tables are written by this small PySpark program, submitted with the local backend's conf
+(``dataplatform.spark.local_conf`` of ``gdpr.spark_erasure.hudi_conf()``: the locked bundle, S3A on moto).
+It lives in the devstack, not in ``spark_jobs/``: it seeds demo data and is never shipped to EMR.
+``seed_command`` builds its argv; the program imports nothing of this repository but pyspark.
+
+The JSON: ``{"tables": [{"location", "name", "table_type", "record_key", "partition_field",
+"precombine_field", "schema" (Spark DDL), "commits": [{"operation": "insert" | "upsert", "rows": [[...]]}]}]}``.
+Each table is partitioned Hive-style, indexed with BLOOM, and keeps column statistics in its metadata
+table (what makes a delete's tombstones matter). Prints ``seeded <name>: <n> commits`` per table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_options(table: Mapping[str, Any], operation: str) -> dict[str, str]:
+    return {
+        "hoodie.table.name": table["name"],
+        "hoodie.datasource.write.table.type": table["table_type"],
+        "hoodie.datasource.write.operation": operation,
+        "hoodie.datasource.write.recordkey.field": table["record_key"],
+        "hoodie.datasource.write.partitionpath.field": table["partition_field"],
+        "hoodie.datasource.write.precombine.field": table["precombine_field"],
+        "hoodie.datasource.write.hive_style_partitioning": "true",
+        "hoodie.index.type": "BLOOM",
+        "hoodie.metadata.enable": "true",
+        "hoodie.metadata.index.column.stats.enable": "true",
+        # Keep every seeded commit on the timeline and every file slice on storage: the erasure must
+        # find the subjects in old slices and old commits, not only in the latest.
+        "hoodie.clean.automatic": "false",
+        # Merge-on-read: updates stay in log files (no compaction while seeding).
+        "hoodie.compact.inline": "false",
+    }
+
+
+def seed(spark: Any, tables: Sequence[Mapping[str, Any]]) -> None:
+    for table in tables:
+        for commit in table["commits"]:
+            rows = [tuple(row) for row in commit["rows"]]
+            (
+                spark.createDataFrame(rows, table["schema"])
+                .write.format("hudi")
+                .options(**write_options(table, commit["operation"]))
+                .mode("append")
+                .save(table["location"].rstrip("/"))
+            )
+        print(f"seeded {table['name']}: {len(table['commits'])} commits", flush=True)
+
+
+def seed_command(tables: Sequence[Mapping[str, Any]], endpoint_url: str | None, region: str) -> list[str]:
+    """The local ``spark-submit`` of this program for ``tables`` (run it with ``local_spark_env``)."""
+    from dataplatform import spark as spark_spec
+    from dataplatform.gdpr.spark_erasure import hudi_conf
+
+    conf = {**spark_spec.local_conf(hudi_conf(), endpoint_url, region), "spark.ui.enabled": "false"}
+    return spark_spec.local_spark_submit_command(
+        spark_submit=None,
+        master="local[2]",
+        conf=conf,
+        application=str(Path(__file__).resolve()),
+        application_args=[json.dumps({"tables": list(tables)})],
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName("hudi_seed").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        seed(spark, json.loads(argv[0])["tables"])
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
