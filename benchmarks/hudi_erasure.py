@@ -3,44 +3,56 @@ file groups with the Hudi delete job (``spark_jobs/gdpr_hudi_delete.py``), again
 the table without their rows, in the same run.
 
 The table: ``--rows`` card events of ``--subjects`` customers (about 50 events each), record key
-``event_id`` (random-looking, as event ids are), partitioned by the customer's home ``country`` (16
-partitions), precombine ``event_ts``. Within a partition the rows are clustered by ``subject_id`` (a
-table that serves per-customer reads is laid out so, e.g. by Hudi clustering with ``subject_id`` as the
-sort column): ``--file-groups`` range cuts on (country, subject_id), so every customer's events sit in one
-file group. This is what makes the target reachable: the share of file groups an erasure rewrites is the
-share that holds a subject's row, whatever the index; 50 subjects touch at most 50 of the 500-odd file
-groups (<= 10%). Spread the same rows by event date instead and every subject would touch a file group
-per day; no index prunes that. The index decides how many files are OPENED to find the rows: the delete
-runs with ``hoodie.index.type=BLOOM`` (``hudi_delete_options``), which looks the keys up only in the
-partitions they name and only in the files whose bloom filter may hold them. The ``--erase`` subjects are
-picked at random (seeded) from all customers.
+``event_id`` (random-looking, as event ids are), precombine ``event_ts``, partitioned by
+``customer_bucket`` (the customer id modulo ``--buckets``, 128: a per-customer table keeps a customer's
+rows in one partition) and, within a partition, clustered by ``subject_id`` (as Hudi clustering with
+``subject_id`` as its sort column lays a table out for per-customer reads): ``--file-groups`` range cuts
+on (bucket, subject_id), so every customer's events sit in ONE file group. That layout is what makes the
+files target reachable, and it is the honest reason: the file groups a delete rewrites are exactly the
+ones that hold a subject's row, whatever the index, so 50 subjects touch at most 50 of the 600-odd file
+groups (<= 10%). The same rows spread by event date would put each subject in a file group per day, and
+no index prunes that. The index decides how many files are OPENED to find the rows: the delete runs with
+``hoodie.index.type=BLOOM`` (``hudi_delete_options``), which looks keys up only in the partitions they
+name and, there, only in the files whose bloom filter may hold them. The bloom filters are sized to the
+files (``hoodie.index.bloom.num_entries`` = rows per file, as Hudi's docs advise; its default of 60,000
+keys at 1e-9 is 431 KB in each 3,900-row file's footer, three quarters of the file, read by every
+lookup). The ``--erase`` subjects are picked at random (seeded) from all customers.
 
 The table is written once with the row-writer ``bulk_insert`` (one commit, one Spark task per file
-group, snappy Parquet, metadata table on: Hudi 1.0.2's defaults otherwise). The contenders:
+group, snappy Parquet; Hudi 1.0.2's defaults otherwise: metadata table with files, column and partition
+stats). The contenders:
 
 - **full rewrite baseline**: the latest snapshot read, the subjects' rows dropped, the rest written as a
   new table (the same layout and writer as the seed) at ``<table>_rewrite``: the cheapest full rewrite
-  Hudi offers (a CTAS, whose swap is not timed). ``insert_overwrite_table`` keeps the timeline but takes
-  the slower record path (no row writer), and ``bulk_insert`` with SaveMode.Overwrite on the table's own
-  path deletes the table before reading it (HUDI-6286). Timed from the read to the commit.
-- **erasure**: ``gdpr_hudi_delete.run`` (the job's entry after ``main`` parsed the spec) in the same
-  Spark session, with the conf the local backend submits the job with (``spark_erasure.hudi_conf``):
-  find, delete commit (BLOOM), purge of older file slices, verification of every retained commit and of
-  every base file on storage, the result JSON. Timed end to end; ``erasure_phase_seconds`` splits it.
+  Hudi offers (a CTAS; the swap is not timed). ``insert_overwrite_table`` would keep the timeline but
+  takes the slower record path (no row writer), and ``bulk_insert`` with SaveMode.Overwrite on the
+  table's own path deletes the table before reading it (HUDI-6286). Timed from the read to the commit.
+- **erasure**: ``gdpr_hudi_delete.run`` (what the job's ``main`` calls once it has read the spec) in
+  the same Spark session, whose conf is the one the local backend submits the job with
+  (``dataplatform.spark.local_conf`` of ``spark_erasure.hudi_conf``: the locked Hudi bundle, Kryo, the
+  Hudi session extension, S3A). ``erasure_seconds`` is the erasure proper, the find and the delete
+  commit (BLOOM): like the baseline, it ends with a commit whose snapshot lacks the rows. The job then
+  purges the older file slices (an empty commit whose clean deletes them) and verifies every retained
+  commit, the base and log files and the metadata table: a full-rewrite erasure would need both as
+  much, so they are timed apart (``erasure_phase_seconds``: ``purge_check``, ``purge_commit``,
+  ``verify``) and ``job_seconds`` / ``job_speedup`` report the whole run.
 
-The baseline runs first (both read the same seeded table, the erasure then changes it). Checks (exit
+The baseline runs first (both read the same seeded table; the erasure then changes it). Checks (exit
 status 1 when one, or a target, is missed): ``rows_deleted`` equals the subjects' rows counted before
-with a plain filter on the snapshot, and equals the rows the baseline dropped; afterwards no subject row
-is in the snapshot nor in any Parquet base file on storage; the erased table and the rewritten one hold
-the same rows (count and an order-free hash sum of every column); ``files_rewritten`` is counted from the
-delete commit's metadata (Hudi's own reader, through the JVM: the file groups of its write stats, whose
-deletes must add up to ``rows_deleted``) and must equal both the file groups that held a subject row
-before and the file groups that have a base file of the delete commit on storage.
+with a plain filter on the snapshot (and per subject), and equals the rows the baseline dropped;
+afterwards no subject row is in the snapshot nor in any Parquet base file on storage; the erased table
+and the rewritten one hold the same rows (count and an order-free sum of a hash of every column);
+``files_rewritten`` is counted from the delete commit's metadata (read with Hudi's own timeline classes
+through the JVM: the file groups of its write stats, whose deletes must add up to ``rows_deleted``) and
+must equal the file groups that held a subject row before, the file groups with a base file of the
+delete commit on storage, and the job's own ``files_rewritten``; every file group of the seed is still
+there, none added.
 
-Storage: ``file://`` under a temporary folder (``--dir``).
+Storage: ``s3://`` on a moto server (``--storage s3``, the default: the path production uses, through
+S3A) or ``file://`` (``--storage file``), under a temporary folder removed afterwards.
 
-    nice .venv/bin/python benchmarks/hudi_erasure.py [--rows 2000000] [--file-groups 500]
-        [--subjects 40000] [--erase 50] [--seed 5] [--dir /tmp/...]
+    nice .venv/bin/python benchmarks/hudi_erasure.py [--storage s3|file] [--rows 2000000]
+        [--file-groups 500] [--buckets 128] [--subjects 40000] [--erase 50] [--seed 5]
 
 Targets (issue 13): files rewritten <= 10% of the file groups; erasure >= 3x faster than the full rewrite.
 """
