@@ -51,9 +51,9 @@ there, none added.
 Storage: ``file://`` by default (``--storage file``), under a temporary folder removed afterwards;
 ``--storage s3`` puts both tables on a moto server (S3A, the path production uses) and runs the same
 checks (all held at 100,000 rows, with the country-partitioned layout of an earlier version of this
-script). Not the default because moto's S3 in Python
-on the same 2 cores made every step about 3x slower at 100,000 rows (seed 153 s against 48 s), so a
-2,000,000-row seed would take well over 10 minutes here before anything is measured.
+script). Not the default because moto's S3 in Python on the same 2 cores made every step about 3x
+slower at 100,000 rows (seed 153 s against 48 s), so a 2,000,000-row seed would take well over 10
+minutes here before anything is measured.
 
     nice .venv/bin/python benchmarks/hudi_erasure.py [--storage file|s3] [--rows 2000000]
         [--file-groups 500] [--buckets 128] [--subjects 40000] [--erase 50] [--seed 5]
