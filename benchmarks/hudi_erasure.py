@@ -134,7 +134,7 @@ def hudi_session(endpoint_url: str | None):
     conf = {
         **spark_backend.local_conf(spark_erasure.hudi_conf(), endpoint_url, REGION),
         "spark.driver.memory": "2g",
-        "spark.ui.enabled": os.environ.get("BENCH_SPARK_UI", "false"),
+        "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
     }
     for key, value in conf.items():
