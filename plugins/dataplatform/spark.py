@@ -286,7 +286,16 @@ def local_conf(job_conf: Mapping[str, str], endpoint_url: str | None, region: st
     """The conf a job runs with on the local backend: its own, with the jars EMR installs stood in for by
     the locked ones, S3A for ``s3://``, and the endpoint of every Iceberg catalog it defines."""
     conf = {**dict(job_conf), **s3a_conf(endpoint_url, region)}
-    conf["spark.jars"] = ",".join(local_jars(job_conf.get("spark.jars")))
+    jars = local_jars(job_conf.get("spark.jars"))
+    conf["spark.jars"] = ",".join(jars)
+    if EMR_HUDI_JAR in (part.strip() for part in (job_conf.get("spark.jars") or "").split(",")):
+        hudi = str(spark_jars.jar_path("hudi-spark-bundle"))
+        # Hudi's Avro records (HoodieDeleteRecord in log blocks) are looked up by Avro, which Spark loads
+        # from its own jars: from spark.jars' child class loader Avro cannot see them and reads a
+        # GenericData.Record, which then fails to cast (seen reading metadata-table logs). On the driver's
+        # class path, as EMR puts /usr/lib/hudi, they are found; in local mode the driver is every executor.
+        extra = [part for part in (conf.get("spark.driver.extraClassPath") or "").split(":") if part]
+        conf["spark.driver.extraClassPath"] = ":".join([hudi, *extra])
     for catalog in iceberg_catalogs(job_conf):
         conf |= iceberg_endpoint_conf(catalog, endpoint_url, region)
     return conf

@@ -120,3 +120,13 @@ def test_boto3_in_a_local_job_reaches_the_connections_endpoint():
     env = spark.local_spark_env({}, endpoint_url="http://127.0.0.1:5123")
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5123"
     assert "AWS_ENDPOINT_URL" not in spark.local_spark_env({})
+
+
+def test_the_hudi_bundle_is_on_the_drivers_class_path_and_only_for_hudi_jobs(fake_jars):
+    hudi = spark.local_conf(
+        {"spark.jars": EMR_HUDI_JAR, "spark.driver.extraClassPath": "/opt/x.jar"}, None, "us-east-1"
+    )
+    assert hudi["spark.driver.extraClassPath"] == f"{fake_jars['hudi-spark-bundle']}:/opt/x.jar"
+    fake_jars["hudi-spark-bundle"].unlink()
+    iceberg = spark.local_conf({"spark.jars": EMR_ICEBERG_JAR}, None, "us-east-1")
+    assert "spark.driver.extraClassPath" not in iceberg
