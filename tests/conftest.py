@@ -27,7 +27,7 @@ AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dataplatform-tests-airflow-"))
 # fast on a closed port instead of talking to a real account.
 os.environ.update(airflow_env(AIRFLOW_HOME, "http://127.0.0.1:9"))
 os.environ["DATAPLATFORM_CONFIG"] = str(REPO_ROOT / "include" / "config" / "local.yaml")
-# ``{local_dir}`` in the config (local Spark's file:// landing and work areas) points into this run's
+# ``{local_dir}`` in the config (where local runs keep files, e.g. a file:// recon area) points into this run's
 # temporary directory, never at the checkout's .local/.
 os.environ["DATAPLATFORM_LOCAL_DIR"] = str(AIRFLOW_HOME / "local")
 
