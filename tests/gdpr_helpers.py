@@ -35,3 +35,14 @@ def pyiceberg_only_config_file(folder: Path) -> Path:
     path = folder / "local-pyiceberg.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def without_hudi_config_file(folder: Path) -> Path:
+    """The local config without its Hudi datasets, written to ``folder``: for DAG tests of the Iceberg
+    datasets, which seed no Hudi table (Hudi runs in test_gdpr_hudi_dag.py and ``make demo``)."""
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    datasets = raw["gdpr"]["datasets"]
+    raw["gdpr"]["datasets"] = {k: v for k, v in datasets.items() if v.get("format") != "hudi"}
+    path = folder / "local-without-hudi.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -29,6 +29,7 @@ from dataplatform.gdpr import audit, requests, spark_erasure
 from dataplatform.reports import report_key
 from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
+from tests.gdpr_helpers import without_hudi_config_file
 from tests.moto_lake import fresh_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -40,13 +41,18 @@ GROUP = f"erase_{KEY}"
 
 
 @pytest.fixture(scope="module")
-def lake(moto_server, airflow_db):
-    """The local config's GDPR datasets on a fresh moto state; ``payment_ledger`` is the Spark one."""
-    lake = fresh_lake(moto_server)
-    seed_gdpr(lake.catalog, lake.s3, settings())
-    lake.dataset = settings().gdpr.datasets[KEY]
-    assert lake.dataset.engine == "spark" and lake.dataset.format == "iceberg"
-    return lake
+def lake(moto_server, airflow_db, tmp_path_factory):
+    """The local config's Iceberg GDPR datasets on a fresh moto state; ``payment_ledger`` is the Spark one
+    (the Hudi datasets are left out of the config: their tables are not seeded here)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATAPLATFORM_CONFIG", str(without_hudi_config_file(tmp_path_factory.mktemp("config"))))
+        settings.cache_clear()
+        lake = fresh_lake(moto_server)
+        seed_gdpr(lake.catalog, lake.s3, settings())
+        lake.dataset = settings().gdpr.datasets[KEY]
+        assert lake.dataset.engine == "spark" and lake.dataset.format == "iceberg"
+        yield lake
+    settings.cache_clear()
 
 
 def load(lake):
