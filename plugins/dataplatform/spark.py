@@ -226,15 +226,20 @@ def spark_submit_argv(
     )
 
 
+def _jar_list(jars: str | None) -> list[str]:
+    """``a.jar, b.jar`` (a ``spark.jars`` value) -> ``[a.jar, b.jar]``."""
+    return [part.strip() for part in (jars or "").split(",") if part.strip()]
+
+
 def local_jars(jars: str | None) -> list[str]:
     """``spark.jars`` for a local run: each EMR-installed jar replaced by its locked stand-ins, the S3A
     jars added. Raises ``spark_jars.JarError`` (naming the artifact) when one is missing or corrupt."""
     names: list[str] = []
     others: list[str] = []
-    for jar in (part.strip() for part in (jars or "").split(",")):
+    for jar in _jar_list(jars):
         if jar in EMR_JARS:
             names.extend(EMR_JARS[jar])
-        elif jar:
+        else:
             others.append(jar)
     names.extend(S3A_JARS)
     return [*spark_jars.jar_paths(tuple(dict.fromkeys(names))), *others]
@@ -286,9 +291,8 @@ def local_conf(job_conf: Mapping[str, str], endpoint_url: str | None, region: st
     """The conf a job runs with on the local backend: its own, with the jars EMR installs stood in for by
     the locked ones, S3A for ``s3://``, and the endpoint of every Iceberg catalog it defines."""
     conf = {**dict(job_conf), **s3a_conf(endpoint_url, region)}
-    jars = local_jars(job_conf.get("spark.jars"))
-    conf["spark.jars"] = ",".join(jars)
-    if EMR_HUDI_JAR in (part.strip() for part in (job_conf.get("spark.jars") or "").split(",")):
+    conf["spark.jars"] = ",".join(local_jars(job_conf.get("spark.jars")))
+    if EMR_HUDI_JAR in _jar_list(job_conf.get("spark.jars")):
         hudi = str(spark_jars.jar_path("hudi-spark-bundle"))
         # Hudi's Avro records (HoodieDeleteRecord in log blocks) are looked up by Avro, which Spark loads
         # from its own jars: from spark.jars' child class loader Avro cannot see them and reads a
