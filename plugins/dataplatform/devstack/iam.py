@@ -185,10 +185,11 @@ def docs(directory: Path = IAM_DIR) -> str:
             resources = [resources] if isinstance(resources, str) else resources
             actions = ", ".join(f"`{a}`" for a in statement["Action"])
             lines.append(f"- {statement['Sid']}: {actions} on " + ", ".join(f"`{r}`" for r in resources))
-        only = justified.get(d.name, {})
-        if only:
-            lines.append("- granted for AWS-only paths (never called locally): "
-                         + "; ".join(f"`{action}` ({why})" for action, why in sorted(only.items())))  # fmt: skip
+        by_reason: dict[str, list[str]] = {}
+        for action, why in sorted(justified.get(d.name, {}).items()):
+            by_reason.setdefault(why, []).append(f"`{action}`")
+        for why, actions in by_reason.items():
+            lines.append(f"- AWS-only, never called locally: {', '.join(actions)}: {why}")
     lines += ["", README_END]
     return "\n".join(lines)
 
