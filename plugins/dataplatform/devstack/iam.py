@@ -88,7 +88,7 @@ _LAUNCHES_SPARK = {"mwaa-reconciliation", "mwaa-iceberg-maintenance", "mwaa-gdpr
 
 ROLES: tuple[Role, ...] = (
     *(
-        Role(name, (MWAA_SHARED, name, *((SPARK_LAUNCH,) if name in _LAUNCHES_SPARK else ())), dag_ids)
+        Role(name, (name, MWAA_SHARED, *((SPARK_LAUNCH,) if name in _LAUNCHES_SPARK else ())), dag_ids)
         for name, dag_ids in _PIPELINES.items()
     ),
     *(Role(name, (name,)) for name in JOB_ROLES),

@@ -229,13 +229,18 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
         checked += 1
         for role, need in ((r, n) for r in request_roles for n in needs_of(request)):
             called.update((role, action) for action in need.actions)
-            allowed = False
-            for name in roles[role].documents:
-                for action in need.actions:
-                    if any(grant.allows(action, need) for grant in grants[name]):
-                        used[name].add(action)
-                        allowed = True
-            if not allowed:
+            # A call uses the first of its role's documents that allows it (the pipeline's own comes
+            # first): without a resource in the log (DynamoDB, Glue) several documents may allow it.
+            granting = [
+                (name, action)
+                for name in roles[role].documents
+                for action in need.actions
+                if any(grant.allows(action, need) for grant in grants[name])
+            ]
+            for name, action in granting:
+                if name == granting[0][0]:
+                    used[name].add(action)
+            if not granting:
                 missing[(role, " | ".join(need.actions), need.resource or "", request["phase"])] += 1
     return _result(grants, justified, used, called, missing, checked, unchecked)
 
