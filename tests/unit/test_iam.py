@@ -113,9 +113,10 @@ def test_a_call_outside_the_pipeline_s_policy_is_a_missing_grant(tmp_path):
         {
             "role": "mwaa-glue-partition-loader",
             "action": "s3:GetObject",
-            "resource": f"arn:aws:s3:::{LAKE}/recon/landing/batch-1/manifest.json",
             "phase": "glue_partition_loader",
             "requests": 1,
+            "resources": 1,
+            "resource": f"arn:aws:s3:::{LAKE}/recon/landing/batch-1/manifest.json",
         }
     ]
 
@@ -129,13 +130,14 @@ def test_the_same_call_from_the_pipeline_that_owns_the_data_is_granted(tmp_path)
 
 
 def test_spark_job_calls_are_held_to_the_job_roles_not_the_worker_s(tmp_path):
-    # Glue UpdateTable from Spark's Iceberg catalog: the job roles grant it, the recon worker's does not.
+    # Glue UpdateTable from Spark's Iceberg catalog (the JVM's SDK) and an index read from a job's boto3:
+    # the job roles grant both; the same UpdateTable from the reconciliation worker is not granted.
     log = write_log(tmp_path, [line("UpdateTable", service="glue", agent=JAVA, phase="recon_stateful"),
-                               line("BatchWriteItem", service="dynamodb", agent=JOB_BOTO, phase="recon_stateful"),
-                               line("BatchWriteItem", service="dynamodb", phase="recon_stateful")])  # fmt: skip
+                               line("BatchGetItem", service="dynamodb", agent=JOB_BOTO, phase="recon_stateful"),
+                               line("UpdateTable", service="glue", phase="recon_stateful")])  # fmt: skip
     result = check(log)
     assert [(m["role"], m["action"]) for m in result["missing_grants"]] == [
-        ("mwaa-reconciliation", "dynamodb:BatchWriteItem")
+        ("mwaa-reconciliation", "glue:UpdateTable")
     ]
     assert result["documents"]["emr-job-role"]["used"] == 2
     assert result["documents"]["emr-serverless-job-role"]["used"] == 2

@@ -219,7 +219,7 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
     roles = {role.name: role for role in iam.ROLES}
     used: dict[str, set[str]] = defaultdict(set)  # per document: the actions a call used through it
     called: set[tuple[str, str]] = set()
-    missing: Counter = Counter()
+    missing: dict[tuple[str, str, str], Counter] = defaultdict(Counter)  # (role, action, phase): resources
     checked = unchecked = 0
     for request in read_request_log(Path(request_log_path)):
         request_roles = roles_of(request)
@@ -241,7 +241,7 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
                 if name == granting[0][0]:
                     used[name].add(action)
             if not granting:
-                missing[(role, " | ".join(need.actions), need.resource or "", request["phase"])] += 1
+                missing[(role, " | ".join(need.actions), request["phase"])][need.resource or ""] += 1
     return _result(grants, justified, used, called, missing, checked, unchecked)
 
 
@@ -257,9 +257,17 @@ def _result(grants, justified, used, called, missing, checked: int, unchecked: i
     return {
         "iam_actions_used": len(called),
         "iam_unused_grants": unused,
+        # One entry per role, action and DAG: the requests, how many distinct resources, the first one.
         "missing_grants": [
-            {"role": role, "action": actions, "resource": resource, "phase": phase, "requests": count}
-            for (role, actions, resource, phase), count in sorted(missing.items())
+            {
+                "role": role,
+                "action": actions,
+                "phase": phase,
+                "requests": sum(resources.values()),
+                "resources": len(resources),
+                "resource": next(iter(resources)),
+            }
+            for (role, actions, phase), resources in sorted(missing.items())
         ],
         "aws_only_but_called": called_anyway,
         "requests_checked": checked,

@@ -140,7 +140,7 @@ def reconciliation(config: Settings, arns: Arns) -> dict[str, Any]:
         statement("WorkArea", "s3:GetObject s3:PutObject s3:DeleteObject", objects(recon.work_uri)),
         statement("LedgerAndIndex", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:GetItem dynamodb:PutItem "
                   "dynamodb:UpdateItem dynamodb:DeleteItem dynamodb:ConditionCheckItem dynamodb:Query "
-                  "dynamodb:BatchGetItem", arns.dynamodb(recon.ledger_table, recon.index_table)),
+                  "dynamodb:BatchGetItem dynamodb:BatchWriteItem", arns.dynamodb(recon.ledger_table, recon.index_table)),
     )  # fmt: skip
 
 
@@ -156,6 +156,8 @@ def iceberg_maintenance(config: Settings, arns: Arns) -> dict[str, Any]:
         statement("IcebergBuckets", "s3:ListBucket s3:GetLifecycleConfiguration s3:PutLifecycleConfiguration",
                   [ICEBERG_BUCKET]),
         statement("MaintenanceState", "s3:GetObject s3:PutObject s3:DeleteObject", objects(config.iceberg.state_uri)),
+        # operators/iceberg_spark.py: an earlier attempt's Spark job report must not pass for this one's.
+        statement("StaleJobReports", "s3:DeleteObject", objects(config.reports_uri + "iceberg_maintenance/")),
         statement("MaintenanceStateBucket", "s3:ListBucket", buckets(config.iceberg.state_uri)),
     )  # fmt: skip
 
@@ -236,6 +238,9 @@ def spark_jobs(config: Settings, arns: Arns) -> dict[str, Any]:
                   "dynamodb:DescribeTable", arns.dynamodb(recon.index_table)),
         statement("IcebergCatalog", "glue:GetTable glue:UpdateTable glue:GetDatabase", arns.glue_tables(tables)),
         statement("TableFiles", "s3:GetObject s3:PutObject s3:DeleteObject", iceberg_objects(tables) + objects(*hudi)),
+        # spark_jobs/iceberg_maintenance.py: Iceberg's S3FileIO tags created and unreferenced files.
+        statement("IcebergTags", "s3:GetObjectTagging s3:PutObjectTagging",
+                  iceberg_objects([(t.database, t.table) for t in config.iceberg.tables.values()])),
         statement("JobSpecs", "s3:GetObject s3:PutObject", objects(gdpr.work_uri, config.reports_uri, config.spark.code_uri)),
         statement("Buckets", "s3:ListBucket", [ICEBERG_BUCKET, *buckets(recon.landing_uri, recon.work_uri, *hudi)]),
         statement("SparkLogs", "s3:PutObject", objects(config.spark.emr.log_uri)),
