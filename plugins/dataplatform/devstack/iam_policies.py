@@ -32,6 +32,12 @@ def objects(*uris: str | None) -> list[str]:
     return ["arn:aws:s3:::{}/{}*".format(*_split_s3(u)) for u in uris if u and u.startswith("s3://")]
 
 
+def s3a_tree(*uris: str | None) -> list[str]:
+    """A table directory as Hadoop's S3A reads it: the objects under it and the directory's own key (S3A
+    heads ``hudi/app_logs`` to tell a file from a directory; a 403 there fails the job)."""
+    return [arn for arn in objects(*uris) for arn in (arn.removesuffix("/*"), arn)]
+
+
 def iceberg_objects(tables: list[tuple[str, str]]) -> list[str]:
     """An Iceberg table's files are under its location, which its Glue table holds, not the config."""
     return [f"arn:aws:s3:::${{IcebergWarehouse}}/{db}/{table}/*" for db, table in sorted(set(tables))]
@@ -192,7 +198,7 @@ def benchmark_pricing(config: Settings, arns: Arns) -> dict[str, Any]:
     pricing = config.pricing
     return policy(
         statement("Launches", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:GetItem dynamodb:Query "
-                  "dynamodb:UpdateItem dynamodb:PutItem", arns.dynamodb(pricing.launches_table, pricing.job_costs_table)),
+                  "dynamodb:UpdateItem dynamodb:PutItem", arns.dynamodb(pricing.launches_table)),
         statement("PriceCache", "s3:GetObject s3:PutObject", objects(pricing.price_cache_uri)),
         statement("LaunchResources", "batch:DescribeJobs batch:DescribeJobQueues batch:DescribeComputeEnvironments "
                   "ecs:DescribeContainerInstances ecs:ListContainerInstances ec2:DescribeInstances "
@@ -237,7 +243,7 @@ def spark_jobs(config: Settings, arns: Arns) -> dict[str, Any]:
         statement("ReconIndex", "dynamodb:BatchWriteItem dynamodb:BatchGetItem dynamodb:GetItem "
                   "dynamodb:DescribeTable", arns.dynamodb(recon.index_table)),
         statement("IcebergCatalog", "glue:GetTable glue:UpdateTable glue:GetDatabase", arns.glue_tables(tables)),
-        statement("TableFiles", "s3:GetObject s3:PutObject s3:DeleteObject", iceberg_objects(tables) + objects(*hudi)),
+        statement("TableFiles", "s3:GetObject s3:PutObject s3:DeleteObject", iceberg_objects(tables) + s3a_tree(*hudi)),
         # spark_jobs/iceberg_maintenance.py: Iceberg's S3FileIO tags created and unreferenced files.
         statement("IcebergTags", "s3:GetObjectTagging s3:PutObjectTagging",
                   iceberg_objects([(t.database, t.table) for t in config.iceberg.tables.values()])),
