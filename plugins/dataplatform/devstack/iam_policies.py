@@ -143,7 +143,7 @@ def reconciliation(config: Settings, arns: Arns) -> dict[str, Any]:
     return policy(
         statement("Landing", "s3:GetObject", objects(recon.landing_uri)),
         statement("Buckets", "s3:ListBucket", buckets(recon.landing_uri, recon.work_uri)),
-        statement("WorkArea", "s3:GetObject s3:PutObject s3:DeleteObject", objects(recon.work_uri)),
+        statement("WorkArea", "s3:GetObject s3:PutObject", objects(recon.work_uri)),
         statement("LedgerAndIndex", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:GetItem dynamodb:PutItem "
                   "dynamodb:UpdateItem dynamodb:DeleteItem dynamodb:ConditionCheckItem dynamodb:Query "
                   "dynamodb:BatchGetItem dynamodb:BatchWriteItem", arns.dynamodb(recon.ledger_table, recon.index_table)),
@@ -183,7 +183,7 @@ def gdpr_erasure(config: Settings, arns: Arns) -> dict[str, Any]:
         statement("IcebergCatalog", "glue:GetTable glue:GetTables glue:UpdateTable",
                   arns.glue_tables(iceberg + [(db, "*") for db, _ in iceberg])),
         statement("TableFiles", "s3:GetObject s3:GetObjectVersion s3:PutObject s3:DeleteObject "
-                  "s3:DeleteObjectVersion s3:GetObjectTagging", iceberg_objects(iceberg) + objects(*hudi)),
+                  "s3:DeleteObjectVersion", iceberg_objects(iceberg) + objects(*hudi)),
         statement("TableBuckets", "s3:ListBucket s3:ListBucketVersions s3:GetBucketVersioning",
                   [ICEBERG_BUCKET, *buckets(*hudi)]),
         statement("WorkArea", "s3:GetObject s3:PutObject s3:DeleteObject", objects(gdpr.work_uri)),
@@ -240,9 +240,9 @@ def spark_jobs(config: Settings, arns: Arns) -> dict[str, Any]:
     hudi = [d.location for d in gdpr.datasets.values() if d.format == "hudi"]
     return policy(
         statement("ReconData", "s3:GetObject s3:PutObject s3:DeleteObject", objects(recon.landing_uri, recon.work_uri)),
-        statement("ReconIndex", "dynamodb:BatchWriteItem dynamodb:BatchGetItem dynamodb:GetItem "
-                  "dynamodb:DescribeTable", arns.dynamodb(recon.index_table)),
-        statement("IcebergCatalog", "glue:GetTable glue:UpdateTable glue:GetDatabase", arns.glue_tables(tables)),
+        # spark_jobs/recon_prefetch.py reads the index; the worker writes it (reconciliation/index.py).
+        statement("ReconIndex", "dynamodb:BatchGetItem", arns.dynamodb(recon.index_table)),
+        statement("IcebergCatalog", "glue:GetTable glue:UpdateTable", arns.glue_tables(tables)),
         statement("TableFiles", "s3:GetObject s3:PutObject s3:DeleteObject", iceberg_objects(tables) + s3a_tree(*hudi)),
         # spark_jobs/iceberg_maintenance.py: Iceberg's S3FileIO tags created and unreferenced files.
         statement("IcebergTags", "s3:GetObjectTagging s3:PutObjectTagging",
