@@ -162,12 +162,20 @@ def test_a_grant_nothing_called_and_no_aws_only_path_needs_is_reported_unused(tm
 def test_delete_objects_is_granted_by_a_grant_on_some_objects_of_its_bucket(tmp_path):
     # Iceberg maintenance deletes unreferenced files of its tables (in the demo's lake bucket).
     log = write_log(
-        tmp_path, [line("DeleteObjects", f"/{LAKE}", ["delete"], "iceberg_maintenance", method="POST")]
+        tmp_path, [line("DeleteObjects", f"/{LAKE}", ["delete"], phase="iceberg_maintenance", method="POST")]
     )
     assert check(log)["missing_grants"] == []
     foreign = write_log(
         tmp_path,
-        [line("DeleteObjects", "/someone-elses-bucket", ["delete"], "iceberg_maintenance", method="POST")],
+        [
+            line(
+                "DeleteObjects",
+                "/someone-elses-bucket",
+                ["delete"],
+                phase="iceberg_maintenance",
+                method="POST",
+            )
+        ],
     )
     assert len(check(foreign)["missing_grants"]) == 1
 
