@@ -208,8 +208,9 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
     ``policies_dir`` (a directory like ``include/iam/``) defaults to the documents rendered for the
     config the demo runs on (``local``: the same statements as ``include/iam/``, with the local buckets,
     prefixes and tables), so resources are checked by the names the requests carry. The AWS-only list
-    is ``include/iam/aws-only.json`` (or the one in ``policies_dir``). Returns ``{"iam_actions_used",
-    "iam_unused_grants", "missing_grants", "requests_checked", "requests_unchecked", "documents"}``.
+    is ``include/iam/aws-only.json`` (or the one in ``policies_dir``). Returns ``{"iam_actions_granted",
+    "iam_actions_used", "iam_unused_grants", "missing_grants", "aws_only_but_called", "requests_checked",
+    "requests_unchecked", "documents"}`` (``documents``: granted, used and AWS-only actions of each).
     """
     if policies_dir is None:
         documents, justified = iam.local_documents(), iam.aws_only()
@@ -218,7 +219,6 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
     grants = {name: grants_of(document) for name, document in documents.items()}
     roles = {role.name: role for role in iam.ROLES}
     used: dict[str, set[str]] = defaultdict(set)  # per document: the actions a call used through it
-    called: set[tuple[str, str]] = set()
     missing: dict[tuple[str, str, str], Counter] = defaultdict(Counter)  # (role, action, phase): resources
     checked = unchecked = 0
     for request in read_request_log(Path(request_log_path)):
@@ -228,7 +228,6 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
             continue
         checked += 1
         for role, need in ((r, n) for r in request_roles for n in needs_of(request)):
-            called.update((role, action) for action in need.actions)
             # A call uses the first of its role's documents that allows it (the pipeline's own comes
             # first): without a resource in the log (DynamoDB, Glue) several documents may allow it.
             granting = [
@@ -242,10 +241,10 @@ def check(request_log_path: str | Path, policies_dir: str | Path | None = None) 
                     used[name].add(action)
             if not granting:
                 missing[(role, " | ".join(need.actions), request["phase"])][need.resource or ""] += 1
-    return _result(grants, justified, used, called, missing, checked, unchecked)
+    return _result(grants, justified, used, missing, checked, unchecked)
 
 
-def _result(grants, justified, used, called, missing, checked: int, unchecked: int) -> dict[str, Any]:
+def _result(grants, justified, used, missing, checked: int, unchecked: int) -> dict[str, Any]:
     unused, called_anyway, per_document = [], [], {}
     for name, document_grants in grants.items():
         granted = sorted({grant.action for grant in document_grants})
@@ -255,7 +254,9 @@ def _result(grants, justified, used, called, missing, checked: int, unchecked: i
         called_anyway += [f"{name}: {a}" for a in justified.get(name, {}) if a in used[name]]
         per_document[name] = {"granted": len(granted), "used": len(used[name]), "aws_only": len(aws_only)}
     return {
-        "iam_actions_used": len(called),
+        # Summed over the documents: an action two documents grant counts in each that a call used.
+        "iam_actions_granted": sum(figures["granted"] for figures in per_document.values()),
+        "iam_actions_used": sum(figures["used"] for figures in per_document.values()),
         "iam_unused_grants": unused,
         # One entry per role, action and DAG: the requests, how many distinct resources, the first one.
         "missing_grants": [
