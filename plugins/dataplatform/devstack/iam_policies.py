@@ -198,7 +198,7 @@ def benchmark_pricing(config: Settings, arns: Arns) -> dict[str, Any]:
     pricing = config.pricing
     return policy(
         statement("Launches", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:GetItem dynamodb:Query "
-                  "dynamodb:UpdateItem dynamodb:PutItem", arns.dynamodb(pricing.launches_table)),
+                  "dynamodb:UpdateItem", arns.dynamodb(pricing.launches_table)),
         statement("PriceCache", "s3:GetObject s3:PutObject", objects(pricing.price_cache_uri)),
         statement("LaunchResources", "batch:DescribeJobs batch:DescribeJobQueues batch:DescribeComputeEnvironments "
                   "ecs:DescribeContainerInstances ecs:ListContainerInstances ec2:DescribeInstances "
