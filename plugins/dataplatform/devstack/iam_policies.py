@@ -155,10 +155,10 @@ def iceberg_maintenance(config: Settings, arns: Arns) -> dict[str, Any]:
     (``s3/objects.py``), the maintenance state; archive tables (``iceberg/archive.py``)."""
     tables = [(t.database, t.table) for t in config.iceberg.tables.values()]
     return policy(
-        statement("IcebergCatalog", "glue:GetTable glue:GetTables glue:UpdateTable glue:CreateTable "
-                  "glue:GetDatabase", arns.glue_tables(tables + [(db, "*") for db, _ in tables])),
+        statement("IcebergCatalog", "glue:GetTable glue:GetTables glue:UpdateTable glue:CreateTable",
+                  arns.glue_tables(tables + [(db, "*") for db, _ in tables])),
         statement("IcebergFiles", "s3:GetObject s3:PutObject s3:DeleteObject s3:GetObjectTagging "
-                  "s3:PutObjectTagging", iceberg_objects(tables)),
+                  "s3:PutObjectTagging s3:DeleteObjectTagging", iceberg_objects(tables)),
         statement("IcebergBuckets", "s3:ListBucket s3:GetLifecycleConfiguration s3:PutLifecycleConfiguration",
                   [ICEBERG_BUCKET]),
         statement("MaintenanceState", "s3:GetObject s3:PutObject s3:DeleteObject", objects(config.iceberg.state_uri)),
