@@ -58,10 +58,12 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 )
 def recon_stateless():
     @task
-    def setup_tables() -> dict:
-        from dataplatform.operators.reconciliation import recon_context
+    def setup_tables(params: dict) -> dict:
+        """Check the params (a bad one fails here, before anything is created), then the tables."""
+        from dataplatform.operators.reconciliation import check_params, recon_context
         from dataplatform.reconciliation.pipeline import setup_tables
 
+        check_params(params)
         return setup_tables(recon_context())
 
     @task

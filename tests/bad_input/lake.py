@@ -27,6 +27,7 @@ from tests.moto_state import MotoState, differences
 # Landed batches: good ones, and one folder per tampered manifest (tests/bad_input/test_manifests.py).
 GOOD_BATCHES = 2
 LAUNCH_COMPLETE = "bad-input-launch-0001"
+LAUNCH_RUNNING = "bad-input-launch-0002"
 REQUEST_ID = "bad-input-request-0001"
 
 
@@ -110,6 +111,11 @@ def _seed_lake(local_landing: Path) -> None:
     )
     launches.ensure_launches_table(dynamodb, config.pricing.launches_table)
     launches.put_launch(dynamodb, config.pricing.launches_table, good_launch_record())
+    launches.put_launch(
+        dynamodb,
+        config.pricing.launches_table,
+        good_launch_record(launch_id=LAUNCH_RUNNING, status="RUNNING", completed_at=None),
+    )
 
 
 def good_launch_record(**changes: Any) -> dict[str, Any]:

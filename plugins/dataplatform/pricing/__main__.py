@@ -108,6 +108,10 @@ def launch_command(out: cli.Output, args: argparse.Namespace) -> int:
     from dataplatform.pricing import launches
     from dataplatform.pricing.resources import PricingError
 
+    try:
+        launches.check_launch_id(args.launch_id)
+    except launches.LaunchRecordError as exc:
+        raise cli.CommandError(f"refused: {exc}", exit_code=2) from None
     pricer = _pricer(args.source)
     table = pricer.settings.launches_table
     with cli.table_must_exist(table, "the first benchmark_pricing run"):
