@@ -36,7 +36,9 @@ def check_launch_ids(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [launch_id.strip() for launch_id in value.split(",") if launch_id.strip()]
     if not isinstance(value, list):
-        raise AirflowFailException(f"param launch_ids must be a list of launch ids, got {type(value).__name__}")
+        raise AirflowFailException(
+            f"param launch_ids must be a list of launch ids, got {type(value).__name__}"
+        )
     try:
         for launch_id in value:
             check_launch_id(launch_id)

@@ -68,7 +68,9 @@ def check_launch_record(launch: dict[str, Any]) -> dict[str, Any]:
     launch_id = check_launch_id(launch.get("launch_id"))
 
     def bad(field: str, expected: str) -> LaunchRecordError:
-        return LaunchRecordError(f"launch {launch_id}: {field} must be {expected}, got {_shown(launch.get(field))}")
+        return LaunchRecordError(
+            f"launch {launch_id}: {field} must be {expected}, got {_shown(launch.get(field))}"
+        )
 
     if launch.get("status") not in STATUSES:
         raise bad("status", f"one of {', '.join(STATUSES)}")
@@ -87,7 +89,9 @@ def check_launch_record(launch: dict[str, Any]) -> dict[str, Any]:
         if not all(isinstance(one, str) and pattern.fullmatch(one) for one in ids):
             raise bad(field, f"a list of ids matching {pattern.pattern}")
     file_system = launch.get("fsx_file_system_id")
-    if file_system is not None and not (isinstance(file_system, str) and _FILE_SYSTEM_ID.fullmatch(file_system)):
+    if file_system is not None and not (
+        isinstance(file_system, str) and _FILE_SYSTEM_ID.fullmatch(file_system)
+    ):
         raise bad("fsx_file_system_id", f"an id matching {_FILE_SYSTEM_ID.pattern}")
     return launch
 

@@ -12,7 +12,6 @@ from fractions import Fraction
 
 from dataplatform.config import BacklogSettings
 
-
 # The ``max_batches`` param's bound (the DAG's Param schema says the same): a run claims a handful of
 # batches; a thousand is already a backlog drain.
 MAX_BATCHES_LIMIT = 1000
