@@ -53,6 +53,10 @@ def local_dir() -> Path:
     return Path(os.environ.get(LOCAL_DIR_ENV) or REPO_ROOT / ".local").resolve()
 
 
+def is_region(value: object) -> bool:
+    return isinstance(value, str) and _REGION.fullmatch(value) is not None
+
+
 def glue_identifier(value: str) -> str:
     if not _IDENTIFIER.fullmatch(value):
         raise ValueError(f"{value!r} is not a lower-case Glue identifier")
@@ -113,7 +117,7 @@ class AwsSettings(_Strict):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION.fullmatch(value):
+        if not is_region(value):
             raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
         return value
 

@@ -159,13 +159,16 @@ def refuse(
     message names the field (any of ``names``, case-insensitive), and the lake must be unchanged.
     Returns the message."""
     names = [names] if isinstance(names, str) else list(names)
-    with pytest.raises(errors) as caught:
-        call()
+    try:
+        with pytest.raises(errors) as caught:
+            call()
+    finally:
+        # Also when the input was accepted: the next case must start from the seeded lake.
+        lake.check_unchanged(f"refusing {names}")
     message = str(caught.value)
     assert any(re.search(re.escape(name), message, re.IGNORECASE) for name in names), (
         f"the error does not name {names}: {message!r}"
     )
-    lake.check_unchanged(f"refusing {names}")
     return message
 
 
@@ -176,6 +179,8 @@ def refuse_cli(lake: SeededLake, main: Callable[[list[str]], int], argv: list[st
         code = main(argv)
     except SystemExit as exc:
         code = exc.code
+    finally:
+        lake.check_unchanged(f"{argv}")
     out, err = capsys.readouterr()
     assert code not in (0, None), f"{argv} was accepted (exit {code}); stdout: {out!r}"
     assert out == "", f"{argv}: standard output must stay empty on an error, got {out!r}"
@@ -183,7 +188,6 @@ def refuse_cli(lake: SeededLake, main: Callable[[list[str]], int], argv: list[st
     assert any(re.search(re.escape(name), err, re.IGNORECASE) for name in names), (
         f"{argv}: the error does not name {names}: {err!r}"
     )
-    lake.check_unchanged(f"{argv}")
     return err
 
 

@@ -19,7 +19,7 @@ from spark_jobs.common.storage import Storage, join
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FIELDS = ("batch_id", "window_start", "window_end", "rows", "files", "sha256")
-BATCH_ID = re.compile(r"^[A-Za-z0-9_.=-]{1,128}$")
+BATCH_ID = re.compile(r"[A-Za-z0-9_.=-]{1,128}")  # applied with fullmatch
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # A file name inside the batch folder: no separator, no control character, at most S3's 1,024 bytes.
 _FILE_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,1024}")
@@ -94,7 +94,7 @@ def candidate_batch_ids(storage: Storage, landing_uri: str) -> list[str]:
     return [
         name
         for name in storage.list_children(landing_uri)
-        if BATCH_ID.match(name) and not name.startswith(".")
+        if BATCH_ID.fullmatch(name) and not name.startswith(".")
     ]
 
 
@@ -151,7 +151,7 @@ def _parse_manifest(raw: bytes, landing_uri: str, batch_id: str, uri: str) -> Ma
         raise ManifestError(batch_id, f"{MANIFEST_NAME} has unknown key(s) {', '.join(map(repr, unknown))}")
     if body["batch_id"] != batch_id:
         raise ManifestError(batch_id, f"manifest batch_id {body['batch_id']!r} does not match its folder")
-    if not BATCH_ID.match(batch_id):
+    if not BATCH_ID.fullmatch(batch_id):
         raise ManifestError(batch_id, "batch id does not match ^[A-Za-z0-9_.=-]{1,128}$")
     start, end = (_window_bound(body, name, batch_id) for name in ("window_start", "window_end"))
     if not start < end:
