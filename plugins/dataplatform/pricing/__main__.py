@@ -175,7 +175,7 @@ MAX_AMOUNT = 10**9
 def _number(minimum: Decimal, inclusive: bool, integer: bool = False) -> Callable[[str], Decimal | int]:
     """An argparse ``type``: a finite number above ``minimum`` (or at least ``minimum`` when
     ``inclusive``) and below ``MAX_AMOUNT``. argparse prefixes the message with the argument's name."""
-    bound = f"{'>=' if inclusive else '>'} {minimum} and < {MAX_AMOUNT:,}"
+    bound = f">= {minimum}" if inclusive else f"> {minimum}"
     kind = "a whole number" if integer else "a number"
 
     def parse(value: str) -> Decimal | int:
@@ -185,7 +185,9 @@ def _number(minimum: Decimal, inclusive: bool, integer: bool = False) -> Callabl
             raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
         if not number.is_finite() or (integer and number != number.to_integral_value()):
             raise argparse.ArgumentTypeError(f"must be {kind} {bound}, got {value!r}")
-        if number < minimum or (number == minimum and not inclusive) or number >= MAX_AMOUNT:
+        if number >= MAX_AMOUNT:
+            raise argparse.ArgumentTypeError(f"must be below {MAX_AMOUNT:,}, got {value!r}")
+        if number < minimum or (number == minimum and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {kind} {bound}, got {value!r}")
         return int(number) if integer else number
 
