@@ -78,8 +78,11 @@ def check_launch_record(launch: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(region, str) or not _REGION.fullmatch(region):
         raise bad("region", "an AWS region name such as us-east-1")
     for field in ("created_at", "started_at", "completed_at"):
-        if field in launch and not _is_time(launch[field]):
+        # Pricing needs the run's start and end; created_at is optional.
+        if (field in launch or field != "created_at") and not _is_time(launch.get(field)):
             raise bad(field, "an ISO-8601 time")
+    if as_utc(launch["completed_at"]) < as_utc(launch["started_at"]):
+        raise bad("completed_at", f"at or after started_at {launch['started_at']}")
     for field, pattern in _RESOURCE_IDS.items():
         ids = launch.get(field)
         if ids is None:
@@ -98,7 +101,7 @@ def check_launch_record(launch: dict[str, Any]) -> dict[str, Any]:
 
 def _is_time(value: Any) -> bool:
     if isinstance(value, datetime):
-        return True
+        return value.tzinfo is not None
     if not isinstance(value, str) or len(value) > 64:
         return False
     try:
