@@ -7,7 +7,7 @@ import pytest
 
 from tests.bad_input.lake import INJECTION_LIKE, LAUNCH_RUNNING, REQUEST_ID, refuse_cli
 
-pytestmark = [pytest.mark.bad_input, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 # Values an id-like argument must refuse (argparse cannot take a NUL in argv: it comes in through
 # main(argv) from Python callers only, which is what these tests do).
@@ -54,6 +54,7 @@ GDPR = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("argv", "names"), GDPR)
 def test_gdpr_cli(lake, capsys, argv, names):
     from dataplatform.gdpr.__main__ import main
@@ -131,6 +132,7 @@ PRICING = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("argv", "names"), PRICING)
 def test_pricing_cli(lake, capsys, argv, names):
     from dataplatform.pricing.__main__ import main
@@ -150,6 +152,7 @@ RECON = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("argv", "names"), RECON)
 def test_reconciliation_cli(lake, capsys, argv, names):
     from dataplatform.reconciliation.__main__ import main
@@ -178,6 +181,7 @@ DEVSTACK = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("argv", "names"), DEVSTACK)
 def test_devstack_cli(lake, capsys, argv, names):
     from dataplatform.devstack.__main__ import main

@@ -13,7 +13,7 @@ import yaml
 
 from tests.bad_input.lake import INJECTION_LIKE, refuse
 
-pytestmark = [pytest.mark.bad_input, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 LOCAL = Path(__file__).resolve().parents[2] / "include" / "config" / "local.yaml"
 _DROP = object()
@@ -201,6 +201,7 @@ def _params():
         yield pytest.param(path, _DROP, id=f"missing-{path}")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("path", "value"), list(_params()))
 def test_bad_config_key_is_refused_naming_it(lake, tmp_path, path, value):
     from dataplatform.config import ConfigError, load_settings
@@ -229,6 +230,7 @@ def test_the_unchanged_config_loads(tmp_path):
     assert load_settings(target).env == "local"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("env", ["../local", "local/../aws", "local\n", "", "local;id"])
 def test_bad_environment_name_is_refused(lake, monkeypatch, env):
     from dataplatform.config import ConfigError, config_path

@@ -11,7 +11,7 @@ import pytest
 
 from tests.bad_input.lake import INJECTION_LIKE, LAUNCH_COMPLETE, LAUNCH_RUNNING, refuse
 
-pytestmark = [pytest.mark.bad_input, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 ORDERS_METADATA = "s3://dataplatform-local-lake/iceberg/demo_lake/orders/metadata/"
 
@@ -57,6 +57,7 @@ GLUE = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), GLUE)
 def test_glue_partition_loader(lake, param, value):
     from airflow.sdk.exceptions import AirflowFailException
@@ -73,6 +74,7 @@ def test_glue_partition_loader(lake, param, value):
     )
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("mode", ["msck", "crawler"])
 def test_glue_partition_loader_dry_run_of_a_mode_without_one(lake, mode):
     from airflow.sdk.exceptions import AirflowFailException
@@ -105,6 +107,7 @@ ICEBERG = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), ICEBERG)
 def test_iceberg_maintenance(lake, param, value):
     from airflow.sdk.exceptions import AirflowFailException
@@ -170,6 +173,7 @@ def catalog(lake):
     return glue_catalog()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), ARCHIVE)
 def test_iceberg_archive_register(lake, catalog, param, value):
     """``validate_request`` is ``source_identifier`` then ``prepare`` on a fresh catalog (~1 s to build):
@@ -189,6 +193,7 @@ def test_iceberg_archive_register(lake, catalog, param, value):
     refuse(lake, validate, param, (AirflowFailException, ArchiveError))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("param", "value"), [("metadata_file", ORDERS_METADATA + "nope.metadata.json"), ("archive_table", "Bad")]
 )
@@ -244,6 +249,7 @@ GDPR = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), GDPR)
 def test_gdpr_erasure(lake, param, value):
     from airflow.sdk.exceptions import AirflowFailException
@@ -272,6 +278,7 @@ PRICING = _cases(
 )
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), PRICING)
 def test_benchmark_pricing(lake, param, value):
     from airflow.sdk.exceptions import AirflowFailException
@@ -299,6 +306,7 @@ RECON = _cases(
 )
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("param", "value"), RECON)
 def test_recon_stateless(lake, param, value):
     from airflow.sdk.exceptions import AirflowFailException

@@ -9,7 +9,7 @@ import pytest
 from tests.bad_input.lake import refuse
 from tests.bad_input.tampered import CASES, folder, landing_of
 
-pytestmark = [pytest.mark.bad_input, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def landing(lake):
     return Storage(aws.client("s3")), settings().reconciliation.landing_uri, f"file://{lake.local_landing}/"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tampered_manifest_is_refused_naming_the_field(lake, landing, case):
     from dataplatform.reconciliation.manifests import ManifestError, read_and_verify

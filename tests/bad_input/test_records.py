@@ -11,7 +11,7 @@ import pytest
 
 from tests.bad_input.lake import INJECTION_LIKE, good_launch_record, refuse
 
-pytestmark = [pytest.mark.bad_input, pytest.mark.integration]
+pytestmark = [pytest.mark.integration]
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -33,6 +33,7 @@ REQUEST_IDS = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("value", list(REQUEST_IDS.values()), ids=list(REQUEST_IDS))
 def test_gdpr_request_id(lake, dynamodb, value):
     from dataplatform.config import settings
@@ -57,6 +58,7 @@ SUBJECT_IDS = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("value", list(SUBJECT_IDS.values()), ids=list(SUBJECT_IDS))
 def test_gdpr_subject_id(lake, value):
     """``check_subject_id`` is what every way in runs before a request is stored (the CLI's submit and
@@ -74,6 +76,7 @@ def test_gdpr_subject_id(lake, value):
         assert value not in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("field", "value"),
     [("received_at", datetime(2024, 3, 1)), ("deadline_days", "30")],
@@ -148,6 +151,7 @@ LAUNCH_FIELDS = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("field", "value"),
     [
