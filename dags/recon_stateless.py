@@ -22,7 +22,8 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 `recon_stateless_artifacts`, which schedules `recon_stateful`.
 
 * **Backlog**: a run claims `backlog.batches_per_run` batches, more when the backlog is long
-  (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit.
+  (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit
+  (an integer from 1 to 1000, checked by `setup_tables` before anything is created or registered).
 * **Status**: `python -m dataplatform.reconciliation status` (backlog, batches per state, latest
   complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
   them).
