@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "include" / "config"
@@ -99,27 +107,39 @@ def _optional_s3_uri(value: str | None) -> str | None:
     return None if value is None else _require_s3_uri(value)
 
 
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+
+
+def _connection_id(value: str) -> str:
+    if not _CONN_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid Airflow connection id")
+    return value
+
+
+ConnectionId = Annotated[str, AfterValidator(_connection_id)]
+
+
+def _optional_match(value: str | None, pattern: str, what: str) -> str | None:
+    if value is not None and not re.fullmatch(pattern, value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
 def _token(value: str | None, what: str) -> str | None:
     if value is not None and not _TOKEN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid {what} (1-255 letters, digits, '_', '.', '-')")
     return value
 
 
+def _region_name(value: str) -> str:
+    if not is_region(value):
+        raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+    return value
+
+
 class AwsSettings(_Strict):
-    conn_id: str = "aws_default"
-    region: str
-
-    @field_validator("conn_id")
-    @classmethod
-    def _conn_id(cls, value: str) -> str:
-        return _connection_id(value)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not is_region(value):
-            raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
-        return value
+    conn_id: ConnectionId = "aws_default"
+    region: Annotated[str, AfterValidator(_region_name)]
 
 
 class LocalSparkSettings(_Strict):
@@ -147,16 +167,12 @@ class EmrSettings(_Strict):
     @field_validator("cluster_id")
     @classmethod
     def _cluster_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"j-[A-Z0-9]{1,64}", value):
-            raise ValueError(f"{value!r} is not an EMR cluster id (j-XXXXXXXXXXXXX)")
-        return value
+        return _optional_match(value, r"j-[A-Z0-9]{1,64}", "an EMR cluster id (j-XXXXXXXXXXXXX)")
 
     @field_validator("release_label")
     @classmethod
     def _release_label(cls, value: str) -> str:
-        if not re.fullmatch(r"emr-[0-9]+\.[0-9]+\.[0-9]+", value):
-            raise ValueError(f"{value!r} is not an EMR release label (emr-7.5.0)")
-        return value
+        return _optional_match(value, r"emr-[0-9]+\.[0-9]+\.[0-9]+", "an EMR release label (emr-7.5.0)")
 
     @field_validator("log_uri")
     @classmethod
@@ -174,18 +190,14 @@ class EmrServerlessSettings(_Strict):
     @field_validator("application_id")
     @classmethod
     def _application_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[0-9a-z]{1,64}", value):
-            raise ValueError(f"{value!r} is not an EMR Serverless application id")
-        return value
+        return _optional_match(value, r"[0-9a-z]{1,64}", "an EMR Serverless application id")
 
     @field_validator("execution_role_arn")
     @classmethod
     def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(
-            r"arn:aws[a-z-]*:iam::[0-9]{1,12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", value
-        ):
-            raise ValueError(f"{value!r} is not an IAM role ARN")
-        return value
+        return _optional_match(
+            value, r"arn:aws[a-z-]*:iam::[0-9]{1,12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", "an IAM role ARN"
+        )
 
     @field_validator("log_uri")
     @classmethod
@@ -525,18 +537,11 @@ class IcebergSettings(_Strict):
 # -- GDPR erasure -------------------------------------------------------------------------------------------
 
 _DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
-_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 
 
 def _dynamodb_table_name(value: str) -> str:
     if not _DYNAMODB_TABLE.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid DynamoDB table name")
-    return value
-
-
-def _connection_id(value: str) -> str:
-    if not _CONN_ID.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid Airflow connection id")
     return value
 
 
@@ -614,7 +619,7 @@ class GdprSettings(_Strict):
     audit_table: str = "gdpr_audit"
     # The Airflow connection (or secrets backend entry) whose password is the HMAC key that stands in for
     # subject ids in logs, reports and the audit trail.
-    hmac_conn_id: str = "gdpr_hmac"
+    hmac_conn_id: ConnectionId = "gdpr_hmac"
     # What a subject id looks like; anything else is refused before a request is stored.
     subject_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$"
     # Days between receipt and the legal deadline (GDPR: one month).
@@ -635,11 +640,6 @@ class GdprSettings(_Strict):
     @classmethod
     def _table_name(cls, value: str) -> str:
         return _dynamodb_table_name(value)
-
-    @field_validator("hmac_conn_id")
-    @classmethod
-    def _conn_id(cls, value: str) -> str:
-        return _connection_id(value)
 
     @field_validator("subject_id_pattern")
     @classmethod

@@ -54,14 +54,6 @@ GDPR = [
 ]
 
 
-@pytest.mark.bad_input
-@pytest.mark.parametrize(("argv", "names"), GDPR)
-def test_gdpr_cli(lake, capsys, argv, names):
-    from dataplatform.gdpr.__main__ import main
-
-    refuse_cli(lake, main, argv, names, capsys)
-
-
 SERVERLESS = ["emr-serverless", "--vcpu", "4", "--memory-gb", "16", "--hours", "1"]
 NUMBERS = {
     "zero": "0",
@@ -132,14 +124,6 @@ PRICING = [
 ]
 
 
-@pytest.mark.bad_input
-@pytest.mark.parametrize(("argv", "names"), PRICING)
-def test_pricing_cli(lake, capsys, argv, names):
-    from dataplatform.pricing.__main__ import main
-
-    refuse_cli(lake, main, argv, names, capsys)
-
-
 RECON = [
     pytest.param([], "command", id="recon-no-command"),
     pytest.param(["status", "--all"], "--all", id="recon-status-unknown-option"),
@@ -150,14 +134,6 @@ RECON = [
     pytest.param(["ack-invalid", "20240305T1000"], "batch", id="recon-ack-batch-not-invalid"),
     *_cases(["ack-invalid"], "", {k: v for k, v in BAD_IDS.items() if k != "leading_dash_in_value"}, "batch"),
 ]
-
-
-@pytest.mark.bad_input
-@pytest.mark.parametrize(("argv", "names"), RECON)
-def test_reconciliation_cli(lake, capsys, argv, names):
-    from dataplatform.reconciliation.__main__ import main
-
-    refuse_cli(lake, main, argv, names, capsys)
 
 
 DEVSTACK = [
@@ -181,9 +157,17 @@ DEVSTACK = [
 ]
 
 
-@pytest.mark.bad_input
-@pytest.mark.parametrize(("argv", "names"), DEVSTACK)
-def test_devstack_cli(lake, capsys, argv, names):
-    from dataplatform.devstack.__main__ import main
+CLIS = {"gdpr": GDPR, "pricing": PRICING, "reconciliation": RECON, "devstack": DEVSTACK}
 
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("cli", "argv", "names"),
+    [pytest.param(cli, *case.values, id=case.id) for cli, cases in CLIS.items() for case in cases],
+)
+def test_cli_argument(lake, capsys, cli, argv, names):
+    """``python -m dataplatform.<cli>`` run as ``main(argv)``."""
+    import importlib
+
+    main = importlib.import_module(f"dataplatform.{cli}.__main__").main
     refuse_cli(lake, main, argv, names, capsys)

@@ -378,14 +378,15 @@ RANGES = st.lists(
     ),
     max_size=60,
 )
+COALESCING = {
+    "ranges": RANGES,
+    "gap": st.integers(min_value=0, max_value=20_000),
+    "limit": st.integers(min_value=1, max_value=30_000),
+}
 
 
 @BOUNDED
-@given(
-    ranges=RANGES,
-    gap=st.integers(min_value=0, max_value=20_000),
-    limit=st.integers(min_value=1, max_value=30_000),
-)
+@given(**COALESCING)
 def test_coalesced_reads_cover_every_range_within_their_bounds(ranges, gap, limit):
     from spark_jobs.common.ranges import coalesce_ranges, slice_members
 
@@ -415,11 +416,7 @@ def test_coalesced_reads_cover_every_range_within_their_bounds(ranges, gap, limi
 
 
 @BOUNDED
-@given(
-    ranges=RANGES,
-    gap=st.integers(min_value=0, max_value=20_000),
-    limit=st.integers(min_value=1, max_value=30_000),
-)
+@given(**COALESCING)
 def test_streamed_coalescing_equals_the_whole_list(ranges, gap, limit):
     from spark_jobs.common.ranges import coalesce_ranges, iter_coalesced
 
