@@ -104,6 +104,16 @@ def _blank(column: Column) -> Column:
     return column.isNull() | (column == "")
 
 
+# The ids must be JSON strings: the string parse turns 12 or [1] into text that looks like an id.
+STRING_ID_FIELDS = ("event_id", "artifact_key", "entity")
+
+
+def _not_a_json_string(text: Column, name: str) -> Column:
+    """The raw line does not give ``name`` a string value (``"name": "``). A key written inside a
+    string value cannot match: its quotes are escaped there."""
+    return ~text.rlike(f'[{{,]\\s*"{name}"\\s*:\\s*"')
+
+
 def _first_reason(checks: Sequence[tuple[Column, str]]) -> Column:
     """The reason of the first check that fails, or null when the row passes them all."""
     first_condition, first_reason = checks[0]
@@ -137,7 +147,14 @@ def classify_events(lines_df: DataFrame) -> DataFrame:
     amount = F.col("_amount_long")
     checks = [
         (~F.coalesce(is_object, F.lit(False)), NOT_JSON),
-        *((_blank(field[name]), missing(name)) for name in EVENT_FIELDS),
+        *(
+            (
+                _blank(field[name])
+                | (_not_a_json_string(text, name) if name in STRING_ID_FIELDS else F.lit(False)),
+                missing(name),
+            )
+            for name in EVENT_FIELDS
+        ),
         (~field["event_type"].isin(*EVENT_TYPES), UNKNOWN_EVENT_TYPE),
         (~field["amount"].rlike(AMOUNT_PATTERN) | amount.isNull(), AMOUNT_NOT_INTEGER),
         ((amount < 0) & (field["event_type"] != SIGNED_EVENT_TYPE), NEGATIVE_AMOUNT),

@@ -91,12 +91,6 @@ def test_every_line_gets_the_contract_s_reason(spark, batch):
     assert got == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: classify_events parses ids as strings, so a JSON number or list as event_id, "
-    "artifact_key or entity passes (the contract quarantines it as missing_<field>); found by the "
-    "property above, not fixed in issue 14's bad-input part",
-)
 def test_a_non_string_id_is_quarantined(spark):
     from spark_jobs.recon_stateless import classify_events
 
