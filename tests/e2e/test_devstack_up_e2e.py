@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import psutil
 import pytest
 
 from dataplatform.devstack.moto_server import free_port
+from dataplatform.devstack.server_process import port_free
 from dataplatform.devstack.standalone import StandaloneAirflow
 from tests.e2e.airflow_api import dag_runs, describe_run, wait_for, wait_for_run
 
@@ -147,16 +147,6 @@ def alive(processes) -> list[str]:
             if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                 left.append(f"{process.pid} {' '.join(process.cmdline())[:150]}")
     return left
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture
