@@ -38,6 +38,8 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 BANNER_DONE = "Ctrl-C (or SIGTERM) stops everything"
 GLUE = "glue_partition_loader"
+# The moto server's command line: moto behind the project's fault injector (MotoServer).
+MOTO_COMMAND = "dataplatform.devstack.aws_endpoint"
 
 
 class UpProcess:
@@ -175,7 +177,7 @@ def assert_stopped_completely(stack: UpProcess) -> None:
     stack.process.wait(timeout=180)
     assert stack.process.returncode == 0, stack.output
     seen = " | ".join(stack.commands.values())
-    assert "airflow standalone" in seen and "moto.server" in seen, f"the sampler saw the stack: {seen}"
+    assert "airflow standalone" in seen and MOTO_COMMAND in seen, f"the sampler saw the stack: {seen}"
     if ON_POSTGRES:  # the server starts first: before "starting airflow standalone", which every test awaits
         assert stack.postgres_port, stack.output
         assert "postgres -D" in seen, f"the sampler saw the PostgreSQL server: {seen}"
@@ -205,7 +207,7 @@ def _send_to_group(stack: UpProcess, signum: int) -> None:
 def test_a_stop_signal_stops_every_process_of_the_stack(up, how, send):
     up.wait_for_line(BANNER_DONE)
     commands = _commands(up)
-    assert "airflow standalone" in commands and "moto.server" in commands, commands
+    assert "airflow standalone" in commands and MOTO_COMMAND in commands, commands
     send(up)
     assert_stopped_completely(up)
 
