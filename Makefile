@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # sha256 in include/spark/jars.lock.json; fetched once from Maven Central (~500 MB) into .cache/jars/,
 # checked on every job. `jars` always runs: with the cache complete it only checks it (well under a second).
 
-.PHONY: demo up airflow test test-fast lint format bench package lock install jars check-java clean
+.PHONY: demo iam up airflow test test-fast lint format bench package lock install jars check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -31,6 +31,13 @@ check-java: $(STAMP)
 ## demo: moto server + local Spark + SQLite Airflow; runs every DAG with `airflow dags test`, prints a summary
 demo: $(STAMP) jars check-java
 	$(PY) -m dataplatform.devstack demo
+
+## iam: the demo with its AWS request log, then every call held to the IAM policies (include/iam/), ~15 min
+IAM_REQUEST_LOG ?= .local/iam-requests.jsonl
+iam: $(STAMP) jars check-java
+	@mkdir -p $(dir $(IAM_REQUEST_LOG)) && rm -f $(IAM_REQUEST_LOG)
+	DATAPLATFORM_REQUEST_LOG=$(IAM_REQUEST_LOG) $(PY) -m dataplatform.devstack demo
+	$(PY) -m dataplatform.devstack.iam_check $(IAM_REQUEST_LOG)
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything.
 ## DB=postgres: the metadata database on a local PostgreSQL (installed with apt-get when root and missing),

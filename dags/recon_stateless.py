@@ -22,7 +22,8 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 `recon_stateless_artifacts`, which schedules `recon_stateful`.
 
 * **Backlog**: a run claims `backlog.batches_per_run` batches, more when the backlog is long
-  (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit.
+  (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit
+  (an integer from 1 to 1000, checked by `setup_tables` before anything is created or registered).
 * **Status**: `python -m dataplatform.reconciliation status` (backlog, batches per state, latest
   complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
   them).
@@ -58,10 +59,12 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 )
 def recon_stateless():
     @task
-    def setup_tables() -> dict:
-        from dataplatform.operators.reconciliation import recon_context
+    def setup_tables(params: dict) -> dict:
+        """Check the params (a bad one fails here, before anything is created), then the tables."""
+        from dataplatform.operators.reconciliation import check_params, recon_context
         from dataplatform.reconciliation.pipeline import setup_tables
 
+        check_params(params)
         return setup_tables(recon_context())
 
     @task

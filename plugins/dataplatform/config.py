@@ -17,12 +17,30 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "include" / "config"
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,254}$")
+# Every pattern here is applied with ``fullmatch``: ``$`` alone would let a trailing newline through.
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,254}")
+_ENV_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+# (AWS wants 3-63 characters; shorter names are kept for the tests' stand-in buckets such as s3://b/.)
+_S3_BUCKET = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
+# Characters a URI of the config may hold: S3's "safe" key characters (no quotes, spaces, shell
+# metacharacters or control characters); ``{local_dir}`` is replaced after the check.
+_URI_CHARACTERS = re.compile(r"[A-Za-z0-9/_.=+:-]*")
+# A name that other systems receive as a plain token (workgroups, crawlers, Spark masters, ids).
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 
 
 class ConfigError(ValueError):
@@ -30,7 +48,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML gives numbers and booleans their own types, so "5", 2.5 or true for an integer (and
+    # "yes" or 1 for a boolean) are typos to refuse, not values to coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 LOCAL_DIR_ENV = "DATAPLATFORM_LOCAL_DIR"
@@ -41,8 +61,12 @@ def local_dir() -> Path:
     return Path(os.environ.get(LOCAL_DIR_ENV) or REPO_ROOT / ".local").resolve()
 
 
+def is_region(value: object) -> bool:
+    return isinstance(value, str) and _REGION.fullmatch(value) is not None
+
+
 def glue_identifier(value: str) -> str:
-    if not _IDENTIFIER.match(value):
+    if not _IDENTIFIER.fullmatch(value):
         raise ValueError(f"{value!r} is not a lower-case Glue identifier")
     return value
 
@@ -56,7 +80,7 @@ def _require_s3_uri(value: str) -> str:
 
 def _identifier_keys(value: dict, what: str) -> dict:
     # A key names mapped tasks, task groups and report files.
-    bad = [key for key in value if not _IDENTIFIER.match(key)]
+    bad = [key for key in value if not _IDENTIFIER.fullmatch(key)]
     if bad:
         raise ValueError(f"{what} keys must be lower-case identifiers, got {bad}")
     return value
@@ -65,20 +89,70 @@ def _identifier_keys(value: dict, what: str) -> dict:
 def _require_s3_or_file_uri(value: str) -> str:
     # ``file://{local_dir}/...`` keeps local paths out of the repository's config and lets the tests
     # point every local file at their own temporary directory.
+    if not _URI_CHARACTERS.fullmatch(value.replace("{local_dir}", "")):
+        raise ValueError(f"must be an s3:// or file:// URI of letters, digits and /_.=+:-, got {value!r}")
     value = value.replace("{local_dir}", str(local_dir()))
     if not re.match(r"^(s3|file)://[^/]+", value) and not value.startswith("file:///"):
         raise ValueError(f"must be an s3:// or file:// URI, got {value!r}")
+    scheme, _, rest = value.partition("://")
+    segments = rest.split("/")
+    if "." in segments or ".." in segments:
+        raise ValueError(f"must not contain '.' or '..' path segments, got {value!r}")
+    if scheme == "s3" and not _S3_BUCKET.fullmatch(segments[0]):
+        raise ValueError(f"{segments[0]!r} is not an S3 bucket name")
     return value.rstrip("/") + "/"
 
 
+def _optional_s3_uri(value: str | None) -> str | None:
+    return None if value is None else _require_s3_uri(value)
+
+
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+
+
+def _connection_id(value: str) -> str:
+    if not _CONN_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid Airflow connection id")
+    return value
+
+
+ConnectionId = Annotated[str, AfterValidator(_connection_id)]
+
+
+def _optional_match(value: str | None, pattern: str, what: str) -> str | None:
+    if value is not None and not re.fullmatch(pattern, value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
+def _token(value: str | None, what: str) -> str | None:
+    if value is not None and not _TOKEN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid {what} (1-255 letters, digits, '_', '.', '-')")
+    return value
+
+
+def _region_name(value: str) -> str:
+    if not is_region(value):
+        raise ValueError(f"{value!r} is not an AWS region name such as us-east-1")
+    return value
+
+
 class AwsSettings(_Strict):
-    conn_id: str = "aws_default"
-    region: str
+    conn_id: ConnectionId = "aws_default"
+    region: Annotated[str, AfterValidator(_region_name)]
 
 
 class LocalSparkSettings(_Strict):
     master: str = "local[2]"
     spark_submit: str | None = None  # default: the spark-submit of the installed pyspark
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        # Passed to spark-submit --master: local[N], local[*], local[N,F] or a cluster URL.
+        if not re.fullmatch(r"local(\[([0-9]+|\*)(,[0-9]+)?\])?|yarn|(spark|k8s)://[A-Za-z0-9.:/_-]+", value):
+            raise ValueError(f"{value!r} is not a Spark master (local[2], local[*], yarn, spark://host:port)")
+        return value
 
 
 class EmrSettings(_Strict):
@@ -90,6 +164,21 @@ class EmrSettings(_Strict):
     step_timeout_minutes: Annotated[int, Field(gt=0)] = 180
     poll_seconds: Annotated[int, Field(gt=0)] = 30
 
+    @field_validator("cluster_id")
+    @classmethod
+    def _cluster_id(cls, value: str | None) -> str | None:
+        return _optional_match(value, r"j-[A-Z0-9]{1,64}", "an EMR cluster id (j-XXXXXXXXXXXXX)")
+
+    @field_validator("release_label")
+    @classmethod
+    def _release_label(cls, value: str) -> str:
+        return _optional_match(value, r"emr-[0-9]+\.[0-9]+\.[0-9]+", "an EMR release label (emr-7.5.0)")
+
+    @field_validator("log_uri")
+    @classmethod
+    def _log_uri(cls, value: str | None) -> str | None:
+        return _optional_s3_uri(value)
+
 
 class EmrServerlessSettings(_Strict):
     application_id: str | None = None
@@ -97,6 +186,23 @@ class EmrServerlessSettings(_Strict):
     log_uri: str | None = None
     job_timeout_minutes: Annotated[int, Field(gt=0)] = 180
     poll_seconds: Annotated[int, Field(gt=0)] = 30
+
+    @field_validator("application_id")
+    @classmethod
+    def _application_id(cls, value: str | None) -> str | None:
+        return _optional_match(value, r"[0-9a-z]{1,64}", "an EMR Serverless application id")
+
+    @field_validator("execution_role_arn")
+    @classmethod
+    def _role_arn(cls, value: str | None) -> str | None:
+        return _optional_match(
+            value, r"arn:aws[a-z-]*:iam::[0-9]{1,12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", "an IAM role ARN"
+        )
+
+    @field_validator("log_uri")
+    @classmethod
+    def _log_uri(cls, value: str | None) -> str | None:
+        return _optional_s3_uri(value)
 
 
 class SparkSettings(_Strict):
@@ -106,6 +212,11 @@ class SparkSettings(_Strict):
     local: LocalSparkSettings = LocalSparkSettings()
     emr: EmrSettings = EmrSettings()
     emr_serverless: EmrServerlessSettings = EmrServerlessSettings()
+
+    @field_validator("code_uri")
+    @classmethod
+    def _code_uri(cls, value: str | None) -> str | None:
+        return _optional_s3_uri(value)
 
     @model_validator(mode="after")
     def _backend_has_what_it_needs(self) -> SparkSettings:
@@ -139,7 +250,7 @@ class PartitionKey(_Strict):
     @field_validator("name")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
+        if not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"partition key {value!r} is not a lower-case Glue identifier")
         return value
 
@@ -171,6 +282,11 @@ class GlueTable(_Strict):
     def _glue_identifier(cls, value: str) -> str:
         return glue_identifier(value)
 
+    @field_validator("crawler_name")
+    @classmethod
+    def _crawler_name(cls, value: str | None) -> str | None:
+        return _token(value, "crawler name")
+
     @model_validator(mode="after")
     def _template_matches_keys(self) -> GlueTable:
         keys = [key.name for key in self.partition_keys]
@@ -189,6 +305,21 @@ class GlueSettings(_Strict):
     athena_output_location: str | None = None
     athena_workgroup: str = "primary"
     tables: dict[str, GlueTable] = Field(min_length=1)
+
+    @field_validator("athena_output_location")
+    @classmethod
+    def _athena_output(cls, value: str | None) -> str | None:
+        return _optional_s3_uri(value)
+
+    @field_validator("athena_workgroup")
+    @classmethod
+    def _workgroup(cls, value: str) -> str:
+        return _token(value, "Athena workgroup")
+
+    @field_validator("tables")
+    @classmethod
+    def _table_keys(cls, value: dict[str, GlueTable]) -> dict[str, GlueTable]:
+        return _identifier_keys(value, "table")
 
 
 class BacklogSettings(_Strict):
@@ -248,16 +379,14 @@ class ReconciliationSettings(_Strict):
     @field_validator("ledger_table", "index_table")
     @classmethod
     def _table_name(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.\-]{3,255}$", value):
-            raise ValueError(f"{value!r} is not a valid DynamoDB table name")
-        return value
+        return _dynamodb_table_name(value)
 
 
 # -- Iceberg maintenance ------------------------------------------------------------------------------------
 
-_TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_S3_TAG_KEY = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{1,128}$")
-_S3_TAG_VALUE = re.compile(r"^[A-Za-z0-9 +\-=._:/@]{0,256}$")
+_TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_S3_TAG_KEY = re.compile(r"[A-Za-z0-9 +\-=._:/@]{1,128}")
+_S3_TAG_VALUE = re.compile(r"[A-Za-z0-9 +\-=._:/@]{0,256}")
 
 
 class TagRule(_Strict):
@@ -284,7 +413,7 @@ class TagRule(_Strict):
             rendered = value.format(date=date(2024, 12, 31))
         except (ValueError, KeyError) as exc:
             raise ValueError(f"tag name {value!r} does not render: {exc}") from None
-        if not _TAG_NAME.match(rendered):
+        if not _TAG_NAME.fullmatch(rendered):
             raise ValueError(
                 f"tag name {value!r} renders to {rendered!r}: a tag name is 1-128 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit"
@@ -298,9 +427,9 @@ class S3Tag(_Strict):
 
     @model_validator(mode="after")
     def _valid_s3_tag(self) -> S3Tag:
-        if not _S3_TAG_KEY.match(self.key) or self.key.lower().startswith("aws:"):
+        if not _S3_TAG_KEY.fullmatch(self.key) or self.key.lower().startswith("aws:"):
             raise ValueError(f"{self.key!r} is not a valid S3 tag key")
-        if not _S3_TAG_VALUE.match(self.value):
+        if not _S3_TAG_VALUE.fullmatch(self.value):
             raise ValueError(f"{self.value!r} is not a valid S3 tag value")
         return self
 
@@ -407,12 +536,11 @@ class IcebergSettings(_Strict):
 
 # -- GDPR erasure -------------------------------------------------------------------------------------------
 
-_DYNAMODB_TABLE = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+_DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
 
 
 def _dynamodb_table_name(value: str) -> str:
-    if not _DYNAMODB_TABLE.match(value):
+    if not _DYNAMODB_TABLE.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid DynamoDB table name")
     return value
 
@@ -445,7 +573,7 @@ class GdprDataset(_GlueTableRef):
     @field_validator("subject_columns")
     @classmethod
     def _columns(cls, value: list[str]) -> list[str]:
-        bad = [column for column in value if not _IDENTIFIER.match(column)]
+        bad = [column for column in value if not _IDENTIFIER.fullmatch(column)]
         if bad:
             raise ValueError(f"subject columns must be lower-case identifiers, got {bad}")
         if len(set(value)) != len(value):
@@ -455,7 +583,7 @@ class GdprDataset(_GlueTableRef):
     @field_validator("partition_column", "record_key", "precombine_field")
     @classmethod
     def _column(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"{value!r} is not a lower-case column name")
         return value
 
@@ -491,7 +619,7 @@ class GdprSettings(_Strict):
     audit_table: str = "gdpr_audit"
     # The Airflow connection (or secrets backend entry) whose password is the HMAC key that stands in for
     # subject ids in logs, reports and the audit trail.
-    hmac_conn_id: str = "gdpr_hmac"
+    hmac_conn_id: ConnectionId = "gdpr_hmac"
     # What a subject id looks like; anything else is refused before a request is stored.
     subject_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$"
     # Days between receipt and the legal deadline (GDPR: one month).
@@ -512,13 +640,6 @@ class GdprSettings(_Strict):
     @classmethod
     def _table_name(cls, value: str) -> str:
         return _dynamodb_table_name(value)
-
-    @field_validator("hmac_conn_id")
-    @classmethod
-    def _conn_id(cls, value: str) -> str:
-        if not _CONN_ID.match(value):
-            raise ValueError(f"{value!r} is not a valid Airflow connection id")
-        return value
 
     @field_validator("subject_id_pattern")
     @classmethod
@@ -577,6 +698,13 @@ class PricingSettings(_Strict):
     def _cache_uri(cls, value: str) -> str:
         return _require_s3_or_file_uri(value)
 
+    @field_validator("snapshot_dir")
+    @classmethod
+    def _snapshot_dir(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9/_.-]{1,1024}", value):
+            raise ValueError(f"must be a directory path of letters, digits and /_.-, got {value!r}")
+        return value
+
     def snapshot_path(self) -> Path:
         path = Path(self.snapshot_dir)
         return path if path.is_absolute() else REPO_ROOT / path
@@ -599,12 +727,25 @@ class Settings(_Strict):
     def _reports_uri(cls, value: str) -> str:
         return _require_s3_or_file_uri(value)
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an environment name (lower-case letters, digits, '_', '-')")
+        return value
+
 
 def config_path(env: str | None = None) -> Path:
     explicit = os.environ.get("DATAPLATFORM_CONFIG")
     if explicit and env is None:
         return Path(explicit)
     env = env or os.environ.get("DATAPLATFORM_ENV", "local")
+    # The name becomes a file name under include/config/: nothing that could leave that folder.
+    if not _ENV_NAME.fullmatch(env):
+        raise ConfigError(
+            f"DATAPLATFORM_ENV {env!r} is not an environment name (lower-case letters, digits, '_', '-'): "
+            f"one of {sorted(path.stem for path in CONFIG_DIR.glob('*.yaml'))}"
+        )
     return CONFIG_DIR / f"{env}.yaml"
 
 

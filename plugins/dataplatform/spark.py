@@ -305,6 +305,9 @@ def local_conf(job_conf: Mapping[str, str], endpoint_url: str | None, region: st
     return conf
 
 
+SPARK_JOB_UA_APP_ID = "dataplatform-spark-job"
+
+
 def local_spark_env(
     base: Mapping[str, str],
     python: str = sys.executable,
@@ -342,6 +345,10 @@ def local_spark_env(
     # S3A goes: the connection's endpoint (moto locally; none on EMR, where this function is not used).
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
+    # Every boto3 call of the job says it comes from a Spark job (``app/dataplatform-spark-job`` in its
+    # User-Agent; S3A and Iceberg's clients say ``aws-sdk-java``): the IAM check holds these calls to the
+    # job's role (the EMR instance profile), not to the Airflow worker's, as in AWS.
+    env["AWS_SDK_UA_APP_ID"] = SPARK_JOB_UA_APP_ID
     return env
 
 

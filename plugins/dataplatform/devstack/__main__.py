@@ -10,6 +10,17 @@ from dataplatform.devstack.demo import DemoError, check_java, run_demo
 from dataplatform.devstack.postgres import PostgresError
 
 
+def _port(value: str) -> int:
+    """An argparse ``type``: a TCP port a user process can listen on."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1024 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1024 to 65535, got {port}")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataplatform.devstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -17,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="run every DAG with `airflow dags test` on moto + local Spark, print a summary"
     )
     up = sub.add_parser("up", help="moto + seeded demo lake + `airflow standalone` for the web UI")
-    up.add_argument("--port", type=int, default=8080, help="web UI / API port (default 8080)")
+    up.add_argument("--port", type=_port, default=8080, help="web UI / API port, 1024-65535 (default 8080)")
     up.add_argument(
         "--home",
         type=Path,

@@ -91,7 +91,7 @@ class RequestLog:
             "query": keys,
             "status": status,
             "fault": fault.name if fault else None,
-            "user_agent": agent[:200],
+            "user_agent": agent[:400],
         }
         with self._lock:
             self._file.write(json.dumps(line) + "\n")

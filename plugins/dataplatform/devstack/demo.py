@@ -286,8 +286,14 @@ def run_demo() -> int:
     logs = home / "logs-demo"
     logs.mkdir()
 
-    with MotoServer(log_path=home / "moto.log") as moto:
+    # DATAPLATFORM_REQUEST_LOG: where the endpoint logs every AWS request, labelled with the DAG run that
+    # made it, for the IAM check (python -m dataplatform.devstack.iam_check <that file>).
+    request_log = os.environ.get("DATAPLATFORM_REQUEST_LOG")
+    with MotoServer(
+        log_path=home / "moto.log", request_log=Path(request_log) if request_log else None
+    ) as moto:
         print(f"moto server: {moto.url}")
+        moto.set_phase("seed")
         env = airflow_env(home, moto.url)
         os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
         started = time.monotonic()
@@ -315,8 +321,10 @@ def run_demo() -> int:
                 flush=True,
             )
             started = time.monotonic()
+            moto.set_phase(run.dag_id)
             with open(log_path, "w") as log:
                 subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
+            moto.set_phase("demo")  # the demo reading the run's reports: not the DAG's calls
             run_id, state = _latest_run(home / "airflow.db", run.dag_id)
             print(f"      {state} in {time.monotonic() - started:.0f}s", flush=True)
             rows.append(
@@ -327,6 +335,7 @@ def run_demo() -> int:
                     _describe(_reports(s3, settings().reports_uri, run.dag_id, run_id)),
                 )
             )
+        moto.set_phase("cli")
         show_recon_commands(env)
         show_gdpr_status(env)
         show_pricing_commands(env)

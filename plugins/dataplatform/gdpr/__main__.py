@@ -35,7 +35,10 @@ def submit_command(out: cli.Output, subject_id: str, request_id: str | None) -> 
     config, dynamodb = _clients()
     try:
         check_subject_id(subject_id, config.subject_id_pattern)
-        request_id = requests.check_request_id(request_id or f"req-{uuid.uuid4()}")
+        # An empty --request-id is a mistake to refuse, not a request for a generated one.
+        request_id = requests.check_request_id(
+            request_id if request_id is not None else f"req-{uuid.uuid4()}"
+        )
     except (SubjectIdError, requests.RequestError) as exc:
         raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     requests.create_requests_table(dynamodb, config.requests_table)
@@ -52,6 +55,13 @@ def submit_command(out: cli.Output, subject_id: str, request_id: str | None) -> 
 
 
 def status_command(out: cli.Output, request_id: str | None, as_json: bool) -> int:
+    from dataplatform.gdpr import requests
+
+    if request_id is not None:
+        try:
+            requests.check_request_id(request_id)
+        except requests.RequestError as exc:
+            raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     config, dynamodb = _clients()
     with cli.table_must_exist(config.requests_table, "the first `submit` or gdpr_erasure run"):
         return _show_status(out, config, dynamodb, request_id, as_json)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"
 STATUS_INDEX = "by_status"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 
@@ -96,9 +96,11 @@ def _iso(moment: datetime) -> str:
 
 
 def check_request_id(request_id: object) -> str:
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        shown = repr(request_id)
+        shown = shown if len(shown) <= 140 else f"{shown[:140]}... ({len(request_id)} characters)"
         raise RequestError(
-            f"request id {request_id!r} must be 1-128 letters, digits, '_', '.', ':' or '-', "
+            f"request id {shown} must be 1-128 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit"
         )
     return request_id

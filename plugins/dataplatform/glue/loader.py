@@ -82,12 +82,12 @@ class LoadReport:
 def validate_request(table: str | None, mode: str, dry_run: object, config: Settings) -> list[str]:
     """The tables a run works on; raises ValueError naming the bad param before anything is touched."""
     configured = sorted(config.glue.tables)
-    if table not in (None, "") and table not in config.glue.tables:
-        raise ValueError(f"param 'table': unknown table {table!r}; configured tables: {configured}")
-    if mode not in ALL_MODES:
-        raise ValueError(f"param 'mode': must be one of {list(ALL_MODES)}, got {mode!r}")
+    if table not in (None, "") and (not isinstance(table, str) or table not in config.glue.tables):
+        raise ValueError(f"param 'table': unknown table {_shown(table)}; configured tables: {configured}")
+    if not isinstance(mode, str) or mode not in ALL_MODES:
+        raise ValueError(f"param 'mode': must be one of {list(ALL_MODES)}, got {_shown(mode)}")
     if not isinstance(dry_run, bool):
-        raise ValueError(f"param 'dry_run': must be true or false, got {dry_run!r}")
+        raise ValueError(f"param 'dry_run': must be true or false, got {_shown(dry_run)}")
     if mode in ("msck", "crawler") and dry_run:
         raise ValueError(f"param 'dry_run': mode {mode!r} has no dry run (Athena and crawlers act at once)")
     selected = [table] if table else configured
@@ -100,6 +100,12 @@ def validate_request(table: str | None, mode: str, dry_run: object, config: Sett
     if mode == "msck" and not config.glue.athena_output_location:
         raise ValueError("param 'mode': msck mode needs glue.athena_output_location in the config")
     return selected
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """A bad value for an error message: its repr, cut short (a param can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def load_partitions(

@@ -112,6 +112,10 @@ class FileCheck:
 # -- 1. input checks ----------------------------------------------------------------------------------
 
 
+# S3 keys are at most 1,024 bytes; with the scheme and bucket a URI stays well under this.
+MAX_URI_LENGTH = 1100
+
+
 def validate_archive_name(archive_table: Any, source_identifier: str) -> str:
     try:
         glue_identifier(archive_table if isinstance(archive_table, str) else "")
@@ -186,17 +190,23 @@ def resolve_metadata_file(table: Table, requested: Any) -> tuple[str, tuple[str,
         )
     where = metadata_dir(table)
     parts = requested.split("/")
+    shown = requested if len(requested) <= 300 else f"{requested[:300]}... ({len(requested)} characters)"
     if (
         not requested.startswith(where)
         or not requested.endswith(".metadata.json")
         or "." in parts
         or ".." in parts
         or "" in parts[3:]
+        or len(requested) > MAX_URI_LENGTH
+        or any(ord(char) < 32 or ord(char) == 127 for char in requested)
     ):
         raise ArchiveError(
-            f"metadata_file {requested!r} is not a metadata file of table {'.'.join(table.name())}: give "
+            f"metadata_file {shown!r} is not a metadata file of table {'.'.join(table.name())}: give "
             f"{OLDEST!r}, {PREVIOUS!r} or the URI of a *.metadata.json under {where}"
         )
+    # A URI that names no object is a typo: refused here, before the check task writes its report.
+    if not table.io.new_input(requested).exists():
+        raise ArchiveError(f"metadata_file {shown!r} does not exist")
     return requested, ()
 
 

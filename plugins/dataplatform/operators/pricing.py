@@ -26,14 +26,24 @@ def _pricer():
 
 
 def check_launch_ids(value: Any) -> list[str]:
+    """The ``launch_ids`` param as a list of ids (the CLI's comma-separated string accepted), each a
+    DynamoDB key the workflow manager could have written: 1-256 characters (the Param schema's bound), no
+    control characters. Checked before any AWS call."""
+    from dataplatform.pricing.launches import LaunchRecordError, check_launch_id
+
     if value in (None, "", []):
         return []
     if isinstance(value, str):
         value = [launch_id.strip() for launch_id in value.split(",") if launch_id.strip()]
-    if not isinstance(value, list) or not all(
-        isinstance(launch_id, str) and launch_id for launch_id in value
-    ):
-        raise AirflowFailException(f"param launch_ids must be a list of launch ids, got {value!r}")
+    if not isinstance(value, list):
+        raise AirflowFailException(
+            f"param launch_ids must be a list of launch ids, got {type(value).__name__}"
+        )
+    try:
+        for launch_id in value:
+            check_launch_id(launch_id)
+    except LaunchRecordError as exc:
+        raise AirflowFailException(f"param launch_ids: {exc} (nothing was priced)") from None
     return list(dict.fromkeys(value))
 
 

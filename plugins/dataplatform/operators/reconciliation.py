@@ -15,6 +15,19 @@ STATELESS_ARTIFACTS = Asset(name="recon_stateless_artifacts")
 _SPARK_CONF = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}
 
 
+def check_params(params: dict) -> int | None:
+    """recon_stateless's params, checked in its first task, before a table is created or a batch
+    registered: a bad ``max_batches`` fails the run at once, without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dataplatform.reconciliation.backlog import check_max_batches
+
+    try:
+        return check_max_batches(params.get("max_batches"))
+    except ValueError as exc:
+        raise AirflowFailException(f"param {exc}") from None
+
+
 def _recon_job(name: str, entry: str, spec_task: str, sizing: SparkSizing | None = None) -> SparkJob:
     """A reconciliation Spark job; its one argument is the job spec the task ``spec_task`` wrote."""
     return SparkJob(

@@ -108,6 +108,10 @@ def launch_command(out: cli.Output, args: argparse.Namespace) -> int:
     from dataplatform.pricing import launches
     from dataplatform.pricing.resources import PricingError
 
+    try:
+        launches.check_launch_id(args.launch_id)
+    except launches.LaunchRecordError as exc:
+        raise cli.CommandError(f"refused: {exc}", exit_code=2) from None
     pricer = _pricer(args.source)
     table = pricer.settings.launches_table
     with cli.table_must_exist(table, "the first benchmark_pricing run"):
@@ -163,9 +167,14 @@ def launch_command(out: cli.Output, args: argparse.Namespace) -> int:
     return 0
 
 
+# Far above any capacity or duration priced (404 vCPU for 0.82 h is the reference's case), and far below
+# what would overflow the decimal context of the cost arithmetic (1e999999999 did).
+MAX_AMOUNT = 10**9
+
+
 def _number(minimum: Decimal, inclusive: bool, integer: bool = False) -> Callable[[str], Decimal | int]:
     """An argparse ``type``: a finite number above ``minimum`` (or at least ``minimum`` when
-    ``inclusive``). argparse prefixes the message with the argument's name."""
+    ``inclusive``) and below ``MAX_AMOUNT``. argparse prefixes the message with the argument's name."""
     bound = f">= {minimum}" if inclusive else f"> {minimum}"
     kind = "a whole number" if integer else "a number"
 
@@ -176,11 +185,22 @@ def _number(minimum: Decimal, inclusive: bool, integer: bool = False) -> Callabl
             raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
         if not number.is_finite() or (integer and number != number.to_integral_value()):
             raise argparse.ArgumentTypeError(f"must be {kind} {bound}, got {value!r}")
+        if number >= MAX_AMOUNT:
+            raise argparse.ArgumentTypeError(f"must be below {MAX_AMOUNT:,}, got {value!r}")
         if number < minimum or (number == minimum and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {kind} {bound}, got {value!r}")
         return int(number) if integer else number
 
     return parse
+
+
+def _region(value: str) -> str:
+    """An argparse ``type``: an AWS region name (it becomes part of every price key)."""
+    from dataplatform.config import is_region
+
+    if not is_region(value):
+        raise argparse.ArgumentTypeError(f"not an AWS region name such as us-east-1: {value!r}")
+    return value
 
 
 _positive = _number(Decimal(0), inclusive=False)
@@ -208,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     )
     serverless.add_argument("--hours", type=_positive, required=True, help="how long (> 0)")
     serverless.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64")
-    serverless.add_argument("--region", default="us-east-1")
+    serverless.add_argument("--region", type=_region, default="us-east-1")
     serverless.add_argument("--json", action="store_true", help="the result as one JSON document")
     serverless.set_defaults(run=emr_serverless_command)
     launch = commands.add_parser("launch", help="price one workflow launch")

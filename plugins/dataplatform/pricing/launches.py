@@ -16,6 +16,7 @@ cannot price a launch twice. A launch that cannot be priced gets ``pricing_error
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from dataplatform.dynamodb import ensure_table, error_code, from_item, key, to_item
+from dataplatform.pricing.resources import PricingError, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,86 @@ STATUS_INDEX = "by_status"
 COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
 
 _serializer = TypeSerializer()
+
+# What each field of a launch record must look like before any AWS call is made for it. A value that
+# does not fit is the workflow manager's bug, reported by name (and stored as the launch's pricing_error),
+# never sent to an API whose answer ("not found", "malformed") would hide which field was wrong.
+_LAUNCH_ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+_RESOURCE_IDS = {
+    "batch_job_ids": re.compile(r"[A-Za-z0-9:/_.-]{1,256}"),  # job ids (UUIDs) or job ARNs
+    "instance_ids": re.compile(r"i-[0-9a-f]{8,17}"),
+    "volume_ids": re.compile(r"vol-[0-9a-f]{8,17}"),
+}
+_FILE_SYSTEM_ID = re.compile(r"fs-[0-9a-f]{8,17}")
+# Ids one launch may name (DescribeInstances takes 1,000 a call; a launch of a genomics workflow uses tens).
+MAX_RESOURCE_IDS = 10_000
+
+
+class LaunchRecordError(PricingError):
+    """A launch record (or a launch id) is malformed; the message names the field."""
+
+
+def check_launch_id(launch_id: Any) -> str:
+    if not isinstance(launch_id, str) or not _LAUNCH_ID.fullmatch(launch_id):
+        raise LaunchRecordError(
+            f"launch_id must be 1-256 characters without control characters, got {_shown(launch_id)}"
+        )
+    return launch_id
+
+
+def check_launch_record(launch: dict[str, Any]) -> dict[str, Any]:
+    """``launch`` itself after checking every field pricing reads (``LaunchRecordError`` naming the first
+    bad one). Fields pricing does not read are the workflow manager's and are left alone."""
+    launch_id = check_launch_id(launch.get("launch_id"))
+
+    def bad(field: str, expected: str) -> LaunchRecordError:
+        return LaunchRecordError(
+            f"launch {launch_id}: {field} must be {expected}, got {_shown(launch.get(field))}"
+        )
+
+    if launch.get("status") not in STATUSES:
+        raise bad("status", f"one of {', '.join(STATUSES)}")
+    region = launch.get("region")
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise bad("region", "an AWS region name such as us-east-1")
+    for field in ("created_at", "started_at", "completed_at"):
+        # Pricing needs the run's start and end; created_at is optional.
+        if (field in launch or field != "created_at") and not _is_time(launch.get(field)):
+            raise bad(field, "an ISO-8601 time")
+    if as_utc(launch["completed_at"]) < as_utc(launch["started_at"]):
+        raise bad("completed_at", f"at or after started_at {launch['started_at']}")
+    for field, pattern in _RESOURCE_IDS.items():
+        ids = launch.get(field)
+        if ids is None:
+            continue
+        if not isinstance(ids, list | set | tuple) or len(ids) > MAX_RESOURCE_IDS:
+            raise bad(field, f"a list of at most {MAX_RESOURCE_IDS} ids")
+        if not all(isinstance(one, str) and pattern.fullmatch(one) for one in ids):
+            raise bad(field, f"a list of ids matching {pattern.pattern}")
+    file_system = launch.get("fsx_file_system_id")
+    if file_system is not None and not (
+        isinstance(file_system, str) and _FILE_SYSTEM_ID.fullmatch(file_system)
+    ):
+        raise bad("fsx_file_system_id", f"an id matching {_FILE_SYSTEM_ID.pattern}")
+    return launch
+
+
+def _is_time(value: Any) -> bool:
+    if isinstance(value, datetime):
+        return value.tzinfo is not None
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        as_utc(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def ensure_launches_table(dynamodb: Any, table: str) -> bool:

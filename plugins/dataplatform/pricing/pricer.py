@@ -67,9 +67,7 @@ class Pricer:
 
     def price(self, launch: dict[str, Any]) -> tuple[LaunchUsage, LaunchCost]:
         """What one launch record used and cost (nothing written). Raises ``PricingError`` with the reason."""
-        region = launch.get("region")
-        if not region:
-            raise PricingError(f"launch {launch.get('launch_id')} has no region")
+        region = launches.check_launch_record(launch)["region"]
         usage = collect_launch_usage(launch, self.clients(region))
         return usage, price_launch(usage, self.catalog, self.spot_history(region))
 

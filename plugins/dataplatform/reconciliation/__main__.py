@@ -42,6 +42,26 @@ def status_command(out: cli.Output, as_json: bool) -> int:
     return 0
 
 
+def _artifact_key(value: str) -> str:
+    """An argparse ``type``: an artifact key (an order id) as the index holds it: 1-1,024 characters (a
+    DynamoDB key's bound), no control characters."""
+    if not 1 <= len(value) <= 1024 or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise argparse.ArgumentTypeError(
+            f"an artifact key is 1-1024 characters without control characters, got {len(value)} characters"
+        )
+    return value
+
+
+def _batch_id(value: str) -> str:
+    """An argparse ``type``: a batch id as landing folders are named."""
+    from dataplatform.reconciliation.manifests import BATCH_ID
+
+    if not BATCH_ID.fullmatch(value):
+        shown = value if len(value) <= 140 else f"{value[:140]}..."
+        raise argparse.ArgumentTypeError(f"a batch id matches {BATCH_ID.pattern}, got {shown!r}")
+    return value
+
+
 def get_command(out: cli.Output, key: str) -> int:
     from dataplatform.reconciliation import index
 
@@ -76,12 +96,12 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the status as one JSON document")
     status.set_defaults(run=lambda out, args: status_command(out, args.json))
     get = commands.add_parser("get", help="one artifact as JSON: one index read and one ranged GET")
-    get.add_argument("key", help="the artifact key (order id)")
+    get.add_argument("key", type=_artifact_key, help="the artifact key (order id)")
     get.set_defaults(run=lambda out, args: get_command(out, args.key))
     ack = commands.add_parser(
         "ack-invalid", help="an INVALID batch has been seen to: `status` stops listing it (rerun: no-op)"
     )
-    ack.add_argument("batch_id")
+    ack.add_argument("batch_id", type=_batch_id)
     ack.set_defaults(run=lambda out, args: ack_invalid_command(out, args.batch_id))
     return root
 

@@ -18,8 +18,11 @@ from typing import Any
 from spark_jobs.common.storage import Storage, join
 
 MANIFEST_NAME = "_manifest.json"
-BATCH_ID = re.compile(r"^[A-Za-z0-9_.=-]{1,128}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MANIFEST_FIELDS = ("batch_id", "window_start", "window_end", "rows", "files", "sha256")
+BATCH_ID = re.compile(r"[A-Za-z0-9_.=-]{1,128}")  # applied with fullmatch
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# A file name inside the batch folder: no separator, no control character, at most S3's 1,024 bytes.
+_FILE_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,1024}")
 _READ_CHUNK = 1024 * 1024
 
 
@@ -62,7 +65,10 @@ def parse_utc(text: Any) -> datetime:
     """An ISO-8601 UTC time ending in ``Z``; ValueError otherwise."""
     if not isinstance(text, str) or not text.endswith("Z"):
         raise ValueError(f"not an ISO-8601 UTC time ending in Z: {text!r}")
-    moment = datetime.fromisoformat(text[:-1])
+    try:
+        moment = datetime.fromisoformat(text[:-1])
+    except ValueError as exc:
+        raise ValueError(f"not an ISO-8601 UTC time ending in Z: {text!r} ({exc})") from None
     if moment.tzinfo is not None:
         raise ValueError(f"not an ISO-8601 UTC time ending in Z: {text!r}")
     return moment.replace(tzinfo=UTC)
@@ -88,7 +94,7 @@ def candidate_batch_ids(storage: Storage, landing_uri: str) -> list[str]:
     return [
         name
         for name in storage.list_children(landing_uri)
-        if BATCH_ID.match(name) and not name.startswith(".")
+        if BATCH_ID.fullmatch(name) and not name.startswith(".")
     ]
 
 
@@ -131,21 +137,23 @@ def _parse_manifest(raw: bytes, landing_uri: str, batch_id: str, uri: str) -> Ma
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(batch_id, f"{MANIFEST_NAME} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError(batch_id, f"{MANIFEST_NAME} is nested too deeply to be a manifest") from None
     if not isinstance(body, dict):
         raise ManifestError(batch_id, f"{MANIFEST_NAME} is not a JSON object")
-    missing = [
-        f for f in ("batch_id", "window_start", "window_end", "rows", "files", "sha256") if f not in body
-    ]
+    missing = [f for f in MANIFEST_FIELDS if f not in body]
     if missing:
         raise ManifestError(batch_id, f"{MANIFEST_NAME} lacks {', '.join(missing)}")
+    # The manifest is the producer's contract: a key it does not define (a typo such as "row", or a field
+    # the pipeline would silently ignore) is refused rather than guessed at.
+    unknown = sorted(set(body) - set(MANIFEST_FIELDS))
+    if unknown:
+        raise ManifestError(batch_id, f"{MANIFEST_NAME} has unknown key(s) {', '.join(map(repr, unknown))}")
     if body["batch_id"] != batch_id:
         raise ManifestError(batch_id, f"manifest batch_id {body['batch_id']!r} does not match its folder")
-    if not BATCH_ID.match(batch_id):
+    if not BATCH_ID.fullmatch(batch_id):
         raise ManifestError(batch_id, "batch id does not match ^[A-Za-z0-9_.=-]{1,128}$")
-    try:
-        start, end = parse_utc(body["window_start"]), parse_utc(body["window_end"])
-    except ValueError as exc:
-        raise ManifestError(batch_id, f"bad window: {exc}") from None
+    start, end = (_window_bound(body, name, batch_id) for name in ("window_start", "window_end"))
     if not start < end:
         raise ManifestError(
             batch_id, f"window_start {body['window_start']} is not before window_end {body['window_end']}"
@@ -154,7 +162,7 @@ def _parse_manifest(raw: bytes, landing_uri: str, batch_id: str, uri: str) -> Ma
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise ManifestError(batch_id, f"rows must be a non-negative integer, got {rows!r}")
     sha = body["sha256"]
-    if not isinstance(sha, str) or not _SHA256.match(sha):
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
         raise ManifestError(batch_id, f"sha256 must be 64 lower-case hex digits, got {sha!r}")
     files = _check_file_names(body["files"], batch_id)
     return Manifest(
@@ -169,13 +177,25 @@ def _parse_manifest(raw: bytes, landing_uri: str, batch_id: str, uri: str) -> Ma
     )
 
 
+def _window_bound(body: dict[str, Any], name: str, batch_id: str) -> datetime:
+    try:
+        return parse_utc(body[name])
+    except ValueError as exc:
+        raise ManifestError(batch_id, f"bad {name}: {exc}") from None
+
+
 def _check_file_names(files: Any, batch_id: str) -> tuple[str, ...]:
     if not isinstance(files, list) or not files:
         raise ManifestError(batch_id, "files must be a non-empty list of file names")
     for name in files:
         # Names stay inside the batch folder: a manifest cannot point the pipeline at other data.
-        if not isinstance(name, str) or not name or "/" in name or name in (".", "..", MANIFEST_NAME):
-            raise ManifestError(batch_id, f"bad file name in manifest: {name!r}")
+        if not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or name in (".", "..", MANIFEST_NAME):
+            shown = (
+                name
+                if not isinstance(name, str) or len(name) <= 200
+                else f"{name[:200]}... ({len(name)} characters)"
+            )
+            raise ManifestError(batch_id, f"bad file name in manifest: {shown!r}")
     if len(set(files)) != len(files):
         raise ManifestError(batch_id, "manifest lists a file twice")
     return tuple(files)
