@@ -39,9 +39,12 @@ iam: $(STAMP) jars check-java
 	DATAPLATFORM_REQUEST_LOG=$(IAM_REQUEST_LOG) $(PY) -m dataplatform.devstack demo
 	$(PY) -m dataplatform.devstack.iam_check $(IAM_REQUEST_LOG)
 
-## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
+## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything.
+## DB=postgres: the metadata database on a local PostgreSQL (installed with apt-get when root and missing),
+## the LocalExecutor running tasks in parallel; the default is SQLite.
+DB ?= sqlite
 up: $(STAMP) jars check-java
-	$(PY) -m dataplatform.devstack up
+	$(PY) -m dataplatform.devstack up --db $(DB)
 
 ## airflow: the airflow CLI against the running `make up` stack, e.g. make airflow ARGS="dags list"
 AIRFLOW_ENV_FILE ?= .local/airflow.env

@@ -1,17 +1,40 @@
-"""Helpers for e2e tests: waiting, and a running Airflow's REST API v2 (runs, task instances, logs)."""
+"""Helpers for e2e tests: waiting, and a running Airflow's REST API v2 (runs, task instances, logs).
+
+The e2e Airflow keeps its metadata on PostgreSQL (a throw-away server per module, as in MWAA), unless
+``DATAPLATFORM_E2E_DB=sqlite``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from dataplatform.devstack.airflow_env import airflow_env
+from dataplatform.devstack.postgres import temporary_postgres
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 
 TERMINAL = {"success", "failed"}
+E2E_DB = os.environ.get("DATAPLATFORM_E2E_DB", "postgres")
+if E2E_DB not in ("postgres", "sqlite"):
+    raise ValueError(f"DATAPLATFORM_E2E_DB={E2E_DB!r}: postgres (the default) or sqlite")
+ON_POSTGRES = E2E_DB == "postgres"
+
+
+@contextlib.contextmanager
+def metadata_database() -> Iterator[str | None]:
+    """The e2e Airflow's database URL: a throw-away PostgreSQL server's, or None (SQLite in its home)."""
+    if not ON_POSTGRES:
+        yield None
+        return
+    with temporary_postgres(prefix="dataplatform-e2e-postgres-") as postgres:
+        print(postgres.describe())
+        yield postgres.url
 
 
 @contextlib.contextmanager
@@ -20,17 +43,19 @@ def standalone_airflow(
 ) -> Iterator[StandaloneAirflow]:
     """``airflow standalone`` on free ports against the moto server, healthy, for a module's tests;
     ``while_starting`` runs while its components boot. Its log tail is printed when anything fails."""
-    server = StandaloneAirflow(home, {**airflow_env(home, moto_url), "DATAPLATFORM_ENV": "local"}).start()
-    try:
-        if while_starting:
-            while_starting()
-        server.start_and_wait(timeout=240)  # started above; again on new ports if one was taken
-        yield server
-    except BaseException:
-        print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
-        raise
-    finally:
-        server.close()
+    with metadata_database() as database_url:
+        env = {**airflow_env(home, moto_url, database_url=database_url), "DATAPLATFORM_ENV": "local"}
+        server = StandaloneAirflow(home, env).start()
+        try:
+            if while_starting:
+                while_starting()
+            server.start_and_wait(timeout=240)  # started above; again on new ports if one was taken
+            yield server
+        except BaseException:
+            print(f"--- {server.log_path} ---\n{server.log_tail(100)}")
+            raise
+        finally:
+            server.close()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
@@ -115,6 +140,23 @@ def wait_for_run(airflow: StandaloneAirflow, dag_id: str, run_id: str, timeout: 
             if other["dag_run_id"] != run_id
         ]
         raise AssertionError("\n".join([str(exc), describe_run(airflow, dag_id, run_id), *others])) from None
+
+
+def running_together(tis: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of task instances that ran at the same time, by the start and end the metadata database
+    recorded for them: each started before the other ended."""
+    spans = [
+        (datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]), _ti_name(ti))
+        for ti in tis
+        if ti["start_date"] and ti["end_date"]
+    ]
+    return [(a[2], b[2]) for a, b in itertools.combinations(spans, 2) if a[0] < b[1] and b[0] < a[1]]
+
+
+def _ti_name(ti: dict) -> str:
+    return (
+        f"{ti['task_id']}[{ti['rendered_map_index'] or ti['map_index']}] {ti['start_date']}..{ti['end_date']}"
+    )
 
 
 def dag_runs(airflow: StandaloneAirflow, dag_id: str, run_type: str) -> list[dict]:

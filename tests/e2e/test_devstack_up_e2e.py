@@ -1,5 +1,6 @@
 """`make up` as a newcomer uses it: the real stack (`python -m dataplatform.devstack up`: moto server,
-seeded demo lake, `airflow standalone`) started in a session of its own.
+seeded demo lake, `airflow standalone`; with `--db postgres`, `make up DB=postgres`, unless
+DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
 
 * Stopping it leaves nothing behind, for Ctrl-C (SIGINT to the terminal's process group), `kill`
   (SIGTERM), a SIGTERM repeated while it cleans up, a closed terminal (SIGHUP) and a SIGTERM while it is
@@ -14,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -27,14 +29,17 @@ import psutil
 import pytest
 
 from dataplatform.devstack.moto_server import free_port
+from dataplatform.devstack.server_process import port_free
 from dataplatform.devstack.standalone import StandaloneAirflow
-from tests.e2e.airflow_api import dag_runs, describe_run, wait_for, wait_for_run
+from tests.e2e.airflow_api import E2E_DB, ON_POSTGRES, dag_runs, describe_run, wait_for, wait_for_run
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 BANNER_DONE = "Ctrl-C (or SIGTERM) stops everything"
 GLUE = "glue_partition_loader"
+# The moto server's command line: moto behind the project's fault injector (MotoServer).
+MOTO_COMMAND = "dataplatform.devstack.aws_endpoint"
 
 
 class UpProcess:
@@ -59,6 +64,8 @@ class UpProcess:
                 str(self.port),
                 "--home",
                 str(self.home),
+                "--db",
+                E2E_DB,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -101,6 +108,11 @@ class UpProcess:
     @property
     def moto_port(self) -> int:
         return int(re.search(r"moto server: http://127\.0\.0\.1:(\d+)", self.output).group(1))
+
+    @property
+    def postgres_port(self) -> int | None:
+        match = re.search(r"^postgres \d+ on 127\.0\.0\.1:(\d+), cluster ", self.output, re.M)
+        return int(match.group(1)) if match else None
 
     def airflow_client(self) -> StandaloneAirflow:
         """A REST client for the running stack (not started: it only reads the login from the home)."""
@@ -149,29 +161,27 @@ def alive(processes) -> list[str]:
     return left
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @pytest.fixture
-def up(tmp_path):
-    stack = UpProcess(tmp_path)
+def up():
+    # Not pytest's tmp_path (0700): under root the postgres OS user must reach the cluster in the home.
+    directory = Path(tempfile.mkdtemp(prefix="dataplatform-up-e2e-"))
+    directory.chmod(0o711)
+    stack = UpProcess(directory)
     yield stack
     print(f"--- output of `up` ---\n{stack.output}")  # shown when the test fails
     stack.kill()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def assert_stopped_completely(stack: UpProcess) -> None:
     stack.process.wait(timeout=180)
     assert stack.process.returncode == 0, stack.output
     seen = " | ".join(stack.commands.values())
-    assert "airflow standalone" in seen and "moto.server" in seen, f"the sampler saw the stack: {seen}"
+    assert "airflow standalone" in seen and MOTO_COMMAND in seen, f"the sampler saw the stack: {seen}"
+    if ON_POSTGRES:  # the server starts first: before "starting airflow standalone", which every test awaits
+        assert stack.postgres_port, stack.output
+        assert "postgres -D" in seen, f"the sampler saw the PostgreSQL server: {seen}"
+        assert port_free(stack.postgres_port), f"postgres's port {stack.postgres_port} still taken"
     assert alive(stack.seen.values()) == [], stack.output
     sessions = stack.sessions - {None}
     assert alive(p for p in psutil.process_iter() if _sid(p.pid) in sessions) == []
@@ -197,7 +207,7 @@ def _send_to_group(stack: UpProcess, signum: int) -> None:
 def test_a_stop_signal_stops_every_process_of_the_stack(up, how, send):
     up.wait_for_line(BANNER_DONE)
     commands = _commands(up)
-    assert "airflow standalone" in commands and "moto.server" in commands, commands
+    assert "airflow standalone" in commands and MOTO_COMMAND in commands, commands
     send(up)
     assert_stopped_completely(up)
 
@@ -205,7 +215,7 @@ def test_a_stop_signal_stops_every_process_of_the_stack(up, how, send):
 def test_a_signal_repeated_during_the_clean_up_does_not_cut_it_short(up):
     up.wait_for_line(BANNER_DONE)
     up.process.send_signal(signal.SIGTERM)
-    up.wait_for_line("stopping airflow and moto")
+    up.wait_for_line(": stopping airflow")
     for _ in range(3):
         _send_to_group(up, signal.SIGTERM)
         _send_to_group(up, signal.SIGINT)

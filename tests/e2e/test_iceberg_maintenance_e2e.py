@@ -14,7 +14,10 @@ from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
 from dataplatform.s3.objects import list_objects, split_uri
 from tests.e2e.airflow_api import (
+    ON_POSTGRES,
+    dag_runs,
     describe_run,
+    running_together,
     standalone_airflow,
     task_instances,
     unpause_after_its_scheduled_run,
@@ -66,6 +69,21 @@ def test_a_manual_run_for_one_table_leaves_it_as_its_policy_asks(airflow, lake):
     reachable = reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
     # customers deletes unreferenced files: what is left under the table is exactly what it reaches.
     assert set(list_objects(s3, table.location())) == set(reachable)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="parallel task processes: the PostgreSQL stack's promise")
+def test_the_scheduled_run_maintained_its_tables_in_parallel(airflow):
+    """On PostgreSQL the LocalExecutor runs mapped tasks side by side: in the scheduled run that unpausing
+    started, the maintain_table instances (one per pyiceberg table) ran at the same time."""
+    (scheduled,) = dag_runs(airflow, DAG_ID, "scheduled")
+    mapped = [
+        ti
+        for ti in task_instances(airflow, DAG_ID, scheduled["dag_run_id"])
+        if ti["task_id"] == "maintain_table" and ti["state"] == "success"
+    ]
+    pyiceberg = [t for t in settings().iceberg.tables.values() if t.backend == "pyiceberg"]
+    assert len(mapped) == len(pyiceberg) >= 2, describe_run(airflow, DAG_ID, scheduled["dag_run_id"])
+    assert running_together(mapped), [(ti["start_date"], ti["end_date"]) for ti in mapped]
 
 
 def test_bad_params_are_refused_or_fail_before_any_change(airflow, lake):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from dataplatform.devstack.demo import DemoError, check_java, run_demo
+from dataplatform.devstack.postgres import PostgresError
 
 
 def _port(value: str) -> int:
@@ -34,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="AIRFLOW_HOME (default .local/airflow); the shell environment goes beside it, in airflow.env",
     )
+    up.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="metadata database: SQLite in the home (default), or PostgreSQL (a cluster in <home>/postgres, "
+        "LocalExecutor running tasks in parallel; installs the server with apt-get when root and missing)",
+    )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
     try:
@@ -42,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from dataplatform.devstack.up import run_up
 
-            return run_up(port=args.port, home=args.home)
+            return run_up(port=args.port, home=args.home, db=args.db)
         print(check_java())
         return 0
-    except DemoError as exc:
+    except (DemoError, PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from dataplatform.devstack.moto_server import free_port
+from dataplatform.devstack.server_process import ServerProcess
 
 # Defaults for a local stack; the env passed in overrides them (port, base URL and AIRFLOW_HOME are always
 # set by the class).
@@ -62,7 +63,7 @@ class PortInUseError(RuntimeError):
     """A component could not bind its port (taken between picking it and Airflow binding it)."""
 
 
-class StandaloneAirflow:
+class StandaloneAirflow(ServerProcess):
     """One ``airflow standalone`` (SQLite, LocalExecutor) with its own AIRFLOW_HOME and port.
 
     ``url`` is the UI and API root; ``username`` / ``password`` the generated admin login (``password``
@@ -146,14 +147,6 @@ class StandaloneAirflow:
                 start_new_session=True,
             )
         return self
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     def health(self) -> dict:
         """GET /api/v2/monitor/health (no login needed)."""
@@ -345,12 +338,6 @@ class StandaloneAirflow:
                 return b"address already in use" in log.read().lower()
         except FileNotFoundError:
             return False
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
 
 
 def _body(response: httpx.Response) -> Any:

@@ -1,9 +1,10 @@
 """``make up``: moto server, the seeded demo lake and ``airflow standalone`` for the web UI.
 
 Runs until SIGINT (Ctrl-C), SIGTERM (``kill``, a process manager) or SIGHUP (the terminal closed), then
-stops Airflow (its whole session: scheduler, api-server, task processes) and the moto server. The
-metadata database lives in ``.local/airflow`` and survives restarts; the moto state does not (it is
-re-seeded).
+stops Airflow (its whole session: scheduler, api-server, task processes), the moto server and, with
+``--db postgres`` (``make up DB=postgres``), the PostgreSQL server it started. The metadata database
+lives in ``.local/airflow`` (``airflow.db``, or the PostgreSQL cluster in ``postgres/``) and survives
+restarts; the moto state does not (it is re-seeded).
 
 While the stack is up, ``.local/airflow.env`` holds the environment that points a shell's ``airflow``
 CLI (and the project's CLIs) at it: ``make airflow ARGS="..."`` sources it, or ``source`` it yourself.
@@ -25,6 +26,7 @@ import psutil
 from dataplatform.devstack.airflow_env import airflow_env
 from dataplatform.devstack.demo import LOCAL_DIR, check_java, seed_local_lake
 from dataplatform.devstack.moto_server import MotoServer
+from dataplatform.devstack.postgres import PostgresServer, server_bindir
 from dataplatform.devstack.standalone import StandaloneAirflow
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -91,16 +93,17 @@ class StopSignals:
             raise StopRequested(self.received)
 
 
-def run_up(port: int = 8080, home: Path | None = None) -> int:
+def run_up(port: int = 8080, home: Path | None = None, db: str = "sqlite") -> int:
     home = Path(home or LOCAL_DIR / "airflow")
     env_file = home.parent / "airflow.env"
     with StopSignals() as signals:
         stack = contextlib.ExitStack()
         try:
-            return _serve(port, home, env_file, signals, stack)
+            return _serve(port, home, env_file, db, signals, stack)
         except StopRequested as stop:
             with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-                print(f"{stop}: stopping airflow and moto ...", flush=True)
+                stopping = "airflow, moto and postgres" if db == "postgres" else "airflow and moto"
+                print(f"{stop}: stopping {stopping} ...", flush=True)
             return 0
         finally:
             signals.stopping = True  # from here on a signal is only noted: the clean-up runs to its end
@@ -109,16 +112,20 @@ def run_up(port: int = 8080, home: Path | None = None) -> int:
             kill_leftovers(started)
 
 
-def _serve(port: int, home: Path, env_file: Path, signals: StopSignals, stack: contextlib.ExitStack) -> int:
+def _serve(
+    port: int, home: Path, env_file: Path, db: str, signals: StopSignals, stack: contextlib.ExitStack
+) -> int:
     print(f"java: {check_java()}")
     home.mkdir(parents=True, exist_ok=True)
+    database_url = _start_postgres(home, signals, stack) if db == "postgres" else None
     with signals.deferred():
         moto = stack.enter_context(MotoServer(log_path=home / "moto.log"))
     print(f"moto server: {moto.url}")
     seed_local_lake(moto.url)
     print("starting airflow standalone (about a minute) ...", flush=True)
+    env = airflow_env(home, moto.url, database_url=database_url)
     with signals.deferred():
-        airflow = stack.enter_context(StandaloneAirflow(home, airflow_env(home, moto.url), port=port))
+        airflow = stack.enter_context(StandaloneAirflow(home, env, port=port))
     # A first start migrates the database: minutes on a slow or busy machine.
     airflow.start_and_wait(timeout=600)
     with signals.deferred():
@@ -130,6 +137,15 @@ def _serve(port: int, home: Path, env_file: Path, signals: StopSignals, stack: c
         time.sleep(0.5)
     print(f"airflow standalone exited by itself; log: {airflow.log_path}", file=sys.stderr)
     return 1
+
+
+def _start_postgres(home: Path, signals: StopSignals, stack: contextlib.ExitStack) -> str:
+    """The PostgreSQL server for the metadata database (its cluster in ``<home>/postgres``): its URL."""
+    server_bindir()  # installs PostgreSQL first when it is missing (as root): not while holding a stop
+    with signals.deferred():
+        postgres = stack.enter_context(PostgresServer(home / "postgres"))
+    print(postgres.describe(), flush=True)
+    return postgres.url
 
 
 def print_banner(airflow: StandaloneAirflow, moto: MotoServer, env_file: Path) -> None:
