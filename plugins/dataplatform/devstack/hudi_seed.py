@@ -57,6 +57,12 @@ def seed(spark: Any, tables: Sequence[Mapping[str, Any]]) -> None:
 
 def seed_command(tables: Sequence[Mapping[str, Any]], endpoint_url: str | None, region: str) -> list[str]:
     """The local ``spark-submit`` of this program for ``tables`` (run it with ``local_spark_env``)."""
+    return hudi_submit_command(Path(__file__).resolve(), {"tables": list(tables)}, endpoint_url, region)
+
+
+def hudi_submit_command(application: Path, payload: Any, endpoint_url: str | None, region: str) -> list[str]:
+    """A local ``spark-submit`` of a devstack PySpark program with the Hudi bundle and S3A on
+    ``endpoint_url``, its one argument ``payload`` as JSON."""
     from dataplatform import spark as spark_spec
     from dataplatform.gdpr.spark_erasure import hudi_conf
 
@@ -65,8 +71,8 @@ def seed_command(tables: Sequence[Mapping[str, Any]], endpoint_url: str | None, 
         spark_submit=None,
         master="local[2]",
         conf=conf,
-        application=str(Path(__file__).resolve()),
-        application_args=[json.dumps({"tables": list(tables)})],
+        application=str(application),
+        application_args=[json.dumps(payload)],
     )
 
 
