@@ -76,6 +76,30 @@ def hudi_submit_command(application: Path, payload: Any, endpoint_url: str | Non
     )
 
 
+def run_hudi_program(
+    command: list[str], endpoint_url: str | None, region: str, credentials: tuple, what: str
+) -> str:
+    """Run a ``hudi_submit_command`` with the credentials in its environment; its stdout, or an error
+    saying ``what`` failed with the tail of Spark's output."""
+    import os
+    import subprocess
+
+    from dataplatform import spark as spark_spec
+
+    run = subprocess.run(
+        command,
+        env=spark_spec.local_spark_env(
+            os.environ, credentials=credentials, region=region, endpoint_url=endpoint_url
+        ),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+    return run.stdout
+
+
 def main(argv: Sequence[str]) -> int:
     from pyspark.sql import SparkSession
 

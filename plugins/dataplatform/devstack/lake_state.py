@@ -17,9 +17,7 @@ No Airflow import: plain boto3 clients on the endpoint, and the settings.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -460,21 +458,12 @@ def gdpr_state(clients: LakeClients, config: Settings, catalog: Any = None, hudi
 def read_hudi_tables(locations: dict[str, str], endpoint_url: str | None, region: str) -> dict[str, Any]:
     """The latest rows of each Hudi table (Hudi's ``_hoodie_*`` columns left out: they hold commit
     instants and file names), in one ``spark-submit`` of ``devstack/hudi_read.py``."""
-    from dataplatform import spark as spark_spec
     from dataplatform.devstack import hudi_read
+    from dataplatform.devstack.hudi_seed import run_hudi_program
 
-    run = subprocess.run(
-        hudi_read.read_command(locations, endpoint_url, region),
-        env=spark_spec.local_spark_env(
-            os.environ, credentials=CREDENTIALS, region=region, endpoint_url=endpoint_url
-        ),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"reading the Hudi tables failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
-    (line,) = [line for line in run.stdout.splitlines() if line.startswith(hudi_read.RESULT)]
+    command = hudi_read.read_command(locations, endpoint_url, region)
+    stdout = run_hudi_program(command, endpoint_url, region, CREDENTIALS, "reading the Hudi tables")
+    (line,) = [line for line in stdout.splitlines() if line.startswith(hudi_read.RESULT)]
     tables = json.loads(line.removeprefix(hudi_read.RESULT))
     return {name: {"rows": _sorted_rows(rows)} for name, rows in tables.items()}
 
