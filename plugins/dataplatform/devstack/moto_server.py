@@ -1,7 +1,8 @@
 """A moto server on a free loopback port, for the local stack, the tests and the benchmarks.
 
 It runs as a subprocess (not in-process) so that Airflow subprocesses, spark-submit and the benchmark's
-baseline all reach the same AWS state over HTTP, exactly as they would reach AWS.
+baseline all reach the same AWS state over HTTP, exactly as they would reach AWS. It is moto behind the
+project's fault injector (``aws_endpoint.py``): off unless a ``FaultPlan`` is given, at start or at runtime.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from dataplatform.devstack.faults import FaultPlan
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -29,10 +32,18 @@ def free_port() -> int:
 class MotoServer:
     """Start with ``MotoServer().start()`` or as a context manager; ``url`` is the endpoint."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        faults: FaultPlan | None = None,
+        request_log: Path | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.faults = faults
+        self.request_log = request_log
         self._process: subprocess.Popen | None = None
         self._recording_path = Path(tempfile.gettempdir()) / f"moto-recording-{self.port}.jsonl"
 
@@ -54,8 +65,22 @@ class MotoServer:
         # MOTO_ENABLE_RECORDING as "on", so the variable must be absent, not "false".
         env = {k: v for k, v in os.environ.items() if k != "MOTO_ENABLE_RECORDING"}
         env["MOTO_RECORDER_FILEPATH"] = str(self._recording_path)
+        env["MOTO_PORT"] = str(self.port)
+        command = [
+            sys.executable,
+            "-m",
+            "dataplatform.devstack.aws_endpoint",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
+        if self.faults is not None:
+            command += ["--faults", self.faults.to_json()]
+        if self.request_log is not None:
+            command += ["--request-log", str(self.request_log)]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -100,6 +125,26 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every resource (between tests)."""
         self._post("/moto-api/reset")
+
+    # -- the fault injector's control API (aws_endpoint.py) ---------------------------------------------
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        """Inject ``plan``'s faults from now on (None: none), e.g. off while seeding, on for the runs."""
+        self.faults = plan
+        self._post("/_dataplatform/faults", plan.to_json().encode() if plan else b"{}")
+
+    def fault_stats(self) -> dict:
+        """Requests and faults since the start or the last ``reset_fault_stats``: ``requests``,
+        ``requests_by_service``, ``faults``, ``faults_by_kind``, ``faults_by_operation``, ``plan``."""
+        with urllib.request.urlopen(f"{self.url}/_dataplatform/faults", timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset_fault_stats(self) -> None:
+        self._post("/_dataplatform/faults/reset")
+
+    def set_phase(self, label: str) -> None:
+        """Label the request-log lines that follow (the DAG run that is running: the IAM check reads it)."""
+        self._post("/_dataplatform/phase", json.dumps({"phase": label}).encode())
 
     def start_recording(self) -> None:
         self._post("/moto-api/recorder/reset-recording")
