@@ -74,3 +74,18 @@ def test_invariants_catch_open_requests_double_pricing_and_a_batch_in_two_groups
     assert any("batch b1 is in group#a and group#b" in p for p in problems)
     assert any("have a hole" in p for p in problems)
     assert any("index entry k1 v2" in p for p in problems)
+
+
+def test_retry_delay_scale_shortens_delays_and_keeps_the_retries(monkeypatch):
+    from datetime import timedelta
+
+    from dataplatform.task_retries import DELAY_SCALE_ENV, retry_args
+
+    normal = retry_args(2, timedelta(minutes=5))
+    monkeypatch.setenv(DELAY_SCALE_ENV, "0.01")
+    fast = retry_args(2, timedelta(minutes=5))
+    assert (normal["retries"], fast["retries"]) == (2, 2)
+    assert (normal["retry_delay"], fast["retry_delay"]) == (timedelta(minutes=5), timedelta(seconds=3))
+    monkeypatch.setenv(DELAY_SCALE_ENV, "2")
+    with pytest.raises(ValueError, match=DELAY_SCALE_ENV):
+        retry_args(2, timedelta(minutes=5))
