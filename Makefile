@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # sha256 in include/spark/jars.lock.json; fetched once from Maven Central (~500 MB) into .cache/jars/,
 # checked on every job. `jars` always runs: with the cache complete it only checks it (well under a second).
 
-.PHONY: demo up airflow test test-fast lint format bench package lock install jars check-java clean
+.PHONY: demo chaos chaos-ci up airflow test test-fast lint format bench package lock install jars check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -31,6 +31,17 @@ check-java: $(STAMP)
 ## demo: moto server + local Spark + SQLite Airflow; runs every DAG with `airflow dags test`, prints a summary
 demo: $(STAMP) jars check-java
 	$(PY) -m dataplatform.devstack demo
+
+## chaos: the demo with faults on RATE of the DAG runs' AWS requests (seed SEED), then without; compares
+## the final states (must not differ). DAGS=a,b: only those DAGs' runs; KINDS=a,b: only those fault kinds.
+RATE ?= 0.05
+SEED ?= 1
+chaos: $(STAMP) jars check-java
+	$(PY) -m dataplatform.devstack chaos --rate $(RATE) --seed $(SEED) --dags "$(DAGS)" --kinds "$(KINDS)"
+
+## chaos-ci: the short chaos pass CI runs after make test (a lower rate, one seed)
+chaos-ci: $(STAMP) jars check-java
+	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seed 1
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
 up: $(STAMP) jars check-java
