@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--seed", type=int, default=1, help="fault seed: the same seed, the same faults")
     chaos.add_argument("--kinds", default="", help="comma list of fault kinds (default: every kind)")
     chaos.add_argument("--dags", default="", help="comma list of DAG ids: only their demo runs (debugging)")
+    chaos.add_argument(
+        "--sequential", action="store_true", help="run the two passes one after the other (default: at once)"
+    )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
     try:
@@ -38,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "chaos":
             from dataplatform.devstack.chaos import run_chaos
 
-            return run_chaos(args.rate, args.seed, _comma_list(args.kinds), _comma_list(args.dags))
+            return run_chaos(
+                args.rate, args.seed, _comma_list(args.kinds), _comma_list(args.dags), not args.sequential
+            )
         if args.command == "up":
             from dataplatform.devstack.up import run_up
 
