@@ -55,6 +55,7 @@ _HMAC_KEY = "chaos-" + "0" * 58
 @dataclass(frozen=True)
 class PassResult:
     label: str
+    home: Path
     outcomes: list[RunOutcome]
     stats: dict[str, Any]
     retries: dict[str, Any]
@@ -82,9 +83,9 @@ def select_runs(dags: tuple[str, ...] | None) -> tuple[DemoRun, ...]:
     return tuple(run for run in DEMO_RUNS if run.dag_id in dags)
 
 
-def run_pass(label: str, plan: FaultPlan | None, runs: tuple[DemoRun, ...]) -> PassResult:
+def run_pass(workdir: Path, label: str, plan: FaultPlan | None, runs: tuple[DemoRun, ...]) -> PassResult:
     """Seed a fresh lake (faults off), run ``runs`` under ``plan``, read the final state (faults off)."""
-    home = CHAOS_DIR / label
+    home = workdir / label
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     started = time.monotonic()
@@ -108,30 +109,34 @@ def run_pass(label: str, plan: FaultPlan | None, runs: tuple[DemoRun, ...]) -> P
     )
 
 
-def _run_pass_to_log(label: str, plan: FaultPlan | None, runs: tuple[DemoRun, ...]) -> PassResult:
-    """``run_pass`` in a child process, its console output in ``<pass home>.log``."""
+def _run_pass_to_log(
+    workdir: Path, label: str, plan: FaultPlan | None, runs: tuple[DemoRun, ...]
+) -> PassResult:
+    """``run_pass`` in a child process, its console output in ``<workdir>/<label>.log``."""
     import contextlib
 
-    log = CHAOS_DIR / f"{label}.log"
+    log = workdir / f"{label}.log"
     with open(log, "w", buffering=1) as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        return run_pass(label, plan, runs)
+        return run_pass(workdir, label, plan, runs)
 
 
 def run_passes_in_parallel(
-    passes: dict[str, FaultPlan | None], runs: tuple[DemoRun, ...]
+    workdir: Path, passes: dict[str, FaultPlan | None], runs: tuple[DemoRun, ...]
 ) -> list[PassResult]:
     """Both passes at once, each in its own process (its own moto server, Airflow home and environment):
     they share nothing but the machine, and the chaos run takes half the time."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    CHAOS_DIR.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(passes), mp_context=context) as pool:
-        futures = {label: pool.submit(_run_pass_to_log, label, plan, runs) for label, plan in passes.items()}
+        futures = {
+            label: pool.submit(_run_pass_to_log, workdir, label, plan, runs) for label, plan in passes.items()
+        }
         for label in futures:
             print(
-                f"pass '{label}': {describe_plan(passes[label])}; progress in {CHAOS_DIR / label}.log",
+                f"pass '{label}': {describe_plan(passes[label])}; progress in {workdir / label}.log",
                 flush=True,
             )
         return [futures[label].result() for label in passes]
@@ -251,7 +256,7 @@ def print_summary(
     for difference in differences[:200]:
         print(f"DIFF: {difference}")
     if len(differences) > 200:
-        print(f"... and {len(differences) - 200} more (states in {CHAOS_DIR}/*/state.json)")
+        print(f"... and {len(differences) - 200} more (states in {faulted.home.parent}/*/state.json)")
 
 
 def figures(faulted: PassResult, differences: list[str], problems: list[str]) -> dict[str, Any]:
@@ -268,7 +273,7 @@ def figures(faulted: PassResult, differences: list[str], problems: list[str]) ->
         "seed": faulted.stats.get("plan", {}).get("seed"),
         "crash_points_survived": crash_points_survived(),
         "bad_inputs_refused": bad_inputs_refused(),
-        **iam_figures(CHAOS_DIR / faulted.label / "requests.jsonl"),
+        **iam_figures(faulted.home / "requests.jsonl"),
     }
 
 
@@ -284,10 +289,12 @@ def run_chaos(
     print(f"java: {check_java()}")
     os.environ["AIRFLOW_CONN_GDPR_HMAC"] = gdpr_hmac_connection(_HMAC_KEY)
     passes = {"faults": fault_plan(rate, seed, kinds), "baseline": None}
+    # One folder per rate, seed and DAG selection: runs with other settings do not overwrite each other.
+    workdir = CHAOS_DIR / "-".join([f"rate{rate:g}", f"seed{seed}", *(dags or ())])
     if parallel:
-        faulted, baseline = run_passes_in_parallel(passes, runs)
+        faulted, baseline = run_passes_in_parallel(workdir, passes, runs)
     else:
-        faulted, baseline = (run_pass(label, plan, runs) for label, plan in passes.items())
+        faulted, baseline = (run_pass(workdir, label, plan, runs) for label, plan in passes.items())
     differences = lake_state.diff(baseline.state, faulted.state)
     problems = [f"with faults: {p}" for p in lake_state.invariants(faulted.state)]
     problems += [f"without faults: {p}" for p in lake_state.invariants(baseline.state)]
