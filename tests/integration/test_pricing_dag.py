@@ -265,3 +265,39 @@ def test_fresh_launches_go_before_the_ones_that_failed_to_price(aws):
     assert not launches.record_error(dynamodb, table, "l-3", "late error")
     assert launches.get_launch(dynamodb, table, "l-3")["total_cost"] == "1.0000"
     assert "pricing_error" not in launches.get_launch(dynamodb, table, "l-3")
+
+
+class ResendingClient:
+    """A DynamoDB client whose UpdateItem is sent twice, as botocore resends it after a read timeout
+    whose first send was processed (the chaos run's ``read_timeout`` fault): the caller sees the
+    second answer."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def update_item(self, **kwargs):
+        self._client.update_item(**kwargs)
+        return self._client.update_item(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_resent_pricing_write_counts_once_and_reports_its_own_success(aws):
+    """Found by make chaos (read_timeout): a resent ``ADD pricing_attempts`` counted one attempt twice,
+    and a resent cost write reported the launch as priced by another run."""
+    dynamodb, table = aws.client("dynamodb"), "it_launch_resend"
+    launches.ensure_launches_table(dynamodb, table)
+    for launch_id in ("l-0", "l-1"):
+        record = {"launch_id": launch_id, "status": "COMPLETE", "completed_at": "2026-11-20T00:00:00+00:00"}
+        launches.put_launch(dynamodb, table, record)
+    resending = ResendingClient(dynamodb)
+
+    assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
+    assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
+    assert launches.get_launch(dynamodb, table, "l-0")["pricing_attempts"] == 2
+
+    assert launches.write_cost(resending, table, "l-1", {"total_cost": "1.0000"})
+    assert launches.get_launch(dynamodb, table, "l-1")["total_cost"] == "1.0000"
+    assert not launches.write_cost(resending, table, "l-1", {"total_cost": "2.0000"})
+    assert launches.get_launch(dynamodb, table, "l-1")["total_cost"] == "1.0000"

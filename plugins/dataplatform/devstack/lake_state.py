@@ -62,8 +62,9 @@ def lake_clients(endpoint_url: str | None, region: str) -> LakeClients:
 
 # -- generic normalisation -------------------------------------------------------------------------------
 
-# Fields that hold when something happened or which Airflow run did it: they differ between any two runs.
-_VOLATILE_SUFFIXES = ("_at", "_time_utc", "_seconds", "_ms")
+# Fields that hold when something happened, which Airflow run did it, or a random token of one call
+# (pricing's write tokens): they differ between any two runs.
+_VOLATILE_SUFFIXES = ("_at", "_time_utc", "_seconds", "_ms", "_token")
 _VOLATILE_NAMES = {"run_id", "claimed_by", "deadline", "try_number", "record_id", "price_date"}
 
 
