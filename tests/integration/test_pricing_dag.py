@@ -22,7 +22,7 @@ from dataplatform.pricing.pricer import Pricer
 from dataplatform.pricing.sample import DEMO_LAUNCHES, GP2, DemoInstance, DemoLaunch, seed_launches
 from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
-from tests.moto_helpers import AtomicWrites
+from tests.moto_helpers import AtomicWrites, ResendingClient
 
 pytestmark = pytest.mark.integration
 
@@ -267,22 +267,6 @@ def test_fresh_launches_go_before_the_ones_that_failed_to_price(aws):
     assert "pricing_error" not in launches.get_launch(dynamodb, table, "l-3")
 
 
-class ResendingClient:
-    """A DynamoDB client whose UpdateItem is sent twice, as botocore resends it after a read timeout
-    whose first send was processed (the chaos run's ``read_timeout`` fault): the caller sees the
-    second answer."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def update_item(self, **kwargs):
-        self._client.update_item(**kwargs)
-        return self._client.update_item(**kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-
 def test_a_resent_pricing_write_counts_once_and_reports_its_own_success(aws):
     """Found by make chaos (read_timeout): a resent ``ADD pricing_attempts`` counted one attempt twice,
     and a resent cost write reported the launch as priced by another run."""
@@ -291,7 +275,7 @@ def test_a_resent_pricing_write_counts_once_and_reports_its_own_success(aws):
     for launch_id in ("l-0", "l-1"):
         record = {"launch_id": launch_id, "status": "COMPLETE", "completed_at": "2026-11-20T00:00:00+00:00"}
         launches.put_launch(dynamodb, table, record)
-    resending = ResendingClient(dynamodb)
+    resending = ResendingClient(dynamodb, "update_item")
 
     assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
     assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
