@@ -95,14 +95,16 @@ def run_pass(workdir: Path, label: str, plan: FaultPlan | None, runs: tuple[Demo
         moto.set_phase("seed")
         env = prepare_airflow(home, moto.url)
         env[DELAY_SCALE_ENV] = str(RETRY_DELAY_SCALE)
-        seed_local_lake(moto.url)
+        # The Hudi tables (a Spark job to write, another to read) only when the runs erase them.
+        hudi = any(run.dag_id == "gdpr_erasure" for run in runs)
+        seed_local_lake(moto.url, hudi=hudi)
         moto.reset_fault_stats()
         moto.set_faults(plan)
         outcomes = execute_runs(runs, env, home, moto, home / "logs")
         moto.set_faults(None)
         stats = moto.fault_stats()
         moto.set_phase("snapshot")
-        state = lake_state.snapshot(settings(), moto.url)
+        state = lake_state.snapshot(settings(), moto.url, hudi=hudi)
     (home / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True, default=str))
     return PassResult(
         label, outcomes, stats, task_retries(home / "airflow.db"), state, time.monotonic() - started

@@ -164,9 +164,10 @@ def _quiet_airflow_logging() -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 
-def seed_local_lake(moto_url: str):
+def seed_local_lake(moto_url: str, hudi: bool = True):
     """Point this process's ``aws_default`` connection at the moto server, seed the demo lake, say what
-    was seeded, and return the S3 client (to read run reports with)."""
+    was seeded, and return the S3 client (to read run reports with). ``hudi=False`` leaves out the Hudi
+    tables (a Spark job), for runs that do not erase them."""
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
@@ -218,7 +219,7 @@ def seed_local_lake(moto_url: str):
             for n, c in gdpr.items()
         )
     )
-    hudi = seed_gdpr_hudi(s3, settings(), moto_url, ("testing", "testing", None))
+    hudi = seed_gdpr_hudi(s3, settings(), moto_url, ("testing", "testing", None)) if hudi else {}
     print(
         "gdpr datasets written by Hudi (spark-submit with the Hudi bundle, on moto S3): "
         + ", ".join(f"{n} ({c['table_type']}, {c['commits']} commits)" for n, c in hudi.items())
