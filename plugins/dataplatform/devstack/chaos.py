@@ -102,7 +102,9 @@ def run_pass(workdir: Path, label: str, plan: FaultPlan | None, runs: tuple[Demo
         moto.set_faults(plan)
         outcomes = execute_runs(runs, env, home, moto, home / "logs")
         moto.set_faults(None)
-        stats = moto.fault_stats()
+        # Read before the snapshot's requests; the stats' plan is the current one (none by now): the
+        # pass's own plan is kept with its result.
+        stats = {**moto.fault_stats(), "plan": dataclasses.asdict(plan) if plan else None}
         moto.set_phase("snapshot")
         state = lake_state.snapshot(settings(), moto.url, hudi=hudi)
     (home / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True, default=str))
@@ -271,8 +273,8 @@ def figures(faulted: PassResult, differences: list[str], problems: list[str]) ->
         "runs_failed": len(faulted.failed_runs),
         "state_differences": len(differences),
         "invariant_violations": len(problems),
-        "rate": faulted.stats.get("plan", {}).get("rate"),
-        "seed": faulted.stats.get("plan", {}).get("seed"),
+        "rate": faulted.stats["plan"]["rate"],
+        "seed": faulted.stats["plan"]["seed"],
         "crash_points_survived": crash_points_survived(),
         "bad_inputs_refused": bad_inputs_refused(),
         **iam_figures(faulted.home / "requests.jsonl"),
