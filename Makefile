@@ -39,9 +39,11 @@ SEED ?= 1
 chaos: $(STAMP) jars check-java
 	$(PY) -m dataplatform.devstack chaos --rate $(RATE) --seed $(SEED) --dags "$(DAGS)" --kinds "$(KINDS)"
 
-## chaos-ci: the short chaos pass CI runs after make test (a lower rate, one seed)
+## chaos-ci: the short chaos pass for CI after make test: a lower rate, one seed, the Glue, reconciliation
+## and pricing runs (Iceberg and GDPR, the longest, only in the full make chaos)
+CHAOS_CI_DAGS := glue_partition_loader,recon_stateless,recon_stateful,benchmark_pricing
 chaos-ci: $(STAMP) jars check-java
-	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seed 1
+	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seed 1 --dags $(CHAOS_CI_DAGS)
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything
 up: $(STAMP) jars check-java
