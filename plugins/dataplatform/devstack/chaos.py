@@ -109,7 +109,7 @@ def run_pass(workdir: Path, label: str, plan: FaultPlan | None, runs: tuple[Demo
         state = lake_state.snapshot(settings(), moto.url, hudi=hudi)
     (home / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True, default=str))
     return PassResult(
-        label, outcomes, stats, task_retries(home / "airflow.db"), state, time.monotonic() - started
+        label, home, outcomes, stats, task_retries(home / "airflow.db"), state, time.monotonic() - started
     )
 
 
