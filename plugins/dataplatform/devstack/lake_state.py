@@ -68,6 +68,9 @@ _VOLATILE_SUFFIXES = ("_at", "_time_utc", "_seconds", "_ms", "_token")
 _VOLATILE_NAMES = {"run_id", "claimed_by", "deadline", "try_number", "record_id", "price_date"}
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _is_volatile(name: str) -> bool:
     return name in _VOLATILE_NAMES or name.endswith(_VOLATILE_SUFFIXES)
 
@@ -160,6 +163,9 @@ def _ledger(items: list[dict[str, Any]]) -> dict[str, Any]:
                 return groups[value]
             if value in runs:
                 return f"stateful-run-{runs[value]}"
+            # A stateful run's part files are named with Spark's job uuid; their lines are compared in
+            # state_part_lines.
+            return _UUID.sub("<uuid>", value)
         if isinstance(value, list):
             return [alias(v) for v in value]
         return value
@@ -232,8 +238,6 @@ def recon_state(clients: LakeClients, config: Settings) -> dict[str, Any]:
 
 
 # -- Iceberg -------------------------------------------------------------------------------------------------
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def object_kind(relative_key: str) -> str:
