@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # sha256 in include/spark/jars.lock.json; fetched once from Maven Central (~500 MB) into .cache/jars/,
 # checked on every job. `jars` always runs: with the cache complete it only checks it (well under a second).
 
-.PHONY: demo iam up airflow test test-fast lint format bench package lock install jars check-java clean
+.PHONY: demo iam chaos chaos-ci up airflow test test-fast lint format bench package lock install jars check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -38,6 +38,19 @@ iam: $(STAMP) jars check-java
 	@mkdir -p $(dir $(IAM_REQUEST_LOG)) && rm -f $(IAM_REQUEST_LOG)
 	DATAPLATFORM_REQUEST_LOG=$(IAM_REQUEST_LOG) $(PY) -m dataplatform.devstack demo
 	$(PY) -m dataplatform.devstack.iam_check $(IAM_REQUEST_LOG)
+
+## chaos: the demo with faults on RATE of the DAG runs' AWS requests (seed SEED), then without; compares
+## the final states (must not differ). DAGS=a,b: only those DAGs' runs; KINDS=a,b: only those fault kinds.
+RATE ?= 0.05
+SEED ?= 1
+chaos: $(STAMP) jars check-java
+	$(PY) -m dataplatform.devstack chaos --rate $(RATE) --seed $(SEED) --dags "$(DAGS)" --kinds "$(KINDS)"
+
+## chaos-ci: the short chaos pass for CI after make test: a lower rate, one seed, the Glue, reconciliation
+## and pricing runs (Iceberg and GDPR, the longest, only in the full make chaos)
+CHAOS_CI_DAGS := glue_partition_loader,recon_stateless,recon_stateful,benchmark_pricing
+chaos-ci: $(STAMP) jars check-java
+	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seed 1 --dags $(CHAOS_CI_DAGS)
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything.
 ## DB=postgres: the metadata database on a local PostgreSQL (installed with apt-get when root and missing),

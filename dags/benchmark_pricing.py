@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from dataplatform.task_retries import retry_args
+
 DOC = """
 ### Benchmark pricing
 
@@ -45,9 +47,7 @@ The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform
     max_active_runs=1,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=2)),
     },
     tags=["pricing", "benchmark", "genomics"],
     doc_md=DOC,

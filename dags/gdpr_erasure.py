@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### GDPR erasure
@@ -67,9 +68,7 @@ the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
     max_active_runs=1,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=5)),
     },
     tags=["gdpr", "iceberg", "hudi"],
     doc_md=DOC,

@@ -9,6 +9,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dataplatform.config import settings
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Glue partition loader
@@ -44,9 +45,7 @@ created, invalid, empty, failed) is the task's XCom and a JSON file under `repor
     render_template_as_native_obj=True,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=2)),
     },
     tags=["glue", "catalog", "partitions"],
     doc_md=DOC,

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from dataplatform.config import settings
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Iceberg archive register
@@ -58,8 +59,7 @@ its files are then unreferenced for the next maintenance run.
     render_template_as_native_obj=True,
     default_args={
         "owner": "data-platform",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=1),
+        **retry_args(1, timedelta(minutes=1), exponential=False),
     },
     tags=["iceberg", "maintenance", "manual"],
     doc_md=DOC,

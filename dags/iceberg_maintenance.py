@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Iceberg maintenance
@@ -75,9 +76,7 @@ would create and the snapshots expiry would remove, from the metadata tables, an
     render_template_as_native_obj=True,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=5)),
     },
     tags=["iceberg", "maintenance"],
     doc_md=DOC,

@@ -10,6 +10,7 @@ from airflow.sdk import dag, get_current_context, task
 from dataplatform.config import settings
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, prefetch_job, stateful_job
 from dataplatform.operators.spark import spark_job_tasks
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Reconciliation: stateful join and index
@@ -47,9 +48,7 @@ _WAIT = {
     max_active_runs=_config.max_in_flight,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=1)),
     },
     tags=["reconciliation", "spark"],
     doc_md=DOC,

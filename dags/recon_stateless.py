@@ -10,6 +10,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, stateless_job
 from dataplatform.operators.spark import spark_job_tasks
+from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Reconciliation: stateless reduce
@@ -40,9 +41,7 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
     max_active_runs=1,
     default_args={
         "owner": "data-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
+        **retry_args(2, timedelta(minutes=1)),
     },
     tags=["reconciliation", "spark"],
     doc_md=DOC,

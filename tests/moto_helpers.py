@@ -49,3 +49,24 @@ def recorded_s3_gets(server, bucket: str, key: str) -> list[dict[str, str]]:
         for entry in entries
         if entry["method"] == "GET" and urlparse(entry["url"]).path == path
     ]
+
+
+class ResendingClient:
+    """A boto3 client whose ``operations`` (method names, e.g. ``"put_item"``) are each sent twice, as
+    botocore resends a request after a read timeout whose first send was processed (``make chaos``'s
+    ``read_timeout`` fault): the caller sees the second answer."""
+
+    def __init__(self, client, *operations: str):
+        self._client = client
+        self._operations = set(operations)
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+        if name not in self._operations:
+            return method
+
+        def resent(**kwargs):
+            method(**kwargs)
+            return method(**kwargs)
+
+        return resent

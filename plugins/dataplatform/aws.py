@@ -8,6 +8,7 @@ ThrottlingException) and rate-limits the client itself.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from botocore.config import Config
@@ -27,6 +28,25 @@ def retry_config() -> Config:
     return Config(**RETRY_CONFIG)
 
 
+# Glue answers ConcurrentModificationException when another writer changed the catalog object meanwhile;
+# botocore's retry modes leave it to the caller (it is neither a throttle nor transient). Every Glue call
+# made through these clients is safe to send again after it (the call was not applied; partition
+# creation is idempotent, table updates are conditional), so they retry it like a throttle, with full
+# jitter, within the same attempt budget. Found by `make chaos` (glue_concurrent_modification failed
+# load_partitions' try).
+_RETRIED_GLUE_CODES = {"ConcurrentModificationException"}
+
+
+def retry_glue_conflicts(attempts: int, response: Any = None, **_: Any) -> float | None:
+    """A ``needs-retry`` handler: the delay before resending a Glue call refused for a concurrent
+    modification, None otherwise (botocore's own retry handler decides then)."""
+    if response is None or attempts >= RETRY_CONFIG["retries"]["max_attempts"]:
+        return None
+    if response[1].get("Error", {}).get("Code") not in _RETRIED_GLUE_CODES:
+        return None
+    return random.uniform(0, min(5.0, 0.1 * 2**attempts))
+
+
 def client(service: str, conn_id: str | None = None, region: str | None = None):
     """A boto3 client for ``service`` from the Airflow connection (adaptive retries)."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -37,7 +57,10 @@ def client(service: str, conn_id: str | None = None, region: str | None = None):
         region_name=region or settings().aws.region,
         config=retry_config(),
     )
-    return hook.get_conn()
+    client = hook.get_conn()
+    if service == "glue":
+        client.meta.events.register_first("needs-retry.glue", retry_glue_conflicts)
+    return client
 
 
 def client_in(service: str, region: str):

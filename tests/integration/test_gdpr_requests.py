@@ -11,6 +11,7 @@ from dataplatform.config import settings
 from dataplatform.gdpr import audit, requests
 from dataplatform.gdpr.__main__ import main as gdpr_cli
 from dataplatform.gdpr.requests import COMPLETED, FAILED, IN_PROGRESS, PENDING
+from tests.moto_helpers import ResendingClient
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,22 @@ def test_a_request_completes_only_when_every_dataset_verified(dynamodb):
     done = requests.finish_request(dynamodb, TABLE, "ticket-1", "run-b", ["profiles", "payments"], T0 + HOUR)
     assert done.status == COMPLETED and done.reason is None
     assert requests.claim_requests(dynamodb, TABLE, "run-c", 10, T0 + 2 * HOUR, 6 * HOUR) == []
+
+
+def test_resent_claims_and_finishes_are_the_runs_own(dynamodb):
+    """Found by make chaos (read_timeout): a claim resent after its first send had landed was taken for
+    another run's (the request stayed IN_PROGRESS, worked on by nobody), and a resent finish failed the
+    task on the status it had just set, and every retry of it."""
+    submit(dynamodb, "ticket-1")
+    resending = ResendingClient(dynamodb, "update_item")
+
+    claimed = requests.claim_requests(resending, TABLE, "run-a", 10, T0, 6 * HOUR)
+    assert [r.request_id for r in claimed] == ["ticket-1"] and claimed[0].attempts == 1
+    requests.record_progress(resending, TABLE, "ticket-1", "run-a", "profiles", {"verified": True})
+    done = requests.finish_request(resending, TABLE, "ticket-1", "run-a", ["profiles"], T0)
+    assert done.status == COMPLETED
+    again = requests.finish_request(dynamodb, TABLE, "ticket-1", "run-a", ["profiles"], T0)
+    assert again.status == COMPLETED and requests.get_request(dynamodb, TABLE, "ticket-1").attempts == 1
 
 
 def record(**overrides) -> audit.AuditRecord:

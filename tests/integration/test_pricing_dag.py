@@ -22,7 +22,7 @@ from dataplatform.pricing.pricer import Pricer
 from dataplatform.pricing.sample import DEMO_LAUNCHES, GP2, DemoInstance, DemoLaunch, seed_launches
 from dataplatform.s3.objects import split_uri
 from tests.airflow_helpers import run_repo_dag, task_states
-from tests.moto_helpers import AtomicWrites
+from tests.moto_helpers import AtomicWrites, ResendingClient
 
 pytestmark = pytest.mark.integration
 
@@ -265,3 +265,23 @@ def test_fresh_launches_go_before_the_ones_that_failed_to_price(aws):
     assert not launches.record_error(dynamodb, table, "l-3", "late error")
     assert launches.get_launch(dynamodb, table, "l-3")["total_cost"] == "1.0000"
     assert "pricing_error" not in launches.get_launch(dynamodb, table, "l-3")
+
+
+def test_a_resent_pricing_write_counts_once_and_reports_its_own_success(aws):
+    """Found by make chaos (read_timeout): a resent ``ADD pricing_attempts`` counted one attempt twice,
+    and a resent cost write reported the launch as priced by another run."""
+    dynamodb, table = aws.client("dynamodb"), "it_launch_resend"
+    launches.ensure_launches_table(dynamodb, table)
+    for launch_id in ("l-0", "l-1"):
+        record = {"launch_id": launch_id, "status": "COMPLETE", "completed_at": "2026-11-20T00:00:00+00:00"}
+        launches.put_launch(dynamodb, table, record)
+    resending = ResendingClient(dynamodb, "update_item")
+
+    assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
+    assert launches.record_error(resending, table, "l-0", "no price for x9.huge")
+    assert launches.get_launch(dynamodb, table, "l-0")["pricing_attempts"] == 2
+
+    assert launches.write_cost(resending, table, "l-1", {"total_cost": "1.0000"})
+    assert launches.get_launch(dynamodb, table, "l-1")["total_cost"] == "1.0000"
+    assert not launches.write_cost(resending, table, "l-1", {"total_cost": "2.0000"})
+    assert launches.get_launch(dynamodb, table, "l-1")["total_cost"] == "1.0000"

@@ -9,7 +9,7 @@ import pytest
 from dataplatform.reconciliation import ledger
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from spark_jobs.common.storage import Storage
-from tests.moto_helpers import AtomicWrites
+from tests.moto_helpers import AtomicWrites, ResendingClient
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +237,19 @@ def test_claim_retry_returns_the_same_batches_and_claims_nothing_more(dynamodb, 
 
     assert batch_ids(retry) == batch_ids(first) == ids[:2]
     assert ledger.count_by_state(dynamodb, TABLE)["PENDING"] == 3
+
+
+def test_a_resent_group_record_is_not_taken_for_a_concurrent_claim(dynamodb, landing):
+    """Found by make chaos (read_timeout): the group's conditional put, resent after its first send had
+    landed, failed on its own item and the claim raised LedgerConflict."""
+    ids = land(landing, 3)
+    ledger.register_batches(ResendingClient(dynamodb, "put_item"), TABLE, Storage(), landing, NOW)
+    assert ledger.count_by_state(dynamodb, TABLE)["PENDING"] == 3
+
+    claimed = ledger.claim_batches(ResendingClient(dynamodb, "put_item"), TABLE, "g1", 2, NOW, TIMEOUT)
+
+    assert batch_ids(claimed) == ids[:2]
+    assert item(dynamodb, "group#g1")["batches"] == ids[:2]
 
 
 def test_claim_that_died_before_recording_its_group_is_found_again(dynamodb, landing):

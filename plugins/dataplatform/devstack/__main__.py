@@ -1,4 +1,4 @@
-"""``python -m dataplatform.devstack demo | up | check-java`` (what ``make demo`` and ``make up`` run)."""
+"""``python -m dataplatform.devstack demo | up | chaos | check-java`` (what ``make demo``, ``make up`` and ``make chaos`` run)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         help="metadata database: SQLite in the home (default), or PostgreSQL (a cluster in <home>/postgres, "
         "LocalExecutor running tasks in parallel; installs the server with apt-get when root and missing)",
     )
+    chaos = sub.add_parser(
+        "chaos", help="the demo with injected AWS faults and without; compare the final states (make chaos)"
+    )
+    chaos.add_argument("--rate", type=float, default=0.05, help="fraction of AWS requests faulted (0.05)")
+    chaos.add_argument("--seed", type=int, default=1, help="fault seed: the same seed, the same faults")
+    chaos.add_argument("--kinds", default="", help="comma list of fault kinds (default: every kind)")
+    chaos.add_argument("--dags", default="", help="comma list of DAG ids: only their demo runs (debugging)")
+    chaos.add_argument(
+        "--sequential", action="store_true", help="run the two passes one after the other (default: at once)"
+    )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return run_demo()
+        if args.command == "chaos":
+            from dataplatform.devstack.chaos import run_chaos
+
+            return run_chaos(
+                args.rate, args.seed, _comma_list(args.kinds), _comma_list(args.dags), not args.sequential
+            )
         if args.command == "up":
             from dataplatform.devstack.up import run_up
 
@@ -56,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _comma_list(value: str) -> tuple[str, ...] | None:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) or None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -163,9 +164,10 @@ def _quiet_airflow_logging() -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
 
 
-def seed_local_lake(moto_url: str):
+def seed_local_lake(moto_url: str, hudi: bool = True):
     """Point this process's ``aws_default`` connection at the moto server, seed the demo lake, say what
-    was seeded, and return the S3 client (to read run reports with)."""
+    was seeded, and return the S3 client (to read run reports with). ``hudi=False`` leaves out the Hudi
+    tables (a Spark job), for runs that do not erase them."""
     os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(moto_url)
     _quiet_airflow_logging()
     from dataplatform import aws
@@ -217,7 +219,7 @@ def seed_local_lake(moto_url: str):
             for n, c in gdpr.items()
         )
     )
-    hudi = seed_gdpr_hudi(s3, settings(), moto_url, ("testing", "testing", None))
+    hudi = seed_gdpr_hudi(s3, settings(), moto_url, ("testing", "testing", None)) if hudi else {}
     print(
         "gdpr datasets written by Hudi (spark-submit with the Hudi bundle, on moto S3): "
         + ", ".join(f"{n} ({c['table_type']}, {c['commits']} commits)" for n, c in hudi.items())
@@ -275,66 +277,96 @@ def show_recon_commands(env: dict[str, str]) -> None:
         subprocess.run([sys.executable, "-m", "dataplatform.reconciliation", *args], env=env, timeout=300)
 
 
-def run_demo() -> int:
+@dataclass(frozen=True)
+class RunOutcome:
+    run: DemoRun
+    run_id: str
+    state: str
+    seconds: float
+
+
+def prepare_airflow(home: Path, moto_url: str) -> dict[str, str]:
+    """The environment of an Airflow home (SQLite) pointed at the moto server, its database migrated."""
+    env = airflow_env(home, moto_url)
+    os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    print(f"airflow metadata database (SQLite) ready in {time.monotonic() - started:.0f}s: {home}")
+    return env
+
+
+def execute_runs(
+    runs: Sequence[DemoRun],
+    env: dict[str, str],
+    home: Path,
+    moto: MotoServer,
+    logs: Path,
+) -> list[RunOutcome]:
+    """Each run with ``airflow dags test``, in order, its requests labelled with its DAG id in the
+    endpoint's request log; the state of each run as the metadata database holds it."""
+    logs.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for number, run in enumerate(runs, start=1):
+        command = [sys.executable, "-m", "airflow", "dags", "test", run.dag_id]
+        if run.logical_date:
+            command.append(run.logical_date)
+        if run.conf:
+            command += ["-c", json.dumps(run.conf)]
+        log_path = logs / f"{number:02d}-{run.dag_id}.log"
+        print(
+            f"[{number}/{len(runs)}] airflow dags test {run.dag_id}: {run.what} (log: {log_path})",
+            flush=True,
+        )
+        started = time.monotonic()
+        moto.set_phase(run.dag_id)
+        with open(log_path, "w") as log:
+            subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
+        moto.set_phase("demo")  # the demo reading the run's reports next: not the DAG's calls
+        run_id, state = _latest_run(home / "airflow.db", run.dag_id)
+        seconds = time.monotonic() - started
+        print(f"      {state} in {seconds:.0f}s", flush=True)
+        outcomes.append(RunOutcome(run, run_id, state, seconds))
+    return outcomes
+
+
+def check_every_dag_has_a_run() -> None:
     missing = dag_ids_in_repo() - {run.dag_id for run in DEMO_RUNS}
     if missing:
         raise DemoError(f"DAGs without a demo run in dataplatform/devstack/demo.py: {sorted(missing)}")
+
+
+def run_demo() -> int:
+    check_every_dag_has_a_run()
     print(f"java: {check_java()}")
     home = LOCAL_DIR / "demo-airflow"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    logs = home / "logs-demo"
-    logs.mkdir()
-
     # DATAPLATFORM_REQUEST_LOG: where the endpoint logs every AWS request, labelled with the DAG run that
-    # made it, for the IAM check (python -m dataplatform.devstack.iam_check <that file>).
+    # made it (seed / <dag_id> / cli), for the IAM check.
     request_log = os.environ.get("DATAPLATFORM_REQUEST_LOG")
     with MotoServer(
         log_path=home / "moto.log", request_log=Path(request_log) if request_log else None
     ) as moto:
         print(f"moto server: {moto.url}")
         moto.set_phase("seed")
-        env = airflow_env(home, moto.url)
-        os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
-        started = time.monotonic()
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        print(f"airflow metadata database (SQLite) ready in {time.monotonic() - started:.0f}s: {home}")
-
+        env = prepare_airflow(home, moto.url)
         s3 = seed_local_lake(moto.url)
-
-        rows = []
-        for number, run in enumerate(DEMO_RUNS, start=1):
-            command = [sys.executable, "-m", "airflow", "dags", "test", run.dag_id]
-            if run.logical_date:
-                command.append(run.logical_date)
-            if run.conf:
-                command += ["-c", json.dumps(run.conf)]
-            log_path = logs / f"{number:02d}-{run.dag_id}.log"
-            print(
-                f"[{number}/{len(DEMO_RUNS)}] airflow dags test {run.dag_id}: {run.what} (log: {log_path})",
-                flush=True,
+        outcomes = execute_runs(DEMO_RUNS, env, home, moto, home / "logs-demo")
+        rows = [
+            (
+                outcome.run.dag_id,
+                outcome.run.what,
+                outcome.state,
+                _describe(_reports(s3, settings().reports_uri, outcome.run.dag_id, outcome.run_id)),
             )
-            started = time.monotonic()
-            moto.set_phase(run.dag_id)
-            with open(log_path, "w") as log:
-                subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
-            moto.set_phase("demo")  # the demo reading the run's reports: not the DAG's calls
-            run_id, state = _latest_run(home / "airflow.db", run.dag_id)
-            print(f"      {state} in {time.monotonic() - started:.0f}s", flush=True)
-            rows.append(
-                (
-                    run.dag_id,
-                    run.what,
-                    state,
-                    _describe(_reports(s3, settings().reports_uri, run.dag_id, run_id)),
-                )
-            )
+            for outcome in outcomes
+        ]
         moto.set_phase("cli")
         show_recon_commands(env)
         show_gdpr_status(env)
@@ -344,6 +376,6 @@ def run_demo() -> int:
     print_table(rows)
     failed = [row for row in rows if row[2] != "success"]
     if failed:
-        print(f"\n{len(failed)} run(s) did not succeed; logs under {logs}")
+        print(f"\n{len(failed)} run(s) did not succeed; logs under {home / 'logs-demo'}")
         return 1
     return 0

@@ -57,6 +57,12 @@ def seed(spark: Any, tables: Sequence[Mapping[str, Any]]) -> None:
 
 def seed_command(tables: Sequence[Mapping[str, Any]], endpoint_url: str | None, region: str) -> list[str]:
     """The local ``spark-submit`` of this program for ``tables`` (run it with ``local_spark_env``)."""
+    return hudi_submit_command(Path(__file__).resolve(), {"tables": list(tables)}, endpoint_url, region)
+
+
+def hudi_submit_command(application: Path, payload: Any, endpoint_url: str | None, region: str) -> list[str]:
+    """A local ``spark-submit`` of a devstack PySpark program with the Hudi bundle and S3A on
+    ``endpoint_url``, its one argument ``payload`` as JSON."""
     from dataplatform import spark as spark_spec
     from dataplatform.gdpr.spark_erasure import hudi_conf
 
@@ -65,9 +71,33 @@ def seed_command(tables: Sequence[Mapping[str, Any]], endpoint_url: str | None, 
         spark_submit=None,
         master="local[2]",
         conf=conf,
-        application=str(Path(__file__).resolve()),
-        application_args=[json.dumps({"tables": list(tables)})],
+        application=str(application),
+        application_args=[json.dumps(payload)],
     )
+
+
+def run_hudi_program(
+    command: list[str], endpoint_url: str | None, region: str, credentials: tuple, what: str
+) -> str:
+    """Run a ``hudi_submit_command`` with the credentials in its environment; its stdout, or an error
+    saying ``what`` failed with the tail of Spark's output."""
+    import os
+    import subprocess
+
+    from dataplatform import spark as spark_spec
+
+    run = subprocess.run(
+        command,
+        env=spark_spec.local_spark_env(
+            os.environ, credentials=credentials, region=region, endpoint_url=endpoint_url
+        ),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+    return run.stdout
 
 
 def main(argv: Sequence[str]) -> int:

@@ -293,10 +293,6 @@ def seed_gdpr_hudi(s3, config: Settings, endpoint_url: str | None, credentials: 
     """(Re)write the configured Hudi GDPR datasets with real Hudi: one ``spark-submit`` of
     ``dataplatform.devstack.hudi_seed`` with the locked bundle and S3A on ``endpoint_url`` (``credentials``
     reach it in its environment). Returns, per dataset, its table type and how many commits hold rows."""
-    import os
-    import subprocess
-
-    from dataplatform import spark as spark_spec
     from dataplatform.devstack import hudi_seed
     from dataplatform.s3.objects import delete_versions, list_versions
 
@@ -306,17 +302,8 @@ def seed_gdpr_hudi(s3, config: Settings, endpoint_url: str | None, credentials: 
         delete_versions(s3, list_versions(s3, table["location"]))
     if tables:
         region = config.aws.region
-        run = subprocess.run(
-            hudi_seed.seed_command(tables, endpoint_url, region),
-            env=spark_spec.local_spark_env(
-                os.environ, credentials=credentials, region=region, endpoint_url=endpoint_url
-            ),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"seeding the Hudi tables failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+        command = hudi_seed.seed_command(tables, endpoint_url, region)
+        hudi_seed.run_hudi_program(command, endpoint_url, region, credentials, "seeding the Hudi tables")
     return {
         key: {"table_type": dataset.hudi_table_type, "commits": len(hudi_demo_commits(1))}
         for key, dataset in config.gdpr.datasets.items()

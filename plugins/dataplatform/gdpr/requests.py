@@ -244,7 +244,14 @@ def _try_claim(
         )
     except ClientError as exc:
         if error_code(exc) == "ConditionalCheckFailedException":
-            return False  # another run took it first
+            # Another run took it first, or this claim was resent after a read timeout and its first send
+            # had landed: then the request holds this run and this claim's time.
+            current = get_request(dynamodb, table, request.request_id)
+            return current is not None and (current.status, current.claimed_by, current.claimed_at) == (
+                IN_PROGRESS,
+                run_id,
+                _iso(now),
+            )
         raise
     return True
 
@@ -278,6 +285,9 @@ def finish_request(
     run counts: a run may cover only some datasets); otherwise FAILED with the reasons (the request stays
     retriable)."""
     request = get_request(dynamodb, table, request_id)
+    if request is not None and request.claimed_by == run_id and request.status in (COMPLETED, FAILED):
+        # Finished by this run already: a retried task, or the write below resent after a read timeout.
+        return request
     if request is None or request.claimed_by != run_id or request.status != IN_PROGRESS:
         raise ClaimLostError(f"request {request_id} is not claimed by run {run_id}")
     problems = []
@@ -293,7 +303,13 @@ def finish_request(
         values[":r"] = "; ".join(problems)
     else:
         expression = "SET #s = :s, completed_at = :now, updated_at = :now REMOVE reason"
-    _update_claimed(dynamodb, table, request_id, run_id, expression, {"#s": "status"}, values)
+    try:
+        _update_claimed(dynamodb, table, request_id, run_id, expression, {"#s": "status"}, values)
+    except ClaimLostError:
+        # A resend of this write whose first send had landed fails on the status it set.
+        landed = get_request(dynamodb, table, request_id)
+        if landed is None or (landed.claimed_by, landed.status) != (run_id, values[":s"]):
+            raise
     finished = get_request(dynamodb, table, request_id)
     assert finished is not None
     return finished

@@ -16,6 +16,7 @@ from airflow.sdk import TaskGroup, TriggerRule, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dataplatform.config import GdprDataset, SparkSettings, settings
+from dataplatform.task_retries import retry_args
 
 
 def spark_datasets() -> list[str]:
@@ -46,7 +47,7 @@ def group_retries(spark_settings: SparkSettings) -> dict[str, Any]:
     retry costs nothing."""
     if spark_settings.backend != "local":
         return {"retries": 0}
-    return {"retries": 1, "retry_delay": LOCAL_RETRY_DELAY, "retry_exponential_backoff": False}
+    return retry_args(1, LOCAL_RETRY_DELAY, exponential=False)
 
 
 def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:

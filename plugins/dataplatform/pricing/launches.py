@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -203,8 +204,12 @@ def _query_pages(dynamodb: Any, request: dict[str, Any], limit: int | None = Non
 
 def write_cost(dynamodb: Any, table: str, launch_id: str, attributes: dict[str, Any]) -> bool:
     """Set the cost attributes (and clear an earlier pricing error) while ``total_cost`` is absent and
-    the launch is COMPLETE. False when another run priced it first (nothing is changed then)."""
-    values = {**attributes, "priced_at": _now()}
+    the launch is COMPLETE. False when another run priced it first (nothing is changed then).
+
+    The write carries a token of this call (``pricing_token``): when botocore resends it after a read
+    timeout and the first send had landed, the condition fails on our own write, and the token tells so."""
+    token = uuid.uuid4().hex
+    values = {**attributes, "priced_at": _now(), "pricing_token": token}
     names = {f"#a{position}": name for position, name in enumerate(values)}
     try:
         dynamodb.update_item(
@@ -227,29 +232,46 @@ def write_cost(dynamodb: Any, table: str, launch_id: str, attributes: dict[str, 
     except ClientError as exc:
         if error_code(exc) != "ConditionalCheckFailedException":
             raise
-        return False
+        return _written_by(dynamodb, table, launch_id, "pricing_token", token)
     return True
+
+
+def _written_by(dynamodb: Any, table: str, launch_id: str, attribute: str, token: str) -> bool:
+    """True when the launch's ``attribute`` holds ``token``: the conditional write that just failed had
+    landed on an earlier send of the same call."""
+    item = dynamodb.get_item(TableName=table, Key={"launch_id": {"S": launch_id}}, ConsistentRead=True).get(
+        "Item", {}
+    )
+    return item.get(attribute, {}).get("S") == token
 
 
 def record_error(dynamodb: Any, table: str, launch_id: str, reason: str) -> bool:
     """Note why the launch could not be priced (it stays unpriced and is retried). False when it was
-    priced meanwhile: a stale error is never written over a cost."""
+    priced meanwhile: a stale error is never written over a cost.
+
+    ``pricing_attempts`` counts attempts, not sends: the call's token (``pricing_error_token``) makes a
+    resend after a read timeout, whose first send had landed, fail its condition instead of counting the
+    attempt twice."""
+    token = uuid.uuid4().hex
     try:
         dynamodb.update_item(
             TableName=table,
             Key={"launch_id": {"S": launch_id}},
-            UpdateExpression="SET pricing_error = :reason, pricing_error_at = :now ADD pricing_attempts :one",
-            ConditionExpression="attribute_exists(launch_id) AND attribute_not_exists(total_cost)",
+            UpdateExpression="SET pricing_error = :reason, pricing_error_at = :now, "
+            "pricing_error_token = :token ADD pricing_attempts :one",
+            ConditionExpression="attribute_exists(launch_id) AND attribute_not_exists(total_cost) "
+            "AND (attribute_not_exists(pricing_error_token) OR pricing_error_token <> :token)",
             ExpressionAttributeValues={
                 ":reason": {"S": reason[:2000]},
                 ":now": {"S": _now()},
                 ":one": {"N": "1"},
+                ":token": {"S": token},
             },
         )
     except ClientError as exc:
         if error_code(exc) != "ConditionalCheckFailedException":
             raise
-        return False
+        return _written_by(dynamodb, table, launch_id, "pricing_error_token", token)
     return True
 
 

@@ -1018,14 +1018,16 @@ def _get(dynamodb: Any, table: str, pk: str) -> dict[str, Any] | None:
 
 
 def _put_new(dynamodb: Any, table: str, values: dict[str, Any]) -> bool:
-    """Put the item unless one with its pk exists; False when it does."""
+    """Put the item unless one with its pk exists; False when it does, unless it is this very item: a
+    put that botocore sent again after a read timeout, whose first send had landed, fails its condition
+    on its own write (the items carry a timestamp of the call, so an equal item is ours)."""
     try:
         dynamodb.put_item(
             TableName=table, Item=_to_item(values), ConditionExpression="attribute_not_exists(pk)"
         )
     except ClientError as exc:
         if error_code(exc) == "ConditionalCheckFailedException":
-            return False
+            return _get(dynamodb, table, values["pk"]) == _from_item(_to_item(values))
         raise
     return True
 
