@@ -56,7 +56,10 @@ def test_each_kind_reaches_the_client_as_aws_sends_it(endpoint):
             ),
             "TransactionCanceledException",
         ),
-        "glue_concurrent_modification": (lambda: glue.get_databases(), "ConcurrentModificationException"),
+        "glue_concurrent_modification": (
+            lambda: glue.create_database(DatabaseInput={"Name": "faults"}),
+            "ConcurrentModificationException",
+        ),
         "glue_throttling": (lambda: glue.get_databases(), "ThrottlingException"),
     }
     try:
@@ -86,6 +89,7 @@ def test_each_kind_reaches_the_client_as_aws_sends_it(endpoint):
     # A reset comes before processing; a read timeout after: its write happened, the client never heard.
     assert keys == {"timed-out"}
     assert ddb.scan(TableName="faults")["Items"] == []
+    assert glue.get_databases()["DatabaseList"] == []
 
 
 def test_retrying_clients_converge_and_every_request_is_counted_and_logged(endpoint):

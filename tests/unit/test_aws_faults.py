@@ -97,6 +97,11 @@ def test_kinds_apply_only_to_their_service_and_operation():
         k.name for k in plan.applicable_kinds("dynamodb", "TransactWriteItems")
     }
     assert FaultPlan(rate=1.0, services=("glue",)).applicable_kinds("s3", "PutObject") == []
+    glue_reads = {kind.name for kind in plan.applicable_kinds("glue", "GetTable")}
+    assert "glue_concurrent_modification" not in glue_reads, "Glue answers it to writes only"
+    assert "glue_concurrent_modification" in {
+        k.name for k in plan.applicable_kinds("glue", "BatchCreatePartition")
+    }
 
 
 def test_the_same_seed_draws_the_same_decisions_at_the_given_rate():

@@ -29,14 +29,18 @@ FAULTS_FILE = REPO_ROOT / "include" / "config" / "faults.yaml"
 
 @dataclass(frozen=True)
 class FaultKind:
-    """One way a request can fail. ``service`` None: any service; ``operation`` None: any operation."""
+    """One way a request can fail. ``service`` None: any service; ``operations`` None: any operation,
+    else the operation-name prefixes it applies to."""
 
     name: str
     service: str | None
-    operation: str | None
+    operations: tuple[str, ...] | None
     status: int
     code: str
     message: str
+
+    def applies_to(self, operation: str) -> bool:
+        return self.operations is None or operation.startswith(self.operations)
 
 
 # Error codes and messages as the services return them (botocore retries the throttling and 5xx ones
@@ -73,7 +77,7 @@ KINDS: dict[str, FaultKind] = {
         FaultKind(
             "dynamodb_transaction_conflict",
             "dynamodb",
-            "TransactWriteItems",
+            ("TransactWriteItems",),
             400,
             "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
             "Transaction cancelled, please refer cancellation reasons for specific reasons",
@@ -87,10 +91,11 @@ KINDS: dict[str, FaultKind] = {
             "Internal server error",
         ),
         FaultKind("glue_throttling", "glue", None, 400, "ThrottlingException", "Rate exceeded"),
+        # Glue answers ConcurrentModificationException to writes only (UpdateTable, BatchCreatePartition, ...).
         FaultKind(
             "glue_concurrent_modification",
             "glue",
-            None,
+            ("Create", "Update", "Delete", "BatchCreate", "BatchUpdate", "BatchDelete"),
             400,
             "ConcurrentModificationException",
             "Update table failed due to concurrent modifications.",
@@ -140,7 +145,7 @@ class FaultPlan:
         return [
             KINDS[name]
             for name in self.kinds
-            if KINDS[name].service in (None, service) and KINDS[name].operation in (None, operation)
+            if KINDS[name].service in (None, service) and KINDS[name].applies_to(operation)
         ]
 
     def to_json(self) -> str:
