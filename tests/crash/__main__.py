@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.crash", description=__doc__)
     parser.add_argument("pipelines", nargs="*", help="pipelines to crash (default: all)")
     parser.add_argument("--per-step", type=int, default=4, help="crash points per task (default 4)")
-    parser.add_argument("--spark-per-step", type=int, default=3, help="crash points per Spark job (default 3)")
+    parser.add_argument(
+        "--spark-per-step", type=int, default=3, help="crash points per Spark job (default 3)"
+    )
     parser.add_argument("--output", type=Path, default=None, help="results JSON (default .local/chaos/...)")
     args = parser.parse_args(argv)
 

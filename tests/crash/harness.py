@@ -41,7 +41,10 @@ PRELOAD = [
     "pyarrow",
     "pyiceberg.catalog.glue",
     "pyiceberg.io.pyarrow",
-    *(f"tests.crash.pipelines.{name}" for name in ("glue", "recon_stateless", "recon_stateful", "iceberg", "gdpr", "pricing")),
+    *(
+        f"tests.crash.pipelines.{name}"
+        for name in ("glue", "recon_stateless", "recon_stateful", "iceberg", "gdpr", "pricing")
+    ),
 ]
 KILLED = -9
 
@@ -55,6 +58,9 @@ class Step:
     run: Callable[..., Any]
     expand: Callable[[dict], list] | None = None
     spark: bool = False  # a spark-submit: its crash points are drawn apart (and left out of the quick set)
+    # The same work in the harness's own process (a Spark job's ``run`` in its session): how the runs
+    # crashing another step get past this one quickly. ``(lake, inputs) -> output``.
+    in_harness: Callable[[Any, dict], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,14 +172,31 @@ class TaskRunner:
         self._context.set_forkserver_preload(PRELOAD)
 
     def run(
-        self, pipeline: str, step: str, inputs: dict, item: Any = None, k: int | None = None, when: str = "after"
+        self,
+        pipeline: str,
+        step: str,
+        inputs: dict,
+        item: Any = None,
+        k: int | None = None,
+        when: str = "after",
     ) -> tuple[int, Any, int]:
         """(exit code, output or None, AWS requests made). Exit code -9: killed at the crash point."""
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
             out_path = out.name
         process = self._context.Process(
             target=_task_process,
-            args=(pipeline, step, inputs, item, self.env, self.proxy.url, k, when, out_path, str(self.log_path)),
+            args=(
+                pipeline,
+                step,
+                inputs,
+                item,
+                self.env,
+                self.proxy.url,
+                k,
+                when,
+                out_path,
+                str(self.log_path),
+            ),
         )
         process.start()
         process.join()
@@ -192,7 +215,8 @@ def run_pipeline(
 ) -> tuple[dict[tuple[str, int], int], bool]:
     """Seed, then every step in order; at ``crash`` kill the step and rerun it (the Airflow retry).
     Returns the AWS requests per (step, map index) of the uninterrupted steps, and whether the kill
-    happened (a k past the step's last request does not kill)."""
+    happened (a k past the step's last request does not kill). With a crash point, the steps that can run
+    in the harness (``Step.in_harness``) do so unless they are the one crashed."""
     pipeline.seed(lake)
     outputs: dict[str, Any] = {}
     counts: dict[tuple[str, int], int] = {}
@@ -200,13 +224,21 @@ def run_pipeline(
     for step in pipeline.steps:
         items = step.expand(outputs) if step.expand else [None]
         results = []
+        if crash and step.in_harness and crash.step != step.name:
+            outputs[step.name] = step.in_harness(lake, outputs)
+            continue
         for index, item in enumerate(items):
+            attempt = 1
             if crash and crash.step == step.name and crash.item == index:
-                code, output, _ = runner.run(pipeline.name, step.name, outputs, item, crash.k, crash.when)
+                inputs = {**outputs, "_try": attempt}
+                code, output, _ = runner.run(pipeline.name, step.name, inputs, item, crash.k, crash.when)
                 killed = code == KILLED
                 if code not in (0, KILLED):
                     raise StepFailed(f"{step.name}[{index}] failed before its crash point (exit {code})")
-            code, output, count = runner.run(pipeline.name, step.name, outputs, item)
+                attempt += 1
+            # The retry (or the only attempt): Airflow runs the task again with the same inputs.
+            inputs = {**outputs, "_try": attempt}
+            code, output, count = runner.run(pipeline.name, step.name, inputs, item)
             if code != 0:
                 raise StepFailed(f"{step.name}[{index}] failed (exit {code}); see {runner.log_path}")
             counts[(step.name, index)] = count
@@ -230,12 +262,14 @@ def spread(calls: int, per_step: int) -> list[int]:
 def crash_points(
     pipeline: Pipeline, counts: dict[tuple[str, int], int], per_step: int, spark_per_step: int
 ) -> list[CrashPoint]:
-    """Crash points over every step (the first item of a mapped step), alternating before / after."""
+    """Crash points over every task, alternating before / after: ``per_step`` spread over the calls of
+    each step (its first mapped task), and the first and last call of every other mapped task."""
     points = []
-    for step in pipeline.steps:
-        calls = counts.get((step.name, 0), 0)
-        for n, k in enumerate(spread(calls, spark_per_step if step.spark else per_step)):
-            points.append(CrashPoint(step.name, k, "after" if n % 2 == 0 else "before"))
+    for (name, index), calls in counts.items():
+        step = next(s for s in pipeline.steps if s.name == name)
+        wanted = spark_per_step if step.spark else per_step if index == 0 else min(per_step, 2)
+        for n, k in enumerate(spread(calls, wanted)):
+            points.append(CrashPoint(name, k, "after" if (n + index) % 2 == 0 else "before", index))
     return points
 
 

@@ -28,7 +28,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # Hop-by-hop headers, and Expect: the proxy answers 100-continue itself and forwards a whole body.
-_NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
+_NOT_FORWARDED = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "expect",
+    "proxy-connection",
+    "te",
+    "upgrade",
+}
 
 
 class Trap:
@@ -68,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
     upstream: urllib.parse.SplitResult
     trap: Trap
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass
 
     def _body(self) -> bytes:

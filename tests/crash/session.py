@@ -44,9 +44,7 @@ def crash_session(moto_server, work_dir: Path, spark=None) -> Iterator[tuple[Tas
     settings = load_settings(config)
     proxy = CrashProxy(moto_server.url).start()
     try:
-        runner = TaskRunner(
-            proxy, {"DATAPLATFORM_CONFIG": str(config)}, log_path=work_dir / "tasks.log"
-        )
+        runner = TaskRunner(proxy, {"DATAPLATFORM_CONFIG": str(config)}, log_path=work_dir / "tasks.log")
         lake = Lake(
             server=moto_server,
             settings=settings,

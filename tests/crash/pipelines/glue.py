@@ -66,6 +66,9 @@ def snapshot(lake) -> dict:
 PIPELINE = Pipeline(
     name="glue",
     seed=seed,
-    steps=(Step("load_partitions[web_events]", load_web_events), Step("load_partitions[cloudtrail]", load_cloudtrail)),
+    steps=(
+        Step("load_partitions[web_events]", load_web_events),
+        Step("load_partitions[cloudtrail]", load_cloudtrail),
+    ),
     snapshot=snapshot,
 )

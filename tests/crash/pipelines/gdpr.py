@@ -1,0 +1,107 @@
+"""GDPR erasure: one run of the DAG on the pyiceberg datasets (accept the trigger form's subject ids, claim
+the requests, erase each dataset in its own mapped task, finish the requests), through the functions and
+the operator the tasks call."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from types import SimpleNamespace
+
+from tests.crash.harness import Pipeline, Step
+from tests.crash.pipelines.lake_files import object_shapes, table_rows
+
+DAG_ID = "gdpr_erasure"
+RUN_ID = "manual__2024-03-02T03:00:00+00:00"
+PARAMS = {"subject_ids": ["cust-000004", "cust-000017"], "datasets": []}
+_REQUEST_VOLATILE = ("submitted_at", "claimed_at", "completed_at", "deadline", "updated_at", "failed_at")
+
+
+def _context(inputs: dict) -> dict:
+    return {
+        "dag": SimpleNamespace(dag_id=DAG_ID),
+        "run_id": RUN_ID,
+        "ti": SimpleNamespace(try_number=inputs["_try"]),
+    }
+
+
+def seed(lake) -> None:
+    from dataplatform.devstack.seed import ensure_bucket, seed_gdpr
+
+    ensure_bucket(lake.s3, lake.settings.reports_uri.removeprefix("s3://").split("/")[0])
+    seed_gdpr(lake.catalog, lake.s3, lake.settings)
+
+
+def accept_requests(inputs: dict) -> dict:
+    from dataplatform.operators.gdpr import accept_requests
+
+    return accept_requests(PARAMS, RUN_ID)
+
+
+def claim_requests(inputs: dict) -> list[str]:
+    from dataplatform.operators.gdpr import claim
+
+    return claim(RUN_ID)
+
+
+def pyiceberg_datasets(inputs: dict) -> list[str]:
+    from dataplatform.config import settings
+
+    datasets = settings().gdpr.datasets
+    return [key for key in inputs["accept_requests"]["datasets"] if datasets[key].engine == "pyiceberg"]
+
+
+def erase_iceberg(inputs: dict, dataset: str) -> dict:
+    from dataplatform.operators.gdpr import GdprIcebergErasureOperator
+
+    operator = GdprIcebergErasureOperator(
+        task_id="erase_iceberg", dataset=dataset, request_ids=inputs["claim_requests"]
+    )
+    return operator.execute(_context(inputs))
+
+
+def finish_requests(inputs: dict) -> dict:
+    from dataplatform.operators.gdpr import finish_requests
+
+    return finish_requests(inputs["claim_requests"], _context(inputs))
+
+
+def snapshot(lake) -> dict:
+    """Requests (status, progress), the audit trail per request and dataset (the last attempt's outcome,
+    rows deleted over all attempts), each dataset's rows and the shape of its objects and versions."""
+    gdpr = lake.settings.gdpr
+    requests = {}
+    for item in lake.items(gdpr.requests_table):
+        record = {k: v for k, v in item.items() if k not in _REQUEST_VOLATILE}
+        for progress in record.get("progress", {}).values():
+            for key in ("started_at", "finished_at", "commit", "expired_snapshots", "try_number"):
+                progress.pop(key, None)
+        requests[item["request_id"]] = json.loads(json.dumps(record, default=str))
+    trail: dict[str, dict] = defaultdict(lambda: {"attempts": [], "rows_deleted": 0})
+    for record in sorted(lake.items(gdpr.audit_table), key=lambda r: int(r["try_number"])):
+        entry = trail[f"{record['request_id']}/{record['dataset']}"]
+        entry["attempts"].append(record["outcome"])
+        entry["rows_deleted"] += int(record["rows_deleted"])
+    audit = {key: {"final": e["attempts"][-1], "rows_deleted": e["rows_deleted"]} for key, e in trail.items()}
+    datasets = {}
+    for key, dataset in gdpr.datasets.items():
+        location = lake.catalog.load_table(dataset.identifier).location()
+        datasets[key] = {
+            "rows": table_rows(lake, dataset.identifier),
+            "objects": object_shapes(lake, location, versions=True),
+        }
+    return {"requests": requests, "audit": audit, "datasets": datasets}
+
+
+PIPELINE = Pipeline(
+    name="gdpr",
+    seed=seed,
+    steps=(
+        Step("accept_requests", accept_requests),
+        Step("claim_requests", claim_requests),
+        Step("pyiceberg_datasets", pyiceberg_datasets),
+        Step("erase_iceberg", erase_iceberg, expand=lambda inputs: inputs["pyiceberg_datasets"]),
+        Step("finish_requests", finish_requests),
+    ),
+    snapshot=snapshot,
+)
