@@ -17,6 +17,7 @@ Run as ``python -m tests.crash.proxy <upstream url> <port file>``; control it ov
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -65,10 +66,8 @@ class Trap:
 
     def kill(self) -> None:
         if self.pgid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 class Handler(BaseHTTPRequestHandler):
