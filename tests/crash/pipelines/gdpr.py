@@ -9,12 +9,12 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from tests.crash.harness import Pipeline, Step
+from tests.crash.pipelines import without_clock
 from tests.crash.pipelines.lake_files import object_shapes, table_rows
 
 DAG_ID = "gdpr_erasure"
 RUN_ID = "manual__2024-03-02T03:00:00+00:00"
 PARAMS = {"subject_ids": ["cust-000004", "cust-000017"], "datasets": []}
-_REQUEST_VOLATILE = ("submitted_at", "claimed_at", "completed_at", "deadline", "updated_at", "failed_at")
 
 
 def _context(inputs: dict) -> dict:
@@ -72,11 +72,11 @@ def snapshot(lake) -> dict:
     gdpr = lake.settings.gdpr
     requests = {}
     for item in lake.items(gdpr.requests_table):
-        record = {k: v for k, v in item.items() if k not in _REQUEST_VOLATILE}
+        record = without_clock(json.loads(json.dumps(item, default=str)))
         for progress in record.get("progress", {}).values():
-            for key in ("started_at", "finished_at", "commit", "expired_snapshots", "try_number"):
+            for key in ("commit", "expired_snapshots", "try_number"):
                 progress.pop(key, None)
-        requests[item["request_id"]] = json.loads(json.dumps(record, default=str))
+        requests[item["request_id"]] = record
     trail: dict[str, dict] = defaultdict(lambda: {"attempts": [], "rows_deleted": 0})
     for record in sorted(lake.items(gdpr.audit_table), key=lambda r: int(r["try_number"])):
         entry = trail[f"{record['request_id']}/{record['dataset']}"]

@@ -10,8 +10,10 @@ _RANDOM = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 
 def canonical_name(key: str) -> str:
-    """An object key with its UUIDs and snapshot ids (10+ digits) replaced by ``*``."""
-    return _RANDOM.sub("*", key)
+    """An object key with its UUIDs and snapshot ids (10+ digits) replaced by ``*``, and the counters in
+    its file name (a writer's task and file numbers, which follow thread timing) by ``#``."""
+    folder, _, name = _RANDOM.sub("*", key).rpartition("/")
+    return f"{folder}/{re.sub(r'[0-9]+', '#', name)}"
 
 
 def object_shapes(lake, location: str, versions: bool = False) -> dict[str, int]:

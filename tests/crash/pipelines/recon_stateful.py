@@ -1,7 +1,7 @@
-"""Reconciliation, stateful half: the second run of ``recon_stateful`` (claim the READY group, prefetch the
-touched orders' current artifacts, process, commit the part files, index each part file in its own mapped
-task, commit the index). The seed lands the batches and runs, in the harness, a stateless run, a whole
-stateful run and a second stateless run: so the run under test reads prior state and updates the index."""
+"""Reconciliation, stateful half: a run of ``recon_stateful`` (claim the READY group, prefetch the touched
+orders' current artifacts, process, commit the part files, index each part file in its own mapped task,
+commit the index). The seed lands the batches and runs, in the harness, the stateless run that makes the
+READY group (one Spark job in the harness's session: each crash point reseeds)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from datetime import timedelta
 from tests.crash.harness import Pipeline, Step
 from tests.crash.pipelines import recon_common
 
-FIRST_RUNS = ("scheduled__2024-03-05T11:00:00+00:00", "asset_triggered__2024-03-05T11:00:05+00:00")
-SECOND_STATELESS = "scheduled__2024-03-05T11:10:00+00:00"
-RUN_ID = "asset_triggered__2024-03-05T11:10:05+00:00"
+STATELESS_RUN = "scheduled__2024-03-05T11:00:00+00:00"
+RUN_ID = "asset_triggered__2024-03-05T11:00:05+00:00"
 
 
 def seed(lake) -> None:
@@ -20,9 +19,9 @@ def seed(lake) -> None:
 
     recon_common.land(lake)
     runner = LocalRunner(recon_common.harness_context(lake), lake.spark)
-    runner.stateless(FIRST_RUNS[0], max_batches=2, now=recon_common.START + timedelta(hours=1))
-    runner.stateful(FIRST_RUNS[1])
-    runner.stateless(SECOND_STATELESS, now=recon_common.START + timedelta(hours=1, minutes=10))
+    runner.stateless(
+        STATELESS_RUN, max_batches=recon_common.BATCHES, now=recon_common.START + timedelta(hours=1)
+    )
 
 
 def setup_tables(inputs: dict) -> dict:
@@ -51,7 +50,7 @@ def process(inputs: dict) -> dict:
     from dataplatform.operators.reconciliation import stateful_job
     from dataplatform.reconciliation.pipeline import previous_run_reached
 
-    # wait_for_previous_process: run 1 is indexed (the seed), so this sensor passes at once.
+    # wait_for_previous_process: this is run 1, so the sensor passes at once.
     assert previous_run_reached(recon_common.task_context(), inputs["begin_stateful"]["seq"], "PROCESSED")
     return recon_common.spark_submit(stateful_job(), inputs["begin_stateful"]["spec_uri"])
 
