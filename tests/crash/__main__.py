@@ -1,5 +1,6 @@
 """``python -m tests.crash [pipeline ...]`` (``make crash``): the full crash campaign on a moto server of its
-own; prints ``tried/survived`` per pipeline and writes ``.local/chaos/crash_points.json``."""
+own; prints ``survived/tried`` per pipeline and merges the figures into ``.local/chaos/crash_points.json``
+(a run of some pipelines keeps the others')."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ sys.path[:0] = [str(REPO_ROOT / "plugins"), str(REPO_ROOT)]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.crash", description=__doc__)
     parser.add_argument("pipelines", nargs="*", help="pipelines to crash (default: all)")
-    parser.add_argument("--per-step", type=int, default=4, help="crash points per task (default 4)")
+    parser.add_argument(
+        "--per-step", type=int, default=None, help="crash points per task (default: the pipeline's)"
+    )
     parser.add_argument(
         "--spark-per-step", type=int, default=3, help="crash points per Spark job (default 3)"
     )
@@ -42,14 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         spark = _spark(server.url) if any(name.startswith("recon") for name in names) else None
         with crash_session(server, home / "crash", spark) as (runner, lake):
             for name in names:
-                results[name] = campaign(
-                    runner, pipeline(name), lake, args.per_step, args.spark_per_step, report=_say
-                )
+                chosen = pipeline(name)
+                per_step = args.per_step or chosen.per_step
+                results[name] = campaign(runner, chosen, lake, per_step, args.spark_per_step, report=_say)
     figures = summary(results)
-    path = write_results(figures, args.output or RESULTS_PATH)
-    for name, row in figures["pipelines"].items():
-        print(f"{name:16s} {row['tried']:3d} tried {row['survived']:3d} survived")
-    print(f"crash points survived: {figures['crash_points_survived']} (written to {path})")
+    path = args.output or RESULTS_PATH
+    merged = write_results(figures, path)
+    for name, row in merged["pipelines"].items():
+        ran = "" if name in figures["pipelines"] else "  (from an earlier run)"
+        print(f"{name:16s} {row['survived']:3d}/{row['tried']:<3d} survived{ran}")
+    print(f"crash points survived: {merged['crash_points_survived']} (in {path})")
     return 0 if all(not row["failures"] for row in figures["pipelines"].values()) else 1
 
 

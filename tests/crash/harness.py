@@ -71,6 +71,7 @@ class Pipeline:
     seed: Callable[[Any], None]  # (lake) -> None, in the harness process, straight to moto
     steps: tuple[Step, ...]
     snapshot: Callable[[Any], dict]  # (lake) -> the canonical state the pipeline owns
+    per_step: int = 4  # crash points per task (spread over its calls), unless the command line says
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,15 @@ def crash_session(moto_server, work_dir: Path, spark=None) -> Iterator[tuple[Tas
         proxy.stop()
 
 
-def write_results(summary: dict, path: Path = RESULTS_PATH) -> Path:
+def write_results(summary: dict, path: Path = RESULTS_PATH) -> dict:
+    """Merge ``summary`` into the results file (a run of some pipelines keeps the others' figures) and
+    return the merged figures."""
+    pipelines = json.loads(path.read_text())["pipelines"] if path.exists() else {}
+    pipelines.update(summary["pipelines"])
+    merged = {
+        "pipelines": pipelines,
+        "crash_points_survived": sum(row["survived"] for row in pipelines.values()),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged

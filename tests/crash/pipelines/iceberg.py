@@ -66,4 +66,6 @@ PIPELINE = Pipeline(
         ),
     ),
     snapshot=snapshot,
+    # One task makes ~180 calls (commits, tagging, lifecycle, orphans): more points between.
+    per_step=10,
 )
