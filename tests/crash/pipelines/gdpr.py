@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from tests.crash.harness import Pipeline, Step
 from tests.crash.pipelines import without_clock
-from tests.crash.pipelines.lake_files import object_shapes, table_rows
+from tests.crash.pipelines.lake_files import current_uris, object_shapes, reachable_uris, table_rows
 
 DAG_ID = "gdpr_erasure"
 RUN_ID = "manual__2024-03-02T03:00:00+00:00"
@@ -85,10 +85,15 @@ def snapshot(lake) -> dict:
     audit = {key: {"final": e["attempts"][-1], "rows_deleted": e["rows_deleted"]} for key, e in trail.items()}
     datasets = {}
     for key, dataset in gdpr.datasets.items():
-        location = lake.catalog.load_table(dataset.identifier).location()
+        table = lake.catalog.load_table(dataset.identifier)
+        reachable = reachable_uris(table)
+        # Files a killed commit wrote and never committed are garbage for orphan cleanup, as after any
+        # Iceberg writer that dies before its commit: compared apart, and none may hold a subject's row.
+        leftovers = current_uris(lake, table.location()) - reachable
         datasets[key] = {
             "rows": table_rows(lake, dataset.identifier),
-            "objects": object_shapes(lake, location, versions=True),
+            "objects": object_shapes(lake, table.location(), versions=True, only=reachable),
+            "leftovers_with_subjects": sorted(uri for uri in leftovers if _names_subjects(lake, uri)),
         }
     return {"requests": requests, "audit": audit, "datasets": datasets}
 
@@ -105,3 +110,9 @@ PIPELINE = Pipeline(
     ),
     snapshot=snapshot,
 )
+
+
+def _names_subjects(lake, uri: str) -> bool:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = lake.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return any(subject.encode() in body for subject in PARAMS["subject_ids"])
