@@ -5,7 +5,6 @@ the operator the tasks call."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from types import SimpleNamespace
 
 from tests.crash.harness import Pipeline, Step
@@ -67,8 +66,9 @@ def finish_requests(inputs: dict) -> dict:
 
 
 def snapshot(lake) -> dict:
-    """Requests (status, progress), the audit trail per request and dataset (the last attempt's outcome,
-    rows deleted over all attempts), each dataset's rows and the shape of its objects and versions."""
+    """Requests (status, progress), the audit trail per request and dataset (the last attempt's record),
+    each dataset's rows, the shape of the objects its metadata reaches and their versions, and leftover
+    objects holding a subject."""
     gdpr = lake.settings.gdpr
     requests = {}
     for item in lake.items(gdpr.requests_table):
@@ -77,12 +77,15 @@ def snapshot(lake) -> dict:
             for key in ("commit", "expired_snapshots", "try_number"):
                 progress.pop(key, None)
         requests[item["request_id"]] = record
-    trail: dict[str, dict] = defaultdict(lambda: {"attempts": [], "rows_deleted": 0})
+    # One audit record per attempt; each says what the run's erasure did (a retry after the delete
+    # committed reports that delete's rows too): the last attempt's record must match.
+    last: dict[str, dict] = {}
     for record in sorted(lake.items(gdpr.audit_table), key=lambda r: int(r["try_number"])):
-        entry = trail[f"{record['request_id']}/{record['dataset']}"]
-        entry["attempts"].append(record["outcome"])
-        entry["rows_deleted"] += int(record["rows_deleted"])
-    audit = {key: {"final": e["attempts"][-1], "rows_deleted": e["rows_deleted"]} for key, e in trail.items()}
+        last[f"{record['request_id']}/{record['dataset']}"] = record
+    audit = {
+        key: {"outcome": record["outcome"], "rows_deleted": int(record["rows_deleted"])}
+        for key, record in last.items()
+    }
     datasets = {}
     for key, dataset in gdpr.datasets.items():
         table = lake.catalog.load_table(dataset.identifier)
