@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.crash.session import RESULTS_PATH, crash_session, pipeline, write_results
 
     names = args.pipelines or list(NAMES)
+    path = args.output or RESULTS_PATH
     results = {}
     with MotoServer(log_path=home / "moto.log") as server:
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = connection_uri_json(server.url)
@@ -48,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = pipeline(name)
                 per_step = args.per_step or chosen.per_step
                 results[name] = campaign(runner, chosen, lake, per_step, args.spark_per_step, report=_say)
+                # Written after each pipeline: a long campaign cut short keeps the figures it has.
+                merged = write_results(summary({name: results[name]}), path)
     figures = summary(results)
-    path = args.output or RESULTS_PATH
-    merged = write_results(figures, path)
     for name, row in merged["pipelines"].items():
         ran = "" if name in figures["pipelines"] else "  (from an earlier run)"
         print(f"{name:16s} {row['survived']:3d}/{row['tried']:<3d} survived{ran}")
