@@ -119,7 +119,7 @@ def snapshot(lake) -> dict:
 
     recon = lake.settings.reconciliation
     ledger = {
-        item["pk"]: without_clock(json.loads(json.dumps(item, default=str)))
+        item["pk"]: without_clock(json.loads(without_uuids(json.dumps(item, default=str))))
         for item in lake.items(recon.ledger_table)
     }
     storage = Storage(lake.s3)
@@ -136,7 +136,8 @@ def snapshot(lake) -> dict:
         if name.startswith("part-"):
             # How a job's rows split into part files depends on Spark's parallelism, not on the data.
             work.setdefault(f"{folder}/part-*", []).extend(_lines(key, body))
-        elif name.endswith(".json"):
+        elif body.lstrip().startswith((b"{", b"[")):
+            # _job.json, _stats.json, _COMMITTED...: part-file URIs inside carry Spark's random names.
             work[f"{folder}/{name}"] = without_clock(json.loads(without_uuids(body.decode())))
         else:
             work[f"{folder}/{name}"] = body.decode(errors="replace")
