@@ -274,8 +274,11 @@ def finish_request(
 ) -> Request:
     """COMPLETED when the latest attempt on every dataset verified the erasure (an attempt of an earlier
     run counts: a run may cover only some datasets); otherwise FAILED with the reasons (the request stays
-    retriable)."""
+    retriable). A request this run already finished is returned as it is: the retry of a finishing task
+    killed after some of its writes."""
     request = get_request(dynamodb, table, request_id)
+    if request is not None and request.claimed_by == run_id and request.status in (COMPLETED, FAILED):
+        return request
     if request is None or request.claimed_by != run_id or request.status != IN_PROGRESS:
         raise ClaimLostError(f"request {request_id} is not claimed by run {run_id}")
     problems = []
