@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # sha256 in include/spark/jars.lock.json; fetched once from Maven Central (~500 MB) into .cache/jars/,
 # checked on every job. `jars` always runs: with the cache complete it only checks it (well under a second).
 
-.PHONY: demo iam chaos chaos-ci up airflow test test-fast lint format bench package lock install jars check-java clean
+.PHONY: demo iam chaos chaos-ci crash up airflow test test-fast lint format bench package lock install jars check-java clean
 
 # A fresh clone creates the venv and installs the pinned lock (no resolution), then this package
 # (plugins/dataplatform, spark_jobs) editable without dependencies.
@@ -68,6 +68,11 @@ airflow: $(STAMP)
 ## test: the whole suite (unit, DAG integrity, integration on moto + local Spark, e2e on a running Airflow)
 test: $(STAMP) jars check-java
 	$(PY) -m pytest
+
+## crash: every pipeline's tasks killed (SIGKILL) at AWS calls spread over each task and inside the Spark
+## jobs, rerun, and compared with an uninterrupted run; writes .local/chaos/crash_points.json
+crash: $(STAMP) jars check-java
+	$(PY) -m tests.crash $(ARGS)
 
 ## test-fast: unit and DAG-integrity tests only
 test-fast: $(STAMP) jars

@@ -291,3 +291,36 @@ def test_the_spark_record_step_checks_the_hudi_location_itself(lake):
     assert list(got.verification["holding_subjects"].values()) == [2]
     assert got.verification["job"]["passed"]
     assert not any(s in json.dumps(got.verification) + got.reason for s in SUBJECTS)
+
+
+def test_a_retry_after_the_delete_committed_reports_the_rows_that_delete_removed(lake, monkeypatch):
+    """Found by the crash harness (tests/crash): a task killed after its delete committed left the retry
+    finding no row, and the request's progress and audit said 0 rows deleted."""
+    from dataplatform.gdpr import erasure
+
+    for n, subject in enumerate(SUBJECTS):
+        requests.submit_request(
+            lake.dynamodb, CONFIG.requests_table, f"t-{n}", subject, datetime.now(UTC), 30
+        )
+    table = lake.catalog.load_table("db.payments")
+    flt = SubjectFilter.build(table.schema(), ["payer_id", "payee_id"], SUBJECTS)
+    before = table.scan(row_filter=flt.expression).to_arrow().num_rows
+    claimed = claim(lake, "run-1")
+    real_purge = erasure.purge_subject_history
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")  # after the delete's commit, before anything is recorded
+
+    monkeypatch.setattr(erasure, "purge_subject_history", killed)
+    with pytest.raises(KeyboardInterrupt):
+        erase_iceberg_dataset(context(lake, "run-1"), "payments", claimed)
+    monkeypatch.setattr(erasure, "purge_subject_history", real_purge)
+    retry = ErasureContext(CONFIG, lake.dynamodb, lake.s3, b"test-key", "run-1", 2, catalog=lake.catalog)
+    report = erase_iceberg_dataset(retry, "payments", claimed)
+
+    assert report["outcome"] == "verified" and report["rows_deleted"] == before > 0
+    stored = requests.get_requests(lake.dynamodb, CONFIG.requests_table, [r.request_id for r in claimed])
+    assert sum(r.progress["payments"]["rows_deleted"] for r in stored) >= report["rows_deleted"] > 0
+    trail = [audit.records_for(lake.dynamodb, CONFIG.audit_table, r.request_id) for r in claimed]
+    assert [[r["outcome"] for r in records] for records in trail] == [["verified"], ["verified"]]
+    assert sum(int(records[0]["rows_deleted"]) for records in trail) >= report["rows_deleted"]

@@ -93,6 +93,13 @@ def test_a_request_completes_only_when_every_dataset_verified(dynamodb):
     requests.record_progress(dynamodb, TABLE, "ticket-1", "run-b", "payments", {"verified": True})
     done = requests.finish_request(dynamodb, TABLE, "ticket-1", "run-b", ["profiles", "payments"], T0 + HOUR)
     assert done.status == COMPLETED and done.reason is None
+    # The finishing task retried after it was killed past this write (found by tests/crash): unchanged.
+    again = requests.finish_request(
+        dynamodb, TABLE, "ticket-1", "run-b", ["profiles", "payments"], T0 + 2 * HOUR
+    )
+    assert again == done
+    with pytest.raises(requests.ClaimLostError):
+        requests.finish_request(dynamodb, TABLE, "ticket-1", "run-a", ["profiles", "payments"], T0 + 2 * HOUR)
     assert requests.claim_requests(dynamodb, TABLE, "run-c", 10, T0 + 2 * HOUR, 6 * HOUR) == []
 
 

@@ -347,6 +347,36 @@ def test_a_run_killed_after_the_expiry_commit_is_finished_by_the_next_run(lake, 
     assert table.scan().to_arrow().num_rows == 4
 
 
+def test_a_run_killed_the_moment_its_expiry_committed_leaves_the_tagging_to_the_next_run(lake, monkeypatch):
+    """Found by the crash harness (tests/crash): killed between the expiry commit and saving the list of
+    files it unreferenced, the retry found nothing left to expire and never tagged those files."""
+    from pyiceberg.table.update import RemoveSnapshotsUpdate
+
+    write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=4, n_regions=2)
+    real_commit = lake.catalog.commit_table
+
+    def commit_then_die(table, requirements, updates):
+        response = real_commit(table, requirements, updates)
+        if any(isinstance(update, RemoveSnapshotsUpdate) for update in updates):
+            raise KeyboardInterrupt("worker killed")  # the commit took effect; nothing after it ran
+        return response
+
+    monkeypatch.setattr(lake.catalog, "commit_table", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(lake, policy())
+    pending = load_state(lake.s3, state_uri_for(STATE_ROOT, IDENTIFIER)).pending
+    assert pending["action"] == "tag" and pending["files"]
+
+    monkeypatch.setattr(lake.catalog, "commit_table", real_commit)
+    report = run(lake, policy())
+
+    assert report["expiry"]["snapshots_expired"] == 0  # the killed run's commit stands
+    assert report["resumed_pending"]["tagged"] == len(pending["files"])
+    tags = all_tags(lake.s3)
+    assert all(tags[uri].get("delete-tag-name") == "deleted" for uri in pending["files"])
+    assert not set(pending["files"]) & set(reachable(lake.catalog.load_table(IDENTIFIER)))
+
+
 def test_files_of_an_archive_table_are_never_deleted_tagged_or_called_orphans(lake):
     from dataplatform.iceberg.archive import archive_register, release_from_lifecycle
 

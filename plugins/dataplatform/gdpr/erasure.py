@@ -20,12 +20,14 @@ from pyiceberg.exceptions import NoSuchTableError
 from dataplatform.config import GdprDataset, GdprSettings
 from dataplatform.gdpr import audit, requests, subject_files
 from dataplatform.gdpr.iceberg_erasure import (
+    RUN_PROPERTY,
     ErasureError,
     PinnedRefsError,
     SubjectFilter,
     SubjectScanner,
     check_pinned_refs,
     delete_subject_rows,
+    earlier_delete_of_run,
     purge_subject_history,
 )
 from dataplatform.gdpr.requests import Request
@@ -137,9 +139,12 @@ def _erase_iceberg(
         subject_ids,
         workers=ctx.settings.workers,
         commit_retries=ctx.settings.commit_retries,
-        snapshot_properties={"dataplatform.gdpr-run": ctx.run_id},
+        snapshot_properties={RUN_PROPERTY: ctx.run_id},
     )
     table = table.refresh()
+    if deleted.snapshot_id is None:
+        # A retry of this run after its delete committed: report what that delete removed, not zero.
+        deleted = earlier_delete_of_run(table, ctx.run_id, subject_ids) or deleted
     purged = purge_subject_history(
         table,
         scanner,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import json
 import logging
 import uuid
 from collections import Counter
@@ -59,6 +60,11 @@ log = logging.getLogger(__name__)
 
 # Snapshot summary property on the delete's snapshot: audits and later runs can tell erasures apart.
 ERASURE_PROPERTY = "dataplatform.gdpr-erasure"
+# On the same snapshot: the run that erased (``dataplatform.gdpr-run``) and the rows it deleted per subject,
+# as a JSON list in the order of the sorted subject ids (counts only: no id reaches the table metadata).
+# A retry of a run killed after its delete committed finds its rows gone and reads the counts here.
+RUN_PROPERTY = "dataplatform.gdpr-run"
+ROWS_PROPERTY = "dataplatform.gdpr-rows-deleted"
 
 
 class ErasureError(RuntimeError):
@@ -363,8 +369,12 @@ def delete_subject_rows(
                 len(tasks),
             )
             return result
+        properties = {
+            **(snapshot_properties or {}),
+            ROWS_PROPERTY: json.dumps([result.rows_by_subject.get(s, 0) for s in sorted(subject_ids)]),
+        }
         try:
-            result.snapshot_id = commit_rewrites(table, rewrites, snapshot_properties or {}, scanner)
+            result.snapshot_id = commit_rewrites(table, rewrites, properties, scanner)
         except CommitFailedException as exc:
             conflicts += 1
             log.warning("%s: delete commit lost a race (%s); redoing it on fresh metadata", _name(table), exc)
@@ -383,6 +393,29 @@ def delete_subject_rows(
         )
         return result
     raise CommitFailedException(f"{_name(table)}: delete commit failed {commit_retries + 1} times")
+
+
+def earlier_delete_of_run(table: Table, run_id: str, subject_ids: Sequence[str]) -> DeleteResult | None:
+    """What the delete committed by an earlier attempt of run ``run_id`` removed (from its snapshot's
+    properties), or None when this run committed no delete on the table."""
+    for snapshot in reversed(table.snapshots()):
+        summary = snapshot.summary
+        if summary is None or summary[RUN_PROPERTY] != run_id or summary[ROWS_PROPERTY] is None:
+            continue
+        counts = json.loads(summary[ROWS_PROPERTY])
+        by_subject = {s: n for s, n in zip(sorted(subject_ids), counts, strict=False) if n}
+        return DeleteResult(
+            data_files=live_data_files(table),
+            files_scanned=0,
+            files_rewritten=int(summary["deleted-data-files"] or 0),
+            bytes_rewritten=0,
+            rows_deleted=sum(by_subject.values()),
+            rows_by_subject=by_subject,
+            snapshot_id=snapshot.snapshot_id,
+            removed_files=[],
+            conflicts_retried=0,
+        )
+    return None
 
 
 def refuse_delete_files(table: Table) -> None:

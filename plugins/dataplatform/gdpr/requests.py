@@ -283,7 +283,8 @@ def finish_request(
 ) -> Request:
     """COMPLETED when the latest attempt on every dataset verified the erasure (an attempt of an earlier
     run counts: a run may cover only some datasets); otherwise FAILED with the reasons (the request stays
-    retriable)."""
+    retriable). A request this run already finished is returned as it is: the retry of a finishing task
+    killed after some of its writes."""
     request = get_request(dynamodb, table, request_id)
     if request is not None and request.claimed_by == run_id and request.status in (COMPLETED, FAILED):
         # Finished by this run already: a retried task, or the write below resent after a read timeout.

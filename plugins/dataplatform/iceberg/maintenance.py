@@ -242,12 +242,14 @@ def expire_snapshots(run: TableRun) -> tuple[dict, dict[str, FileRef]]:
         if plan.empty:
             return result, {}
         before = run.reachable()
+        after = reachable_files(run.index, table.metadata, table.metadata_location, plan.retained_ids)
         if run.dry_run:
-            after = reachable_files(run.index, table.metadata, table.metadata_location, plan.retained_ids)
             return result, unreferenced_between(before, after, run.protected)
+        record_pending(run, unreferenced_between(before, after, run.protected))
         try:
             response = table.catalog.commit_table(table, *expiry_commit(table, plan))
         except CommitFailedException as exc:
+            run.state.pending = None
             conflicts += 1
             log.warning("expiry commit lost a race (%s); re-planning on fresh metadata", exc)
             run.reload()
@@ -311,12 +313,23 @@ def handle_unreferenced(run: TableRun, unreferenced: dict[str, FileRef], sizes: 
     }
     if run.dry_run or not unreferenced:
         return result
-    run.state.pending = {"action": action, "files": sorted(unreferenced)}
-    run.save_state()
+    record_pending(run, unreferenced)
     result.update(apply_file_action(run, sorted(unreferenced), action))
     run.state.pending = None
     run.save_state()
     return result
+
+
+def record_pending(run: TableRun, unreferenced: dict[str, FileRef]) -> None:
+    """Save the files an expiry leaves unreferenced as the state's pending action, BEFORE the expiry
+    commits: a run killed between the commit and the action leaves the list to the next run, whose expiry
+    finds nothing left to expire (so it could not compute the list again). If the commit never happened,
+    the next run's ``finish_pending`` finds the files still referenced and leaves them alone."""
+    pending = {"action": run.policy.unreferenced.action, "files": sorted(unreferenced)}
+    if not unreferenced or run.state.pending == pending:
+        return
+    run.state.pending = pending
+    run.save_state()
 
 
 def finish_pending(run: TableRun) -> dict:
