@@ -41,9 +41,15 @@ def bad_inputs_refused(python: str = sys.executable) -> tuple[int, int]:
     return sum(outcomes), len(outcomes)
 
 
+FIGURES = REPO_ROOT / ".local" / "chaos" / "bad_inputs.json"  # read by make chaos
+
+
 def main() -> int:
     passed, run = bad_inputs_refused()
-    print(json.dumps({"bad_inputs_refused": passed, "bad_inputs_tried": run}))
+    line = json.dumps({"bad_inputs_refused": passed, "bad_inputs_tried": run})
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(line + "\n")
+    print(line)
     return 0 if run and passed == run else 1
 
 

@@ -41,5 +41,5 @@ def test_select_runs_keeps_the_demo_order_and_refuses_an_unknown_dag():
 def test_figures_of_other_commands_are_read_when_present_else_null(tmp_path, monkeypatch):
     monkeypatch.setattr(chaos, "FIGURES_DIR", tmp_path)
     assert chaos.crash_points_survived() is None
-    (tmp_path / "crash.json").write_text(json.dumps({"crash_points_survived": 57}))
+    (tmp_path / "crash_points.json").write_text(json.dumps({"crash_points_survived": 57}))
     assert chaos.crash_points_survived() == 57

@@ -46,7 +46,8 @@ from dataplatform.task_retries import DELAY_SCALE_ENV
 CHAOS_DIR = LOCAL_DIR / "chaos"
 # Figures measured by other commands (the crash harness, the bad-input tests), one JSON object per file,
 # read into the last line when present.
-FIGURES_DIR = LOCAL_DIR / "figures"
+# Where `make crash` (crash_points.json) and tests/bad_input/count.py (bad_inputs.json) leave their figures.
+FIGURES_DIR = LOCAL_DIR / "chaos"
 RETRY_DELAY_SCALE = 0.01
 # One GDPR HMAC key for both passes: the audit records hold the subjects' HMACs, compared between passes.
 _HMAC_KEY = "chaos-" + "0" * 58
@@ -184,7 +185,7 @@ def task_retries(db: Path) -> dict[str, Any]:
 
 
 def _figure(name: str, key: str) -> Any:
-    """``key`` from ``.local/figures/<name>.json`` when a run of that command left it, else None."""
+    """``key`` from ``.local/chaos/<name>.json`` when a run of that command left it, else None."""
     path = FIGURES_DIR / f"{name}.json"
     if not path.exists():
         return None
@@ -192,13 +193,13 @@ def _figure(name: str, key: str) -> Any:
 
 
 def crash_points_survived() -> Any:
-    """Crash points survived (the crash harness, ``python -m tests.crash``)."""
-    return _figure("crash", "crash_points_survived")
+    """Crash points survived (the crash harness: ``make crash``)."""
+    return _figure("crash_points", "crash_points_survived")
 
 
 def bad_inputs_refused() -> Any:
-    """Bad inputs refused before any change (the bad-input tests)."""
-    return _figure("badinput", "bad_inputs_refused")
+    """Bad inputs refused before any change (the bad-input catalogue: ``python tests/bad_input/count.py``)."""
+    return _figure("bad_inputs", "bad_inputs_refused")
 
 
 def iam_figures(request_log: Path) -> dict[str, Any]:
