@@ -35,6 +35,11 @@ PREPARING = timedelta(minutes=2)
 # LaunchTime and the time in StateTransitionReason have whole seconds: instances run at least this long
 # so that no demo instance has a zero-length (unpriceable) run.
 MINIMUM_RUN = timedelta(seconds=2)
+# Without an explicit ``now``, a finished demo launch completes this long after its first instance
+# started: the same window in every seeding, so that two seedings of the demo (make chaos's two passes)
+# price identically. The FSx file system is charged per second of the window; instances and volumes run
+# less than the 60-second minimum either way.
+LAUNCH_RUN = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,8 @@ def seed_launches(
     ``ec2``, ``fsx``; ``iam`` optional), end the ones that are no longer RUNNING, and write their records
     to DynamoDB table ``table`` (created when missing). Returns the records as plain values.
 
-    ``now``: the completed_at of the finished launches; default the current time, taken after their
-    instances were terminated. Refuses any endpoint that is not a local one (it creates instances)."""
+    ``now``: the completed_at of the finished launches; default ``LAUNCH_RUN`` after each launch's first
+    instance started (waited for, so it is never in the future). Refuses any endpoint that is not a local one (it creates instances)."""
     endpoint = _moto_endpoint(clients.ec2)
     enable_batch_without_docker(endpoint)
     ensure_launches_table(dynamodb, table)
@@ -180,10 +185,10 @@ def seed_launches(
     ended = [instance_id for s in finished for instance_id in s.instance_ids]
     if ended:
         clients.ec2.terminate_instances(InstanceIds=ended)
-    completed_at = now or datetime.now(UTC)
-
     launch_times = _launch_times(clients.ec2, [i for s in seeded for i in s.instance_ids])
-    items = [s.record(region, launch_times, completed_at) for s in seeded]
+    if now is None and launch_times:
+        _wait_until(max(launch_times.values()) + LAUNCH_RUN)
+    items = [s.record(region, launch_times, now) for s in seeded]
     for item in items:
         put_launch(dynamodb, table, item)
     log.info("seeded %d launches into %s (%d finished)", len(items), table, len(finished))
@@ -221,8 +226,9 @@ class _Seeded:
     def instance_ids(self) -> list[str]:
         return self.batch_instance_ids + self.direct_instance_ids
 
-    def record(self, region: str, launch_times: dict[str, datetime], completed_at: datetime) -> dict:
+    def record(self, region: str, launch_times: dict[str, datetime], completed_at: datetime | None) -> dict:
         started_at = min(launch_times[i] for i in self.instance_ids)
+        completed_at = completed_at or started_at + LAUNCH_RUN
         if completed_at < started_at:
             raise ValueError(
                 f"now={completed_at} is before launch {self.launch.launch_id} started ({started_at})"
@@ -397,10 +403,12 @@ def _batch_service_role(iam: Any) -> str:
 
 
 def _wait_for_minimum_run(ec2: Any, instance_ids: list[str]) -> None:
-    if not instance_ids:
-        return
-    latest = max(_launch_times(ec2, instance_ids).values())
-    wait = (latest + MINIMUM_RUN - datetime.now(UTC)).total_seconds()
+    if instance_ids:
+        _wait_until(max(_launch_times(ec2, instance_ids).values()) + MINIMUM_RUN)
+
+
+def _wait_until(moment: datetime) -> None:
+    wait = (moment - datetime.now(UTC)).total_seconds()
     if wait > 0:
         time.sleep(wait)
 
