@@ -89,3 +89,28 @@ def test_retry_delay_scale_shortens_delays_and_keeps_the_retries(monkeypatch):
     monkeypatch.setenv(DELAY_SCALE_ENV, "2")
     with pytest.raises(ValueError, match=DELAY_SCALE_ENV):
         retry_args(2, timedelta(minutes=5))
+
+
+def test_audit_details_compare_without_commit_ids_uuids_and_byte_counts_but_keep_real_differences():
+    def details(instant, snapshot, uuid, size, versions, rows_deleted):
+        return {
+            "rows_deleted": rows_deleted,
+            "noncurrent_versions_deleted": versions,
+            "bytes_read": size,
+            "job": {"checked": [instant, "latest"], "rows_found": {instant: 0, "latest": 0, snapshot: 0}},
+            "unreachable_files_deleted": [f"s3://b/t/data/00000-0-{uuid}.parquet"],
+        }
+
+    first = details(
+        "20261205094341104", "3389718718938444853", "8b1e7d0c-7101-43c8-856f-258ab76a9492", 10, 1071, 3
+    )
+    second = details(
+        "20261205094819360", "864143645828920227", "e39ee861-d431-4a06-ac39-e6e031db022f", 12, 1073, 3
+    )
+    assert lake_state._drop_volatile_deep(first) == lake_state._drop_volatile_deep(second)
+    third = details(
+        "20261205094819360", "864143645828920227", "e39ee861-d431-4a06-ac39-e6e031db022f", 12, 0, 4
+    )
+    assert lake_state.diff(
+        {"a": lake_state._drop_volatile_deep(first)}, {"a": lake_state._drop_volatile_deep(third)}
+    )

@@ -65,7 +65,15 @@ def lake_clients(endpoint_url: str | None, region: str) -> LakeClients:
 # Fields that hold when something happened, which Airflow run did it, or a random token of one call
 # (pricing's write tokens): they differ between any two runs.
 _VOLATILE_SUFFIXES = ("_at", "_time_utc", "_seconds", "_ms", "_token")
-_VOLATILE_NAMES = {"run_id", "claimed_by", "deadline", "try_number", "record_id", "price_date"}
+_VOLATILE_NAMES = {"run_id", "claimed_by", "deadline", "try_number", "record_id", "price_date", "at"}
+# Audit counts of bytes and object versions that differ between two correct runs: the files embed commit
+# times, uuids and file names (so their sizes differ), and a write resent after a read timeout leaves one
+# more noncurrent version to delete. Compared as "some" or "none"; what must hold afterwards (no version
+# of an erased row left) is compared in each table's ``versions``.
+_AUDIT_AMOUNTS = ("bytes_read", "unreachable_bytes_read", "noncurrent_versions_deleted")
+# Hudi commit instants (yyyyMMddHHmmssSSS, clock readings) and Iceberg snapshot ids (random), as values or
+# as keys: compared as "a commit", keys numbered in commit order.
+_COMMIT_ID = re.compile(r"(?<!\d)\d{17,19}(?!\d)")
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -303,7 +311,10 @@ def _table_state(clients: LakeClients, table: Any) -> dict[str, Any]:
         name: {
             "type": str(ref.snapshot_ref_type),
             "snapshot": sequence.get(ref.snapshot_id, "expired"),
-            "max_ref_age_ms": ref.max_ref_age_ms,
+            # Set from the run's clock (two runs are milliseconds apart): compared in whole hours.
+            "max_ref_age_hours": None
+            if ref.max_ref_age_ms is None
+            else round(ref.max_ref_age_ms / 3_600_000),
         }
         for name, ref in metadata.refs.items()
     }
@@ -422,13 +433,19 @@ def _normalised_json(text: str) -> Any:
 
 def _drop_volatile_deep(value: Any) -> Any:
     if isinstance(value, dict):
+        commits = sorted(k for k in value if _COMMIT_ID.fullmatch(str(k)))
+        names = {k: f"<commit {n}>" for n, k in enumerate(commits)}
         return {
-            k: _drop_volatile_deep(v)
+            names.get(k, k): (bool(v) if k in _AUDIT_AMOUNTS else _drop_volatile_deep(v))
             for k, v in value.items()
             if not _is_volatile(k) and k not in ("snapshot_id", "commit", "files")
         }
     if isinstance(value, list):
-        return [_drop_volatile_deep(v) for v in value]
+        # As multisets: with uuids and instants taken out, the order left is theirs.
+        return sorted((_drop_volatile_deep(v) for v in value), key=json.dumps)
+    if isinstance(value, str):
+        # Data file names hold a uuid per write; commit instants are clock readings.
+        return _COMMIT_ID.sub("<commit>", _UUID.sub("<uuid>", value))
     return value
 
 
