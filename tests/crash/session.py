@@ -36,11 +36,15 @@ def crash_session(moto_server, work_dir: Path, spark=None) -> Iterator[tuple[Tas
     """(task runner, lake) on ``moto_server``; the config file, proxy and task log live in ``work_dir``."""
     from dataplatform import aws
     from dataplatform.config import load_settings
+    from dataplatform.config import settings as current_settings
     from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 
     work_dir.mkdir(parents=True, exist_ok=True)
     config = crash_config(work_dir)
+    # The crash config only for this session: the tests after it read the suite's own config.
+    previous = os.environ.get("DATAPLATFORM_CONFIG")
     os.environ["DATAPLATFORM_CONFIG"] = str(config)
+    current_settings.cache_clear()
     settings = load_settings(config)
     proxy = CrashProxy(moto_server.url).start()
     try:
@@ -57,6 +61,11 @@ def crash_session(moto_server, work_dir: Path, spark=None) -> Iterator[tuple[Tas
         yield runner, lake
     finally:
         proxy.stop()
+        if previous is None:
+            os.environ.pop("DATAPLATFORM_CONFIG", None)
+        else:
+            os.environ["DATAPLATFORM_CONFIG"] = previous
+        current_settings.cache_clear()
 
 
 def write_results(summary: dict, path: Path = RESULTS_PATH) -> dict:
