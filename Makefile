@@ -39,18 +39,20 @@ iam: $(STAMP) jars check-java
 	DATAPLATFORM_REQUEST_LOG=$(IAM_REQUEST_LOG) $(PY) -m dataplatform.devstack demo
 	$(PY) -m dataplatform.devstack.iam_check $(IAM_REQUEST_LOG)
 
-## chaos: the demo with faults on RATE of the DAG runs' AWS requests (seed SEED), then without; compares
-## the final states (must not differ). DAGS=a,b: only those DAGs' runs; KINDS=a,b: only those fault kinds.
+## chaos: the demo with faults on RATE of the DAG runs' AWS requests, one pass per seed in SEEDS, and once
+## without, all at once; compares each faulted final state with the fault-free one (must not differ).
+## DAGS=a,b: only those DAGs' runs; KINDS=a,b: only those fault kinds; CHAOS_DB=postgres: as in CI.
 RATE ?= 0.05
-SEED ?= 1
+SEEDS ?= 1,2
+CHAOS_DB ?= sqlite
 chaos: $(STAMP) jars check-java
-	$(PY) -m dataplatform.devstack chaos --rate $(RATE) --seed $(SEED) --dags "$(DAGS)" --kinds "$(KINDS)"
+	$(PY) -m dataplatform.devstack chaos --rate $(RATE) --seeds $(SEEDS) --db $(CHAOS_DB) --dags "$(DAGS)" --kinds "$(KINDS)"
 
-## chaos-ci: the short chaos pass for CI after make test: a lower rate, one seed, the Glue, reconciliation
-## and pricing runs (Iceberg and GDPR, the longest, only in the full make chaos)
+## chaos-ci: the short chaos pass CI runs after make test: a lower rate, one seed, Airflow on PostgreSQL,
+## the Glue, reconciliation and pricing runs (Iceberg and GDPR, the longest, only in the full make chaos)
 CHAOS_CI_DAGS := glue_partition_loader,recon_stateless,recon_stateful,benchmark_pricing
 chaos-ci: $(STAMP) jars check-java
-	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seed 1 --dags $(CHAOS_CI_DAGS)
+	$(PY) -m dataplatform.devstack chaos --rate 0.02 --seeds 1 --db postgres --dags $(CHAOS_CI_DAGS)
 
 ## up: the same local stack with `airflow standalone` (web UI and REST API); Ctrl-C stops everything.
 ## DB=postgres: the metadata database on a local PostgreSQL (installed with apt-get when root and missing),

@@ -25,7 +25,7 @@ def test_task_retries_count_tries_beyond_the_first_and_the_runs_that_needed_them
                 ("gdpr_erasure", "g1", "claim", -1, 1),
             ],
         )
-    retries = chaos.task_retries(db)
+    retries = chaos.task_retries({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}?timeout=60"})
     assert (retries["task_retries"], retries["runs_retried"]) == (3, 1)
     assert retries["retries_by_dag"] == {"recon_stateful": 3}
 
@@ -43,3 +43,24 @@ def test_figures_of_other_commands_are_read_when_present_else_null(tmp_path, mon
     assert chaos.crash_points_survived() is None
     (tmp_path / "crash_points.json").write_text(json.dumps({"crash_points_survived": 57}))
     assert chaos.crash_points_survived() == 57
+
+
+def test_one_faulted_pass_per_seed_then_the_baseline_and_distinct_seeds_only():
+    passes = chaos.pass_plans(0.05, (1, 2), None)
+    assert list(passes) == ["faults-seed1", "faults-seed2", "baseline"]
+    assert [passes[label].seed for label in ("faults-seed1", "faults-seed2")] == [1, 2]
+    assert {passes[label].rate for label in ("faults-seed1", "faults-seed2")} == {0.05}
+    assert passes["baseline"] is None
+    for seeds in ((), (3, 3)):
+        with pytest.raises(DemoError, match="distinct"):
+            chaos.pass_plans(0.05, seeds, None)
+
+
+def test_the_cli_refuses_bad_seeds_and_databases_before_anything_runs(capsys):
+    from dataplatform.devstack.__main__ import main
+
+    for option, value in (("--seeds", "1,x"), ("--seeds", "2,2"), ("--db", "mysql")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["chaos", option, value])
+        assert exit_info.value.code == 2
+        assert f"argument {option}" in capsys.readouterr().err

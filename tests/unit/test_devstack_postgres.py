@@ -24,6 +24,7 @@ from dataplatform.devstack.postgres import (
     is_server_bindir,
     major_version,
     server_command,
+    socket_directory,
     sqlalchemy_url,
 )
 
@@ -116,6 +117,18 @@ def test_the_server_listens_on_loopback_only_with_its_socket_in_the_cluster():
     assert settings["listen_addresses"] == "127.0.0.1"
     assert settings["port"] == "54321"
     assert settings["unix_socket_directories"] == "/data/pg"
+
+
+def test_a_cluster_too_deep_for_a_unix_socket_gets_a_short_socket_directory_of_its_own():
+    deep = Path(
+        "/work/main/.local/chaos/rate0.05-seeds1_2-postgres-glue_partition_loader/faults-seed1/postgres"
+    )
+    command = server_command(Path("/pg/bin"), deep, 45501)
+    sockets = command[command.index("-c", 3) :][1::2]
+    (directory,) = [s.split("=", 1)[1] for s in sockets if s.startswith("unix_socket_directories=")]
+    assert len(f"{directory}/.s.PGSQL.45501".encode()) <= 107
+    assert directory != str(deep) and directory == str(socket_directory(deep))
+    assert socket_directory(deep.parent.parent) != directory  # one per cluster
 
 
 def test_the_url_is_psycopg2_and_quotes_the_password():

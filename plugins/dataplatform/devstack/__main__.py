@@ -46,11 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         "chaos", help="the demo with injected AWS faults and without; compare the final states (make chaos)"
     )
     chaos.add_argument("--rate", type=float, default=0.05, help="fraction of AWS requests faulted (0.05)")
-    chaos.add_argument("--seed", type=int, default=1, help="fault seed: the same seed, the same faults")
+    chaos.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=(1, 2),
+        help="comma list of fault seeds, one faulted pass each (default 1,2): the same seed, the same faults",
+    )
     chaos.add_argument("--kinds", default="", help="comma list of fault kinds (default: every kind)")
     chaos.add_argument("--dags", default="", help="comma list of DAG ids: only their demo runs (debugging)")
     chaos.add_argument(
-        "--sequential", action="store_true", help="run the two passes one after the other (default: at once)"
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="each pass's metadata database: SQLite (default) or a PostgreSQL server of its own",
+    )
+    chaos.add_argument(
+        "--sequential", action="store_true", help="run the passes one after the other (default: at once)"
     )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
@@ -61,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             from dataplatform.devstack.chaos import run_chaos
 
             return run_chaos(
-                args.rate, args.seed, _comma_list(args.kinds), _comma_list(args.dags), not args.sequential
+                args.rate,
+                args.seeds,
+                _comma_list(args.kinds),
+                _comma_list(args.dags),
+                parallel=not args.sequential,
+                db=args.db,
             )
         if args.command == "up":
             from dataplatform.devstack.up import run_up
@@ -72,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a comma list of integers, got {value!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"must be one or more distinct integers, got {value!r}")
+    return seeds
 
 
 def _comma_list(value: str) -> tuple[str, ...] | None:

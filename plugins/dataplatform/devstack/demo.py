@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dataplatform.config import REPO_ROOT, settings
-from dataplatform.devstack.airflow_env import airflow_env
+from dataplatform.devstack.airflow_env import airflow_env, query_metadata_db
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 from dataplatform.devstack.seed import GDPR_DEMO
 
@@ -102,12 +101,13 @@ def dag_ids_in_repo() -> set[str]:
     return {m for path in (REPO_ROOT / "dags").glob("*.py") for m in pattern.findall(path.read_text())}
 
 
-def _latest_run(db: Path, dag_id: str) -> tuple[str, str]:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
-    return (row[0], row[1]) if row else ("-", "not created")
+def _latest_run(env: dict[str, str], dag_id: str) -> tuple[str, str]:
+    rows = query_metadata_db(
+        env,
+        "SELECT run_id, state FROM dag_run WHERE dag_id = :dag_id ORDER BY id DESC LIMIT 1",
+        dag_id=dag_id,
+    )
+    return (rows[0][0], rows[0][1]) if rows else ("-", "not created")
 
 
 def _reports(s3, reports_uri: str, dag_id: str, run_id: str) -> list[dict]:
@@ -285,9 +285,10 @@ class RunOutcome:
     seconds: float
 
 
-def prepare_airflow(home: Path, moto_url: str) -> dict[str, str]:
-    """The environment of an Airflow home (SQLite) pointed at the moto server, its database migrated."""
-    env = airflow_env(home, moto_url)
+def prepare_airflow(home: Path, moto_url: str, database_url: str | None = None) -> dict[str, str]:
+    """The environment of an Airflow home pointed at the moto server, its database migrated: SQLite in the
+    home, or the PostgreSQL database at ``database_url``."""
+    env = airflow_env(home, moto_url, database_url=database_url)
     os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
     started = time.monotonic()
     subprocess.run(
@@ -297,14 +298,14 @@ def prepare_airflow(home: Path, moto_url: str) -> dict[str, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    print(f"airflow metadata database (SQLite) ready in {time.monotonic() - started:.0f}s: {home}")
+    kind = "PostgreSQL" if database_url else "SQLite"
+    print(f"airflow metadata database ({kind}) ready in {time.monotonic() - started:.0f}s: {home}")
     return env
 
 
 def execute_runs(
     runs: Sequence[DemoRun],
     env: dict[str, str],
-    home: Path,
     moto: MotoServer,
     logs: Path,
 ) -> list[RunOutcome]:
@@ -328,7 +329,7 @@ def execute_runs(
         with open(log_path, "w") as log:
             subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
         moto.set_phase("demo")  # the demo reading the run's reports next: not the DAG's calls
-        run_id, state = _latest_run(home / "airflow.db", run.dag_id)
+        run_id, state = _latest_run(env, run.dag_id)
         seconds = time.monotonic() - started
         print(f"      {state} in {seconds:.0f}s", flush=True)
         outcomes.append(RunOutcome(run, run_id, state, seconds))
@@ -357,7 +358,7 @@ def run_demo() -> int:
         moto.set_phase("seed")
         env = prepare_airflow(home, moto.url)
         s3 = seed_local_lake(moto.url)
-        outcomes = execute_runs(DEMO_RUNS, env, home, moto, home / "logs-demo")
+        outcomes = execute_runs(DEMO_RUNS, env, moto, home / "logs-demo")
         rows = [
             (
                 outcome.run.dag_id,

@@ -177,8 +177,23 @@ def initdb_command(bindir: Path, data_dir: Path) -> list[str]:
     ]
 
 
+# A unix socket's path may hold 107 bytes (sun_path); the socket file is ``<directory>/.s.PGSQL.<port>``.
+SOCKET_PATH_MAX = 107
+
+
+def socket_directory(data_dir: Path) -> Path:
+    """Where the server's unix socket goes: the cluster directory (reachable by its owner alone), or,
+    when that path is too long for a socket (a cluster deep in a work tree), a short directory of its own
+    in the temporary directory, named after the cluster."""
+    if len(f"{data_dir.absolute()}/.s.PGSQL.65535".encode()) <= SOCKET_PATH_MAX:
+        return data_dir
+    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"pgsock-{digest}"
+
+
 def server_command(bindir: Path, data_dir: Path, port: int) -> list[str]:
-    settings = {**SERVER_SETTINGS, "port": str(port), "unix_socket_directories": str(data_dir)}
+    sockets = socket_directory(data_dir)
+    settings = {**SERVER_SETTINGS, "port": str(port), "unix_socket_directories": str(sockets)}
     command = [str(bindir / "postgres"), "-D", str(data_dir)]
     for name, value in settings.items():
         command += ["-c", f"{name}={value}"]
@@ -260,6 +275,7 @@ class PostgresServer(ServerProcess):
         self.user = server_user()
         self.directory = cluster_location(self.wanted, self.user)
         self._init_cluster(bindir)
+        self._make_socket_directory()
         # free_port() releases the port before postgres binds it: another process may take it in between.
         for attempt in range(1, attempts + 1):
             self.port = free_port()
@@ -289,6 +305,9 @@ class PostgresServer(ServerProcess):
         # Backends are the postmaster's children in its process group; they exit with it, but make sure.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        sockets = socket_directory(self.directory)
+        if sockets != self.directory:
+            shutil.rmtree(sockets, ignore_errors=True)
 
     # -- steps ---------------------------------------------------------------------------------------
 
@@ -307,6 +326,16 @@ class PostgresServer(ServerProcess):
             os.chown(self.directory, self.user.uid, self.user.gid)
         self.directory.chmod(0o700)
         self._run(initdb_command(bindir, self.directory))
+
+    def _make_socket_directory(self) -> None:
+        """The socket's own short directory when the cluster's path is too long: the server's OS user's
+        alone (0700), as the cluster directory is."""
+        sockets = socket_directory(self.directory)
+        if sockets == self.directory:
+            return
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        if self.user is not None:
+            os.chown(sockets, self.user.uid, self.user.gid)
 
     def _start_once(self, bindir: Path, timeout: float) -> bool:
         """Start the server and wait until it answers; False if the port was taken."""
@@ -358,7 +387,11 @@ class PostgresServer(ServerProcess):
         import psycopg2
 
         return psycopg2.connect(
-            host=str(self.directory), port=self.port, user=SUPERUSER, dbname="postgres", connect_timeout=5
+            host=str(socket_directory(self.directory)),
+            port=self.port,
+            user=SUPERUSER,
+            dbname="postgres",
+            connect_timeout=5,
         )
 
     # -- as the server's OS user ---------------------------------------------------------------------
