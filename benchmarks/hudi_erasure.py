@@ -128,18 +128,18 @@ def subject_id(index: int) -> str:
 def hudi_session(endpoint_url: str | None):
     """A local[2] session with the conf the local backend submits the Hudi job with (the locked Hudi
     bundle, S3A on ``endpoint_url``)."""
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.master("local[2]").appName("hudi_erasure_benchmark")
-    conf = {
-        **spark_backend.local_conf(spark_erasure.hudi_conf(), endpoint_url, REGION),
-        "spark.driver.memory": "2g",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-    }
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    spark = spark_backend.local_session(
+        "hudi_erasure_benchmark",
+        spark_erasure.hudi_conf(),
+        endpoint_url,
+        REGION,
+        {
+            "spark.driver.memory": "2g",
+            "spark.ui.showConsoleProgress": "false",
+            # Spark's default, as the job gets it from spark-submit (the figures so far were measured so).
+            "spark.sql.shuffle.partitions": "200",
+        },
+    )
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

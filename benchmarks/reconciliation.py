@@ -54,7 +54,7 @@ from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
 from dataplatform.reconciliation import pipeline  # noqa: E402
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches  # noqa: E402
 from dataplatform.reconciliation.local_runner import LocalRunner  # noqa: E402
-from dataplatform.spark import local_conf  # noqa: E402
+from dataplatform.spark import local_session  # noqa: E402
 from spark_jobs.common.dynamo import client as aws_client  # noqa: E402
 from spark_jobs.common.storage import Storage, join, split_s3  # noqa: E402
 
@@ -187,8 +187,6 @@ def main() -> int:
     parser.add_argument("--baseline-events", type=int, default=50_000)
     args = parser.parse_args()
 
-    from pyspark.sql import SparkSession
-
     tmp = Path(tempfile.mkdtemp(prefix="recon-bench-"))
     landing, work = "s3://recon-bench/landing/", "s3://recon-bench/work/"
     with MotoServer(log_path=tmp / "moto.log") as moto:
@@ -218,18 +216,14 @@ def main() -> int:
             region="us-east-1",
             aws_endpoint_url=moto.url,
         )
-        builder = (
-            SparkSession.builder.master("local[2]")
-            .appName("recon-bench")
-            .config("spark.sql.shuffle.partitions", "8")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.driver.memory", "4g")
-        )
         # S3A reads the credentials from the environment (set above), as under the local backend.
-        for key, value in local_conf({}, moto.url, "us-east-1").items():
-            builder = builder.config(key, value)
-        spark = builder.getOrCreate()
+        spark = local_session(
+            "recon-bench",
+            {},
+            moto.url,
+            "us-east-1",
+            {"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g"},
+        )
         log("pipeline ...")
         # The jobs print a summary line each: keep stdout to the one JSON line.
         with contextlib.redirect_stdout(sys.stderr):

@@ -78,22 +78,11 @@ def spark(moto_server):
     and Iceberg's runtime with the Glue catalog ``glue_catalog`` on moto. Not Hudi: its Kryo serializer
     and session catalog would change the session under every other test, so Hudi runs in spark-submit
     subprocesses. Catalogs with other properties can be added at runtime (``spark.conf.set``)."""
-    from pyspark.sql import SparkSession
-
-    from dataplatform.spark import local_conf
+    from dataplatform.spark import local_session
     from spark_jobs.common.iceberg_sql import catalog_conf
 
-    conf = local_conf(catalog_conf(delete_tag=None, write_tag=None), moto_server.url, "us-east-1")
-    builder = (
-        SparkSession.builder.master("local[2]")
-        .appName("dataplatform-tests")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-    )
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    job_conf = catalog_conf(delete_tag=None, write_tag=None)
+    session = local_session("dataplatform-tests", job_conf, moto_server.url, "us-east-1")
     yield session
     # py4j logs at INFO while the interpreter closes its streams, which prints "Logging error" noise.
     logging.getLogger("py4j").setLevel(logging.WARNING)

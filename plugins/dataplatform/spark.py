@@ -305,6 +305,36 @@ def local_conf(job_conf: Mapping[str, str], endpoint_url: str | None, region: st
     return conf
 
 
+# What an in-process local session sets besides ``local_conf``: few shuffle partitions for test-sized data,
+# no UI port to clash over, UTC (the jobs' own builder, ``spark_jobs.common``, sets UTC too).
+LOCAL_SESSION_DEFAULTS = MappingProxyType(
+    {
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+    }
+)
+
+
+def local_session(
+    app_name: str,
+    job_conf: Mapping[str, str],
+    endpoint_url: str | None,
+    region: str,
+    extra: Mapping[str, str] | None = None,
+):
+    """An in-process ``local[2]`` SparkSession with the conf a job of ``job_conf`` gets from the local
+    backend (``local_conf``: the locked jars, S3A on ``endpoint_url``), for tests and benchmarks that call
+    a job's functions directly instead of through ``spark-submit``. ``extra`` wins over everything."""
+    from pyspark.sql import SparkSession
+
+    conf = {**LOCAL_SESSION_DEFAULTS, **local_conf(job_conf, endpoint_url, region), **(extra or {})}
+    builder = SparkSession.builder.master("local[2]").appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
 SPARK_JOB_UA_APP_ID = "dataplatform-spark-job"
 
 

@@ -95,20 +95,9 @@ def in_session(lake, module: str, spec_uri: str) -> dict:
 
 
 def spark_session(endpoint: str):
-    from pyspark.sql import SparkSession
+    from dataplatform.spark import local_session
 
-    from dataplatform.spark import local_conf
-
-    builder = (
-        SparkSession.builder.master("local[2]")
-        .appName("dataplatform-crash")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-    )
-    for key, value in local_conf({}, endpoint, "us-east-1").items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
+    return local_session("dataplatform-crash", {}, endpoint, "us-east-1")
 
 
 def snapshot(lake) -> dict:
