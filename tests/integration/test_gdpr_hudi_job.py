@@ -78,8 +78,8 @@ def run_job(key: str, spec: dict, endpoint: str, event_log: Path) -> tuple[dict,
 
 def run_jobs(specs: dict[str, dict], endpoint: str, event_log: Path) -> dict[str, tuple[dict, str]]:
     """``run_job`` for every table at once, as the DAG's mapped tasks of two datasets may run: two
-    spark-submits on separate tables (each its own event-log folder), about half the wall time of one
-    after the other on two cores, where each job waits on S3 much of its time."""
+    spark-submits on separate tables (each its own event-log folder). Each job waits on S3 much of its
+    time, so on two cores the pair finishes sooner than one job after the other."""
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         running = {key: pool.submit(run_job, key, spec, endpoint, event_log) for key, spec in specs.items()}
         return {key: job.result() for key, job in running.items()}
