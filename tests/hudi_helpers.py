@@ -12,6 +12,7 @@ from pathlib import Path
 from dataplatform import spark as spark_spec
 from dataplatform.devstack import hudi_seed
 from dataplatform.gdpr.spark_erasure import hudi_conf
+from dataplatform.s3.objects import split_uri
 
 REGION = "us-east-1"
 CREDENTIALS = ("testing", "testing", None)
@@ -91,6 +92,42 @@ def checked(run: subprocess.CompletedProcess) -> str:
 def seed(tables: list[dict], endpoint: str) -> None:
     command = hudi_seed.seed_command(tables, endpoint, REGION)
     checked(subprocess.run(command, env=spark_env(endpoint), capture_output=True, text=True, timeout=900))
+
+
+# Where ``seeded_tables`` has Hudi write the tables once per test run; emptied and removed after.
+SEED_BUCKET = "hudi-seeded-tables"
+TABLE_TYPES = {"cow": "COPY_ON_WRITE", "mor": "MERGE_ON_READ"}
+
+
+def seeded_tables(endpoint: str) -> dict[str, dict[str, bytes]]:
+    """The app-log table of each type (``cow``, ``mor``; table names the same) written by Hudi through
+    S3A on moto in one ``seed`` (a spark-submit, three commits per table, about a minute), as every object
+    it left under the table: key relative to the table's location -> bytes. ``put_table`` lays such a
+    table at any location: Hudi keeps no absolute path in the table (timeline, metadata table and
+    commit metadata name files relative to the base path), so the copy is the same table, and the tests
+    that each erase one need not pay for a seed each."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+    s3.create_bucket(Bucket=SEED_BUCKET)
+    seed(
+        [app_log_table(key, TABLE_TYPES[key], f"s3://{SEED_BUCKET}/{key}/") for key in TABLE_TYPES], endpoint
+    )
+    objects = {key: {} for key in TABLE_TYPES}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=SEED_BUCKET):
+        for obj in page.get("Contents", []):
+            table, relative = obj["Key"].split("/", 1)
+            objects[table][relative] = s3.get_object(Bucket=SEED_BUCKET, Key=obj["Key"])["Body"].read()
+            s3.delete_object(Bucket=SEED_BUCKET, Key=obj["Key"])
+    s3.delete_bucket(Bucket=SEED_BUCKET)
+    return objects
+
+
+def put_table(s3, objects: dict[str, bytes], location: str) -> None:
+    """A table of ``seeded_tables`` at ``location`` (``s3://bucket/prefix/``), object by object."""
+    bucket, prefix = split_uri(location)
+    for relative, body in sorted(objects.items()):
+        s3.put_object(Bucket=bucket, Key=prefix + relative, Body=body)
 
 
 def inspect(locations: dict[str, str], spec: dict, endpoint: str) -> dict:

@@ -26,6 +26,15 @@ def recon_runner(aws, spark, **locations: str):
     return LocalRunner(ctx, spark)
 
 
+@pytest.fixture(scope="session")
+def hudi_tables(moto_server):
+    """The app-log Hudi tables (``cow``, ``mor``) seeded once for the run; ``hudi_helpers.put_table`` lays
+    a fresh copy wherever a test erases one."""
+    from tests import hudi_helpers
+
+    return hudi_helpers.seeded_tables(moto_server.url)
+
+
 @pytest.fixture
 def pyiceberg_only_config(tmp_path, monkeypatch):
     """The local config without its ``backend: spark`` tables and ``engine: spark`` datasets, for the

@@ -48,8 +48,9 @@ GROUP = "erase_app_logs."
 
 
 @pytest.fixture
-def hudi_lake(aws, airflow_db, tmp_path, monkeypatch):
-    """The local config with one dataset, the Hudi table (so COMPLETED means: verified there)."""
+def hudi_lake(aws, airflow_db, hudi_tables, tmp_path, monkeypatch):
+    """The local config with one dataset, the seeded copy-on-write table (so COMPLETED means: verified
+    there)."""
     raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
     raw["gdpr"]["datasets"] = {"app_logs": HUDI_DATASET}
     path = tmp_path / "hudi.yaml"
@@ -58,7 +59,7 @@ def hudi_lake(aws, airflow_db, tmp_path, monkeypatch):
     settings.cache_clear()
     bucket, _ = split_uri(LOCATION)
     pii_lake(aws, bucket)
-    hudi_helpers.seed([hudi_helpers.app_log_table("app_logs", "COPY_ON_WRITE", LOCATION)], aws.url)
+    hudi_helpers.put_table(aws.s3, hudi_tables["cow"], LOCATION)
     yield aws
     settings.cache_clear()
 

@@ -12,14 +12,16 @@ result, or the Spark event log (what the Spark UI shows: job and SQL description
 Why subprocesses: the shared ``spark`` session has no Hudi (its Kryo serializer and catalog would change
 the session for everyone), so every Spark program here is its own ``spark-submit``: the job exactly as the
 local backend runs it (the ``SparkJob`` of ``dataplatform.gdpr.spark_erasure`` through
-``dataplatform.spark.local_spark_submit_command``), and one helper script (``HELPER``) that seeds both
-tables before and reads them back after.
+``dataplatform.spark.local_spark_submit_command``), and the two helper programs of ``tests/hudi_helpers.py``:
+the seed, which Hudi writes once per test run (the session fixture ``hudi_tables``; each test that erases a
+table gets its own copy of the objects), and the read-back after.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -32,13 +34,12 @@ from spark_jobs import gdpr_hudi_delete as hudi_job
 from spark_jobs.common import hudi_layout
 from spark_jobs.common.storage import Storage
 from tests import hudi_helpers
-from tests.hudi_helpers import FINAL_ROWS, SURVIVORS
+from tests.hudi_helpers import FINAL_ROWS, SURVIVORS, TABLE_TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.hudi]
 
 SUBJECTS = ["cust-000101", "cust-000202", "cust-000303"]
 RUN_ID = "manual__2024-03-05T10:00:00+00:00"
-TABLE_TYPES = {"cow": "COPY_ON_WRITE", "mor": "MERGE_ON_READ"}
 BUCKET = "hudi-job-lake"
 
 
@@ -67,11 +68,21 @@ def run_job(key: str, spec: dict, endpoint: str, event_log: Path) -> tuple[dict,
     spec_key = f"_gdpr/{key}/spec.json"
     s3.put_object(Bucket=BUCKET, Key=spec_key, Body=json.dumps(spec).encode())
     job = spark_erasure.spark_job(key, dataset(key, spec["location"]), f"s3://{BUCKET}/{spec_key}")
-    event_conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": event_log.as_uri()}
+    (event_log / key).mkdir(exist_ok=True)
+    event_conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": (event_log / key).as_uri()}
     run = hudi_helpers.run_job(job, endpoint, event_conf)
     stdout = hudi_helpers.checked(run)
     result_text = Storage(s3).read_bytes(spec["result_uri"]).decode()
     return json.loads(result_text), stdout + run.stderr + result_text
+
+
+def run_jobs(specs: dict[str, dict], endpoint: str, event_log: Path) -> dict[str, tuple[dict, str]]:
+    """``run_job`` for every table at once, as the DAG's mapped tasks of two datasets may run: two
+    spark-submits on separate tables (each its own event-log folder). Each job waits on S3 much of its
+    time, so on two cores the pair finishes sooner than one job after the other."""
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        running = {key: pool.submit(run_job, key, spec, endpoint, event_log) for key, spec in specs.items()}
+        return {key: job.result() for key, job in running.items()}
 
 
 def objects_under(s3, prefix: str) -> dict[str, str]:
@@ -107,8 +118,8 @@ def log_file_keys(s3, prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def erased(moto_server, tmp_path_factory):
-    """Seed both tables on moto S3, erase, erase again; what each step left behind."""
+def erased(moto_server, hudi_tables, tmp_path_factory):
+    """Both seeded tables on moto S3, erased, erased again; what each step left behind."""
     moto_server.reset()
     endpoint = moto_server.url
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -117,9 +128,8 @@ def erased(moto_server, tmp_path_factory):
     event_log = work / "event-log"
     event_log.mkdir()
     locations = {key: f"s3://{BUCKET}/{key}/" for key in TABLE_TYPES}
-    hudi_helpers.seed(
-        [hudi_helpers.app_log_table(key, TABLE_TYPES[key], locations[key]) for key in TABLE_TYPES], endpoint
-    )
+    for key in TABLE_TYPES:
+        hudi_helpers.put_table(s3, hudi_tables[key], locations[key])
     seeded = {
         key: {"subjects": stored_subjects(s3, f"{key}/"), "log_files": log_file_keys(s3, f"{key}/")}
         for key in TABLE_TYPES
@@ -136,10 +146,10 @@ def erased(moto_server, tmp_path_factory):
         )
         for key in TABLE_TYPES
     }
-    first = {key: run_job(key, specs[key], endpoint, event_log) for key in TABLE_TYPES}
+    first = run_jobs(specs, endpoint, event_log)
     after_first = {key: objects_under(s3, f"{key}/") for key in TABLE_TYPES}
     stored = {key: stored_subjects(s3, f"{key}/") for key in TABLE_TYPES}
-    second = {key: run_job(key, specs[key], endpoint, event_log) for key in TABLE_TYPES}
+    second = run_jobs(specs, endpoint, event_log)
     after_second = {key: objects_under(s3, f"{key}/") for key in TABLE_TYPES}
     inspected = hudi_helpers.inspect(locations, specs["cow"], endpoint)
     event_log_text = "".join(
