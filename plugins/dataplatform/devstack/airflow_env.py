@@ -62,17 +62,12 @@ def gdpr_hmac_connection(key: str | None = None) -> str:
     return json.dumps({"conn_type": "generic", "password": key or secrets.token_hex(32)})
 
 
-def database_url_of(env: dict[str, str]) -> str:
-    """The metadata database URL an Airflow environment (``airflow_env``) points at."""
-    return env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-
-
 def query_metadata_db(env: dict[str, str], sql: str, **params) -> list[tuple]:
     """Rows of ``sql`` (named ``:params``) from the environment's metadata database, SQLite or PostgreSQL,
     read with SQLAlchemy (an Airflow dependency) outside any Airflow process."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(database_url_of(env))
+    engine = create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(sql), params)]

@@ -271,13 +271,11 @@ def print_summary(
 def print_grid(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    print("\n" + line)
-    for row in [headers, None, *rows]:
-        if row is None:
-            print(line)
-            continue
-        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
-    print(line)
+
+    def cells(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
+
+    print("\n" + "\n".join([line, cells(headers), line, *map(cells, rows), line]))
 
 
 def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
