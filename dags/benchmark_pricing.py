@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -48,7 +49,9 @@ The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=2)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["pricing", "benchmark", "genomics"],
     doc_md=DOC,
     params={

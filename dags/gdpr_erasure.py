@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -69,7 +70,9 @@ the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=5)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["gdpr", "iceberg", "hudi"],
     doc_md=DOC,
     params={

@@ -9,6 +9,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dataplatform.config import settings
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -46,7 +47,9 @@ created, invalid, empty, failed) is the task's XCom and a JSON file under `repor
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=2)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["glue", "catalog", "partitions"],
     doc_md=DOC,
     params={

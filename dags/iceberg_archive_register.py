@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from dataplatform.config import settings
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -60,7 +61,9 @@ its files are then unreferenced for the next maintenance run.
     default_args={
         "owner": "data-platform",
         **retry_args(1, timedelta(minutes=1), exponential=False),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["iceberg", "maintenance", "manual"],
     doc_md=DOC,
     params={

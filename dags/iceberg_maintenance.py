@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -77,7 +78,9 @@ would create and the snapshots expiry would remove, from the metadata tables, an
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=5)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["iceberg", "maintenance"],
     doc_md=DOC,
     params={

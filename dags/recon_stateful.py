@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, get_current_context, task
 
 from dataplatform.config import settings
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, prefetch_job, stateful_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
@@ -49,7 +50,9 @@ _WAIT = {
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=1)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["reconciliation", "spark"],
     doc_md=DOC,
 )

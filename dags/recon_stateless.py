@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, stateless_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
@@ -42,7 +43,9 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=1)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["reconciliation", "spark"],
     doc_md=DOC,
     params={

@@ -24,6 +24,7 @@ from dataplatform.config import REPO_ROOT, settings
 from dataplatform.devstack.airflow_env import airflow_env, query_metadata_db
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 from dataplatform.devstack.seed import GDPR_DEMO
+from dataplatform.reports import run_reports
 
 LOCAL_DIR = REPO_ROOT / ".local"
 
@@ -108,22 +109,6 @@ def _latest_run(env: dict[str, str], dag_id: str) -> tuple[str, str]:
         dag_id=dag_id,
     )
     return (rows[0][0], rows[0][1]) if rows else ("-", "not created")
-
-
-def _reports(s3, reports_uri: str, dag_id: str, run_id: str) -> list[dict]:
-    from dataplatform.glue.discovery import split_s3_uri
-    from dataplatform.reports import report_key
-
-    bucket, root = split_s3_uri(reports_uri)
-    prefix = root + report_key(dag_id, run_id, "x").rsplit("/", 1)[0] + "/"
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    # Reports are the ``<name>.json`` objects; a run may leave other files beside them (pricing's CSV and
-    # chart, a Spark table's job spec and job report ``<table>.spark_spec.json`` / ``.spark_job.json``).
-    return [
-        json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-        for obj in listing
-        if obj["Key"].endswith(".json") and obj["Key"].rsplit("/", 1)[-1].count(".") == 1
-    ]
 
 
 def _describe(reports: list[dict]) -> str:
@@ -364,7 +349,7 @@ def run_demo() -> int:
                 outcome.run.dag_id,
                 outcome.run.what,
                 outcome.state,
-                _describe(_reports(s3, settings().reports_uri, outcome.run.dag_id, outcome.run_id)),
+                _describe(run_reports(settings().reports_uri, outcome.run.dag_id, outcome.run_id, s3)),
             )
             for outcome in outcomes
         ]
