@@ -31,8 +31,8 @@ EVENTS = {
 }
 # SNS refuses a subject over 100 characters (and any line break in it).
 SUBJECT_LIMIT = 100
-# Report summaries quoted in one message: a mapped task group writes one report per table or launch.
-MAX_SUMMARIES = 20
+# Summary lines quoted in one message: a mapped task group writes one report per table or launch.
+MAX_SUMMARY_LINES = 40
 REDACTED = "[redacted]"
 
 
@@ -61,7 +61,8 @@ def subject(alert: Alert) -> str:
 
 
 def message(alert: Alert) -> str:
-    """The alert's text: DAG, run, task, try, summary and log link, one fact a line."""
+    """The alert's text: one ``Key: value`` line each for the DAG, run, task, try and log link, then the
+    summaries of the run's reports, indented, each with its own lines."""
     lines = [
         f"{alert.dag_id}: {EVENTS[alert.event]} ({alert.env})",
         f"DAG: {alert.dag_id}",
@@ -74,14 +75,19 @@ def message(alert: Alert) -> str:
         # max_tries counts the retries; the first try is one more.
         of = f" of {alert.max_tries + 1}" if alert.max_tries is not None else ""
         lines.append(f"Try: {alert.try_number}{of}")
-    shown = alert.summaries[:MAX_SUMMARIES]
-    more = len(alert.summaries) - len(shown)
-    lines.append("Summary: " + ("; ".join(shown) if shown else "(no report written)"))
-    if more:
-        lines.append(f"  (and {more} more reports)")
     if alert.log_url:
         lines.append(f"Log: {alert.log_url}")
-    return "\n".join(_one_line(line) for line in lines)
+    lines = [_one_line(line) for line in lines]
+    summary = [line.rstrip() for text in alert.summaries for line in text.splitlines() if line.strip()]
+    if not summary:
+        return "\n".join([*lines, "Summary: (no report written)"])
+    shown = summary[:MAX_SUMMARY_LINES]
+    more = (
+        f"  ... and {len(summary) - len(shown)} more lines in the run's reports"
+        if summary[len(shown) :]
+        else None
+    )
+    return "\n".join([*lines, "Summary:", *("  " + line for line in shown), *([more] if more else [])])
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -49,8 +49,11 @@ def glue_discover(day: datetime):
 
 
 def fields(alert: dict) -> dict[str, str]:
-    """The ``Key: value`` lines of an alert's message."""
-    return dict(line.split(": ", 1) for line in alert["message"].splitlines()[1:] if ": " in line)
+    """The ``Key: value`` lines of an alert's message, the indented summary lines as ``Summary``."""
+    lines = alert["message"].splitlines()[1:]
+    got = dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith(" "))
+    summary = [line.strip() for line in lines if line.startswith("  ")]
+    return {**got, "Summary": " | ".join(summary)} if summary else got
 
 
 def kinds(alerts: list[dict]) -> list[str]:
@@ -93,7 +96,7 @@ def test_a_failed_run_alerts_once_per_event_and_the_next_success_once_as_recover
     got = fields(alerts[0])
     assert got["Run"] == recovered.run_id
     assert "Task" not in got and "Try" not in got
-    assert got["Summary"].startswith("cloudtrail: ") and "; web_events: " in got["Summary"], got
+    assert got["Summary"].startswith("cloudtrail: ") and " | web_events: " in got["Summary"], got
     assert got["Log"].endswith(
         "/dags/glue_partition_loader/runs/" + recovered.run_id.replace(":", "%3A").replace("+", "%2B")
     )

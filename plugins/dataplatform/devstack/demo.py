@@ -35,6 +35,8 @@ class DemoRun:
     what: str
     logical_date: str | None = None
     conf: dict = field(default_factory=dict)
+    # The state the run must end in: "failed" for the run that fails on purpose to show the alerts.
+    expect: str = "success"
 
 
 _TOMORROW = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
@@ -64,7 +66,13 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
     ),
     DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
-    DemoRun("benchmark_pricing", "7 COMPLETE launches: 6 priced, 1 without a price"),
+    DemoRun(
+        "benchmark_pricing",
+        "FAILS ON PURPOSE (a launch id that does not exist): alerts for the task and the run",
+        conf={"launch_ids": ["no-such-launch"]},
+        expect="failed",
+    ),
+    DemoRun("benchmark_pricing", "7 COMPLETE launches: 6 priced, 1 without a price (alert: recovered)"),
     DemoRun("benchmark_pricing", "rerun: only the unpriceable launch is tried again"),
     DemoRun(
         "iceberg_archive_register",
@@ -157,7 +165,9 @@ def seed_local_lake(moto_url: str, hudi: bool = True):
     _quiet_airflow_logging()
     from dataplatform import aws
     from dataplatform.devstack.seed import (
+        ALERT_QUEUE,
         RECENT_DAYS,
+        seed_alert_topic,
         seed_demo,
         seed_gdpr,
         seed_gdpr_hudi,
@@ -224,6 +234,10 @@ def seed_local_lake(moto_url: str, hudi: bool = True):
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
         f"{settings().reconciliation.landing_uri}"
     )
+    topic = settings().alerts.sns_topic_arn
+    if topic:
+        seed_alert_topic(aws.client("sns"), aws.client("sqs"), topic)
+        print(f"alerts: SNS topic {topic} with the SQS queue {ALERT_QUEUE} subscribed")
     return s3
 
 
@@ -354,14 +368,37 @@ def run_demo() -> int:
             for outcome in outcomes
         ]
         moto.set_phase("cli")
+        alerts = read_alerts()
         show_recon_commands(env)
         show_gdpr_status(env)
         show_pricing_commands(env)
 
     print()
     print_table(rows)
-    failed = [row for row in rows if row[2] != "success"]
-    if failed:
-        print(f"\n{len(failed)} run(s) did not succeed; logs under {home / 'logs-demo'}")
+    print_alerts(alerts)
+    unexpected = [outcome for outcome in outcomes if outcome.state != outcome.run.expect]
+    if unexpected:
+        print(f"\n{len(unexpected)} run(s) did not end as expected; logs under {home / 'logs-demo'}")
         return 1
     return 0
+
+
+def read_alerts() -> list[dict]:
+    """The alerts the runs sent, from the queue subscribed to the topic (none when alerts are logged
+    only)."""
+    from dataplatform import aws
+    from dataplatform.devstack.seed import ALERT_QUEUE, receive_alerts
+
+    if not settings().alerts.sns_topic_arn:
+        return []
+    sqs = aws.client("sqs")
+    return receive_alerts(sqs, sqs.get_queue_url(QueueName=ALERT_QUEUE)["QueueUrl"])
+
+
+def print_alerts(alerts: list[dict]) -> None:
+    from dataplatform.devstack.seed import ALERT_QUEUE
+
+    print(f"\nalerts the runs sent (SNS topic -> SQS queue {ALERT_QUEUE}): {len(alerts)}")
+    for alert in alerts:
+        print(f"\n  {alert['subject']}")
+        print("\n".join("    " + line for line in alert["message"].splitlines()))
