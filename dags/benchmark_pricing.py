@@ -36,6 +36,9 @@ Every 15 minutes. Prices the genomics workflow launches the workflow manager mar
 
 Prices come from `pricing.source`: the Price List API in AWS, the snapshot in `include/pricing/` locally.
 The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform.pricing --help`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -57,6 +57,9 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
 
 Subject ids never appear in logs, XCom or reports: subjects are named by an HMAC keyed with the password of
 the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -31,6 +31,9 @@ day that does not exist (`2024/02/30`, checked on the date the keys form togethe
 invalid and never registered. Prefixes that hold only writer leftovers (`_SUCCESS`, `_temporary/`,
 `$folder$` markers) are empty: skipped and counted. Each table's report (listed, already present,
 created, invalid, empty, failed) is the task's XCom and a JSON file under `reports_uri`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -47,6 +47,9 @@ lifecycle rule no longer archives or expires them, and the source's maintenance 
 Glue and never deletes, tags or calls orphan a file it reaches. Keep archive tables read-only: they
 share the source table's files and location. Drop the archive table (Glue) when it is no longer needed:
 its files are then unreferenced for the next maintenance run.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -64,6 +64,9 @@ under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and
 A dry run creates no tag and does not call expire_snapshots (it has no dry run): it reports the tags it
 would create and the snapshots expiry would remove, from the metadata tables, and lists orphans with
 `dry_run => true`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -30,6 +30,9 @@ Scheduled on the asset `recon_stateless_artifacts`. One run takes every READY st
 
 Up to `reconciliation.max_in_flight` runs overlap like an assembly line; the waits keep the result equal
 to running them one after another. A rerun of a finished run changes nothing.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 _config = settings().reconciliation

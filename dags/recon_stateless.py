@@ -29,6 +29,9 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 * **Status**: `python -m dataplatform.reconciliation status` (backlog, batches per state, latest
   complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
   them).
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 

@@ -7,10 +7,12 @@ is one message however many tries it took.
 
 **Recovery**: the DAG's ``on_success_callback`` asks the metadata database, through the callback context,
 for the run before this one (``ti.get_previous_dagrun()``: the latest run of the DAG with an earlier logical
-date, in any state) and alerts when that run failed. Runs without a logical date (asset-triggered runs)
-have no "previous run" in that sense: their recovery is not announced. The query goes through the task
-SDK's channel to the supervisor, as every callback in Airflow 3 reaches the database; a callback cannot
-tell, it is skipped and logged, never raised.
+date, in any state) and alerts when that run failed. In the DAG processor the question goes through the
+task SDK's channel to its supervisor, as every callback reaches the database in Airflow 3; under
+``dag.test()`` / ``airflow dags test`` the callback runs in the process that drives the run, which has no
+such channel but holds the database session: the execution API's own route function answers it there.
+Runs without a logical date (asset-triggered runs) have no previous run in that sense: their recovery is
+not announced. Whatever goes wrong while building or sending an alert is logged, never raised.
 
 What a message says, and the bounded retries of a publish, are ``dataplatform.alerts``'s.
 """
