@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -35,6 +36,9 @@ Every 15 minutes. Prices the genomics workflow launches the workflow manager mar
 
 Prices come from `pricing.source`: the Price List API in AWS, the snapshot in `include/pricing/` locally.
 The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform.pricing --help`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -48,7 +52,9 @@ The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=2)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["pricing", "benchmark", "genomics"],
     doc_md=DOC,
     params={

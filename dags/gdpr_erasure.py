@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -56,6 +57,9 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
 
 Subject ids never appear in logs, XCom or reports: subjects are named by an HMAC keyed with the password of
 the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -69,7 +73,9 @@ the Airflow connection `gdpr_hmac`. Reports: XCom and JSON under `reports_uri`.
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=5)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["gdpr", "iceberg", "hudi"],
     doc_md=DOC,
     params={

@@ -9,6 +9,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dataplatform.config import settings
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -30,6 +31,9 @@ day that does not exist (`2024/02/30`, checked on the date the keys form togethe
 invalid and never registered. Prefixes that hold only writer leftovers (`_SUCCESS`, `_temporary/`,
 `$folder$` markers) are empty: skipped and counted. Each table's report (listed, already present,
 created, invalid, empty, failed) is the task's XCom and a JSON file under `reports_uri`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -46,7 +50,9 @@ created, invalid, empty, failed) is the task's XCom and a JSON file under `repor
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=2)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["glue", "catalog", "partitions"],
     doc_md=DOC,
     params={

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from dataplatform.config import settings
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -46,6 +47,9 @@ lifecycle rule no longer archives or expires them, and the source's maintenance 
 Glue and never deletes, tags or calls orphan a file it reaches. Keep archive tables read-only: they
 share the source table's files and location. Drop the archive table (Glue) when it is no longer needed:
 its files are then unreferenced for the next maintenance run.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -60,7 +64,9 @@ its files are then unreferenced for the next maintenance run.
     default_args={
         "owner": "data-platform",
         **retry_args(1, timedelta(minutes=1), exponential=False),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["iceberg", "maintenance", "manual"],
     doc_md=DOC,
     params={

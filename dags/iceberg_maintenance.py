@@ -11,6 +11,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from dataplatform.config import settings
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
 DOC = """
@@ -63,6 +64,9 @@ under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and
 A dry run creates no tag and does not call expire_snapshots (it has no dry run): it reports the tags it
 would create and the snapshots expiry would remove, from the metadata tables, and lists orphans with
 `dry_run => true`.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -77,7 +81,9 @@ would create and the snapshots expiry would remove, from the metadata tables, an
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=5)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["iceberg", "maintenance"],
     doc_md=DOC,
     params={

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, get_current_context, task
 
 from dataplatform.config import settings
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, prefetch_job, stateful_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
@@ -29,6 +30,9 @@ Scheduled on the asset `recon_stateless_artifacts`. One run takes every READY st
 
 Up to `reconciliation.max_in_flight` runs overlap like an assembly line; the waits keep the result equal
 to running them one after another. A rerun of a finished run changes nothing.
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 _config = settings().reconciliation
@@ -49,7 +53,9 @@ _WAIT = {
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=1)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["reconciliation", "spark"],
     doc_md=DOC,
 )

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, stateless_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
@@ -28,6 +29,9 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
 * **Status**: `python -m dataplatform.reconciliation status` (backlog, batches per state, latest
   complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
   them).
+
+Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
+failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
 
 
@@ -42,7 +46,9 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
     default_args={
         "owner": "data-platform",
         **retry_args(2, timedelta(minutes=1)),
+        **task_alerts(),
     },
+    **dag_alerts(),
     tags=["reconciliation", "spark"],
     doc_md=DOC,
     params={

@@ -710,9 +710,40 @@ class PricingSettings(_Strict):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
+# A standard SNS topic's ARN: arn:<partition>:sns:<region>:<account>:<name>. Not a FIFO topic (.fifo): its
+# publishes need a message group and deduplication id, which the alerts do not send.
+_SNS_TOPIC_ARN = re.compile(
+    r"arn:aws[a-z-]*:sns:([a-z]{2}(-[a-z]+)+-[0-9]{1,2}):[0-9]{12}:[A-Za-z0-9_-]{1,256}"
+)
+
+
+class AlertSettings(_Strict):
+    """Where the DAGs' alerts go (``dataplatform.alerts``). Both keys are required: an environment that
+    forgot to say where its alerts go fails at load, not silently at the first failed run."""
+
+    # Empty: alerts are only logged (by the task or the DAG processor that raised them).
+    sns_topic_arn: str
+    # Publish attempts per alert (the first and its retries) before the alert is logged as lost.
+    publish_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+
+    @field_validator("sns_topic_arn")
+    @classmethod
+    def _topic_arn(cls, value: str) -> str:
+        if value and not _SNS_TOPIC_ARN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>) nor empty"
+            )
+        return value
+
+    def topic_region(self) -> str | None:
+        match = _SNS_TOPIC_ARN.fullmatch(self.sns_topic_arn)
+        return match.group(1) if match else None
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
+    alerts: AlertSettings
     # Run reports (JSON) are written under this URI, one object per DAG run and task.
     reports_uri: str
     spark: SparkSettings
@@ -726,6 +757,14 @@ class Settings(_Strict):
     @classmethod
     def _reports_uri(cls, value: str) -> str:
         return _require_s3_or_file_uri(value)
+
+    @model_validator(mode="after")
+    def _topic_in_the_region(self) -> Settings:
+        # The SNS client is the AWS connection's, in aws.region: a topic elsewhere would fail every publish.
+        region = self.alerts.topic_region()
+        if region and region != self.aws.region:
+            raise ValueError(f"alerts.sns_topic_arn is in {region}, not in aws.region {self.aws.region}")
+        return self
 
     @field_validator("env")
     @classmethod

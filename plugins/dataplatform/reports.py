@@ -51,3 +51,31 @@ def read_bytes(uri: str, s3=None) -> bytes | None:
             return None
     path = Path(parsed.path)
     return path.read_bytes() if path.is_file() else None
+
+
+def run_reports(reports_uri: str, dag_id: str, run_id: str, s3=None) -> list[dict]:
+    """The JSON reports one DAG run wrote (``<name>.json`` under its prefix), in key order. A run may leave
+    other files beside them (pricing's CSV and chart, a Spark table's job spec and job report
+    ``<table>.spark_spec.json`` / ``.spark_job.json``): those are not reports."""
+    prefix_uri = reports_uri.rstrip("/") + "/" + report_key(dag_id, run_id, "x").rsplit("/", 1)[0] + "/"
+    parsed = urlparse(prefix_uri)
+    if parsed.scheme == "s3":
+        bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+        keys = [
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+        bodies = [
+            s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in sorted(keys) if _is_report(key)
+        ]
+    else:
+        folder = Path(parsed.path)
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        bodies = [path.read_bytes() for path in files if _is_report(path.name)]
+    return [json.loads(body) for body in bodies]
+
+
+def _is_report(key: str) -> bool:
+    name = key.rsplit("/", 1)[-1]
+    return name.endswith(".json") and name.count(".") == 1

@@ -71,7 +71,8 @@ class PassResult:
 
     @property
     def failed_runs(self) -> list[RunOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.state != "success"]
+        """Runs that did not end as the demo expects (its one run that fails on purpose must fail)."""
+        return [outcome for outcome in self.outcomes if outcome.state != outcome.run.expect]
 
 
 def fault_plan(rate: float, seed: int, kinds: tuple[str, ...] | None = None) -> FaultPlan:

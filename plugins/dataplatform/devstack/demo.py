@@ -24,6 +24,7 @@ from dataplatform.config import REPO_ROOT, settings
 from dataplatform.devstack.airflow_env import airflow_env, query_metadata_db
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 from dataplatform.devstack.seed import GDPR_DEMO
+from dataplatform.reports import run_reports
 
 LOCAL_DIR = REPO_ROOT / ".local"
 
@@ -34,6 +35,8 @@ class DemoRun:
     what: str
     logical_date: str | None = None
     conf: dict = field(default_factory=dict)
+    # The state the run must end in: "failed" for the run that fails on purpose to show the alerts.
+    expect: str = "success"
 
 
 _TOMORROW = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
@@ -63,7 +66,13 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         conf={"subject_ids": [GDPR_DEMO["erase"][1]]},
     ),
     DemoRun("gdpr_erasure", "rerun (no open request: no-op)"),
-    DemoRun("benchmark_pricing", "7 COMPLETE launches: 6 priced, 1 without a price"),
+    DemoRun(
+        "benchmark_pricing",
+        "FAILS ON PURPOSE (a launch id that does not exist): alerts for the task and the run",
+        conf={"launch_ids": ["no-such-launch"]},
+        expect="failed",
+    ),
+    DemoRun("benchmark_pricing", "7 COMPLETE launches: 6 priced, 1 without a price (alert: recovered)"),
     DemoRun("benchmark_pricing", "rerun: only the unpriceable launch is tried again"),
     DemoRun(
         "iceberg_archive_register",
@@ -108,22 +117,6 @@ def _latest_run(env: dict[str, str], dag_id: str) -> tuple[str, str]:
         dag_id=dag_id,
     )
     return (rows[0][0], rows[0][1]) if rows else ("-", "not created")
-
-
-def _reports(s3, reports_uri: str, dag_id: str, run_id: str) -> list[dict]:
-    from dataplatform.glue.discovery import split_s3_uri
-    from dataplatform.reports import report_key
-
-    bucket, root = split_s3_uri(reports_uri)
-    prefix = root + report_key(dag_id, run_id, "x").rsplit("/", 1)[0] + "/"
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    # Reports are the ``<name>.json`` objects; a run may leave other files beside them (pricing's CSV and
-    # chart, a Spark table's job spec and job report ``<table>.spark_spec.json`` / ``.spark_job.json``).
-    return [
-        json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-        for obj in listing
-        if obj["Key"].endswith(".json") and obj["Key"].rsplit("/", 1)[-1].count(".") == 1
-    ]
 
 
 def _describe(reports: list[dict]) -> str:
@@ -172,7 +165,9 @@ def seed_local_lake(moto_url: str, hudi: bool = True):
     _quiet_airflow_logging()
     from dataplatform import aws
     from dataplatform.devstack.seed import (
+        ALERT_QUEUE,
         RECENT_DAYS,
+        seed_alert_topic,
         seed_demo,
         seed_gdpr,
         seed_gdpr_hudi,
@@ -239,6 +234,10 @@ def seed_local_lake(moto_url: str, hudi: bool = True):
         f"reconciliation: {landed['batches']} batches ({landed['events']} events) landed under "
         f"{settings().reconciliation.landing_uri}"
     )
+    topic = settings().alerts.sns_topic_arn
+    if topic:
+        seed_alert_topic(aws.client("sns"), aws.client("sqs"), topic)
+        print(f"alerts: SNS topic {topic} with the SQS queue {ALERT_QUEUE} subscribed")
     return s3
 
 
@@ -364,19 +363,42 @@ def run_demo() -> int:
                 outcome.run.dag_id,
                 outcome.run.what,
                 outcome.state,
-                _describe(_reports(s3, settings().reports_uri, outcome.run.dag_id, outcome.run_id)),
+                _describe(run_reports(settings().reports_uri, outcome.run.dag_id, outcome.run_id, s3)),
             )
             for outcome in outcomes
         ]
         moto.set_phase("cli")
+        alerts = read_alerts()
         show_recon_commands(env)
         show_gdpr_status(env)
         show_pricing_commands(env)
 
     print()
     print_table(rows)
-    failed = [row for row in rows if row[2] != "success"]
-    if failed:
-        print(f"\n{len(failed)} run(s) did not succeed; logs under {home / 'logs-demo'}")
+    print_alerts(alerts)
+    unexpected = [outcome for outcome in outcomes if outcome.state != outcome.run.expect]
+    if unexpected:
+        print(f"\n{len(unexpected)} run(s) did not end as expected; logs under {home / 'logs-demo'}")
         return 1
     return 0
+
+
+def read_alerts() -> list[dict]:
+    """The alerts the runs sent, from the queue subscribed to the topic (none when alerts are logged
+    only)."""
+    from dataplatform import aws
+    from dataplatform.devstack.seed import ALERT_QUEUE, receive_alerts
+
+    if not settings().alerts.sns_topic_arn:
+        return []
+    sqs = aws.client("sqs")
+    return receive_alerts(sqs, sqs.get_queue_url(QueueName=ALERT_QUEUE)["QueueUrl"])
+
+
+def print_alerts(alerts: list[dict]) -> None:
+    from dataplatform.devstack.seed import ALERT_QUEUE
+
+    print(f"\nalerts the runs sent (SNS topic -> SQS queue {ALERT_QUEUE}): {len(alerts)}")
+    for alert in alerts:
+        print(f"\n  {alert['subject']}")
+        print("\n".join("    " + line for line in alert["message"].splitlines()))

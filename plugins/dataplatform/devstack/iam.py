@@ -37,6 +37,7 @@ PLACEHOLDERS = {
     "IcebergWarehouse": "bucket/prefix under which the Iceberg tables' locations are (the Glue tables say)",
     "IcebergWarehouseBucket": "the bucket of ${IcebergWarehouse}",
     "EmrServerlessApplicationId": "spark.emr_serverless.application_id (created outside the platform)",
+    "AlertsTopicName": "the topic of alerts.sns_topic_arn (empty in the config: alerts are only logged)",
 }
 
 

@@ -98,9 +98,13 @@ def policies(config: Settings) -> dict[str, dict[str, Any]]:
 
 
 def mwaa_shared(config: Settings, arns: Arns) -> dict[str, Any]:
-    """Run reports (``reports.py``) and what MWAA itself needs of its execution role."""
+    """Run reports (``reports.py``), the alerts every DAG sends (``alerts.py``: they list and read the run's
+    reports and publish to the topic) and what MWAA itself needs of its execution role."""
+    topic = config.alerts.sns_topic_arn or arns.of("sns", "${AlertsTopicName}")
     return policy(
         statement("RunReports", "s3:PutObject s3:GetObject", objects(config.reports_uri)),
+        statement("RunReportsList", "s3:ListBucket", buckets(config.reports_uri)),
+        statement("Alerts", "sns:Publish", [topic]),
         statement("MwaaSourceBucket", "s3:GetObject s3:ListBucket s3:GetBucketLocation",
                   ["arn:aws:s3:::${MwaaSourceBucket}", "arn:aws:s3:::${MwaaSourceBucket}/*"]),
         statement("MwaaLogs", "logs:CreateLogGroup logs:CreateLogStream logs:PutLogEvents logs:GetLogEvents "

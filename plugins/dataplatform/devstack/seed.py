@@ -357,3 +357,49 @@ def seed_pricing(config) -> list[dict]:
         config.pricing.launches_table,
         launches=(*DEMO_LAUNCHES, DEMO_UNPRICEABLE),
     )
+
+
+# The queue subscribed to the alert topic on the local stack: what `make demo` and the tests read.
+ALERT_QUEUE = "dataplatform-alerts"
+
+
+def seed_alert_topic(sns, sqs, topic_arn: str) -> str:
+    """The topic of ``alerts.sns_topic_arn`` on moto with the queue ``ALERT_QUEUE`` subscribed (raw
+    delivery off: a queue message is the SNS envelope, which keeps the subject); the queue URL. Idempotent."""
+    topic = sns.create_topic(Name=topic_arn.rsplit(":", 1)[-1])["TopicArn"]
+    if topic != topic_arn:
+        raise ValueError(f"alerts.sns_topic_arn {topic_arn} is not the topic moto created ({topic})")
+    queue_url = sqs.create_queue(QueueName=ALERT_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "false"},
+        ReturnSubscriptionArn=True,
+    )
+    return queue_url
+
+
+def receive_alerts(sqs, queue_url: str) -> list[dict]:
+    """Every alert waiting in the queue (``{"subject", "message"}``, in arrival order), deleted once read."""
+    received = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["SentTimestamp"]
+        ).get("Messages", [])
+        if not batch:
+            break
+        for item in batch:
+            envelope = json.loads(item["Body"])
+            received.append(
+                {
+                    "subject": envelope.get("Subject"),
+                    "message": envelope["Message"],
+                    "sent": int(item["Attributes"]["SentTimestamp"]),
+                }
+            )
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=item["ReceiptHandle"])
+    return sorted(received, key=lambda alert: alert["sent"])
