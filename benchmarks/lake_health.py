@@ -144,18 +144,10 @@ def seed_gdpr(config, dynamodb, count: int) -> None:
 
 
 def seed_reconciliation(config, dynamodb, home: Path) -> None:
-    from dataplatform.reconciliation import ledger
-    from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
-    from spark_jobs.common.storage import Storage
+    from dataplatform.devstack.seed import seed_ledger
 
-    table = config.reconciliation.ledger_table
-    ledger.create_ledger_table(dynamodb, table)
-    landing = f"file://{home}/landing/"
     start = NOW.replace(minute=0, second=0) - timedelta(days=1)
-    write_batches(
-        Storage(), landing, GeneratorConfig(seed=1, n_keys=4, events_per_batch=2), batches=144, start=start
-    )
-    ledger.register_batches(dynamodb, table, Storage(), landing, NOW)
+    seed_ledger(dynamodb, config.reconciliation.ledger_table, f"file://{home}/landing/", start, 144, NOW)
 
 
 def seed_pricing(config, dynamodb, count: int = 500) -> None:

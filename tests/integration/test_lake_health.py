@@ -18,17 +18,20 @@ import pytest
 import yaml
 
 from dataplatform.config import settings
-from dataplatform.devstack.seed import create_table, ensure_bucket, receive_alerts, seed_alert_topic
+from dataplatform.devstack.seed import (
+    create_table,
+    ensure_bucket,
+    receive_alerts,
+    seed_alert_topic,
+    seed_ledger,
+)
 from dataplatform.dynamodb import from_item, to_item
 from dataplatform.gdpr import requests
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.health.figures import Clients, lake_figures
 from dataplatform.iceberg.sample import write_sample_table
 from dataplatform.pricing.launches import ensure_launches_table
-from dataplatform.reconciliation import ledger
-from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from dataplatform.reports import latest_key, report_key
-from spark_jobs.common.storage import Storage
 from tests.airflow_helpers import run_repo_dag, task_states
 from tests.cli_helpers import run_cli
 
@@ -94,14 +97,9 @@ def seed_gdpr(dynamodb, config) -> None:
 
 
 def seed_reconciliation(dynamodb, config, landing_dir) -> None:
-    table = config.reconciliation.ledger_table
-    ledger.create_ledger_table(dynamodb, table)
-    landing = f"file://{landing_dir}/"
     hour = NOW.replace(minute=0, second=0) - timedelta(hours=6)
-    write_batches(
-        Storage(), landing, GeneratorConfig(seed=7, n_keys=4, events_per_batch=2), batches=6, start=hour
-    )
-    assert len(ledger.register_batches(dynamodb, table, Storage(), landing, NOW)["registered"]) == 6
+    table = config.reconciliation.ledger_table
+    assert len(seed_ledger(dynamodb, table, f"file://{landing_dir}/", hour, 6, NOW)) == 6
 
 
 def seed_glue(glue, config) -> None:
