@@ -65,7 +65,9 @@ def dag_deadlines(dag_id: str) -> list[DeadlineAlert]:
 
 async def deadline_missed(meaning: str, context: dict[str, Any] | None = None) -> bool:
     """The callback the triggerer runs when a run missed its deadline (``context``: the run as the
-    scheduler describes it, ``dag_run`` and ``deadline``). The publish blocks: it runs in a thread."""
+    scheduler describes it, ``dag_run`` and ``deadline``). The publish blocks, so it runs in a thread: from
+    there the triggerer's channel to its supervisor still answers the AWS connection lookup (Airflow 3.3's
+    ``TriggerCommsDecoder.send`` bridges a foreign thread to its loop)."""
     return await asyncio.to_thread(send_deadline_alert, meaning, context or {})
 
 
