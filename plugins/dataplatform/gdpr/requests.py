@@ -216,14 +216,36 @@ def count_by_status(dynamodb: Any, table: str, status: str, completed_since: dat
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def is_overdue(request: Request, now: datetime) -> bool:
-    """Still open past its deadline."""
-    return request.status != COMPLETED and request.deadline < _iso(now)
+def open_deadlines(dynamodb: Any, table: str) -> list[dict[str, str]]:
+    """Every open request as ``{"request_id", "status", "deadline"}`` (only those attributes are read
+    back: the health figures need no more, and never the subject id)."""
+    found: list[dict[str, str]] = []
+    for status in OPEN_STATUSES:
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s",
+            "ProjectionExpression": "request_id, #s, deadline",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status}},
+        }
+        while True:
+            page = dynamodb.query(**kwargs)
+            found += [{name: value["S"] for name, value in item.items()} for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return found
 
 
-def days_to_deadline(request: Request, now: datetime) -> float:
+def is_overdue(deadline: str, now: datetime) -> bool:
+    """An open request with this deadline is past it."""
+    return deadline < _iso(now)
+
+
+def days_to_deadline(deadline: str, now: datetime) -> float:
     """Days left before the deadline (negative once overdue)."""
-    return (datetime.fromisoformat(request.deadline) - now).total_seconds() / 86400
+    return (datetime.fromisoformat(deadline) - now).total_seconds() / 86400
 
 
 # -- claim ------------------------------------------------------------------------------------------------
