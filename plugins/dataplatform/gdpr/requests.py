@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,46 +196,41 @@ def requests_by_status(dynamodb: Any, table: str, status: str, limit: int | None
 def count_by_status(dynamodb: Any, table: str, status: str, completed_since: datetime | None = None) -> int:
     """How many requests have ``status`` (and, with ``completed_since``, were completed at or after it),
     counted by DynamoDB (``Select=COUNT``): no item is read back."""
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": STATUS_INDEX,
-        "Select": "COUNT",
-        "KeyConditionExpression": "#s = :s",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {":s": {"S": status}},
-    }
+    options: dict[str, Any] = {"Select": "COUNT"}
     if completed_since is not None:
-        kwargs["FilterExpression"] = "completed_at >= :since"
-        kwargs["ExpressionAttributeValues"][":since"] = {"S": _iso(completed_since)}
-    count = 0
-    while True:
-        page = dynamodb.query(**kwargs)
-        count += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return count
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        options["FilterExpression"] = "completed_at >= :since"
+        options["ExpressionAttributeValues"] = {":since": {"S": _iso(completed_since)}}
+    return sum(page["Count"] for page in _status_pages(dynamodb, table, status, **options))
 
 
 def open_deadlines(dynamodb: Any, table: str) -> list[dict[str, str]]:
     """Every open request as ``{"request_id", "status", "deadline"}`` (only those attributes are read
     back: the health figures need no more, and never the subject id)."""
-    found: list[dict[str, str]] = []
-    for status in OPEN_STATUSES:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#s = :s",
-            "ProjectionExpression": "request_id, #s, deadline",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":s": {"S": status}},
-        }
-        while True:
-            page = dynamodb.query(**kwargs)
-            found += [{name: value["S"] for name, value in item.items()} for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    return found
+    return [
+        {name: value["S"] for name, value in item.items()}
+        for status in OPEN_STATUSES
+        for page in _status_pages(dynamodb, table, status, ProjectionExpression="request_id, #s, deadline")
+        for item in page.get("Items", [])
+    ]
+
+
+def _status_pages(dynamodb: Any, table: str, status: str, **options: Any) -> Iterator[dict[str, Any]]:
+    """Every page of a Query of the status index for ``status`` (``options``: more Query parameters)."""
+    values = {":s": {"S": status}, **options.pop("ExpressionAttributeValues", {})}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": STATUS_INDEX,
+        "KeyConditionExpression": "#s = :s",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": values,
+        **options,
+    }
+    while True:
+        page = dynamodb.query(**kwargs)
+        yield page
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def is_overdue(deadline: str, now: datetime) -> bool:
