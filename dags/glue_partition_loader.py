@@ -8,6 +8,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
@@ -92,6 +93,8 @@ def glue_partition_loader():
         mode="{{ params.mode }}",
         dry_run="{{ params.dry_run }}",
         map_index_template="{{ task.table }}",
+        inlets=assets.glue_table_locations(),
+        outlets=assets.glue_tables(),
     ).expand(table=select_tables())
 
 

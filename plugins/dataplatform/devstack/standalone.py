@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from dataplatform.devstack.airflow_env import import_pools
 from dataplatform.devstack.moto_server import free_port
 from dataplatform.devstack.server_process import ServerProcess
 
@@ -117,12 +118,15 @@ class StandaloneAirflow(ServerProcess):
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start_and_wait(self, timeout: float = 240.0, attempts: int = 3) -> StandaloneAirflow:
-        """``start()`` and ``wait_healthy()``; on a port taken in between (free_port() releases the port
-        it found long before the api-server binds it), start again on new ports."""
+        """``start()`` and ``wait_healthy()``, then the config's pools created (the database is migrated
+        by then; DAGs start paused, so nothing was scheduled without them); on a port taken in between
+        (free_port() releases the port it found long before the api-server binds it), start again on new
+        ports."""
         for attempt in range(1, attempts + 1):
             self.start()
             try:
                 self.wait_healthy(timeout)
+                import_pools(self.env)
                 return self
             except PortInUseError:
                 self.stop()
