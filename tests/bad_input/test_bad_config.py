@@ -161,6 +161,8 @@ CASES: dict[str, dict[str, Any]] = {
     "pricing.report_period_days": {"zero": 0, "too_long": 3661},
     "pricing.report_group_by": {"unknown": "colour"},
     "pricing.launches_table": NAME_VALUES,
+    "pools.spark_jobs.slots": {"zero": 0, "too_many": 1025, **INT_VALUES},
+    "pools.glue_api.description": {"empty": "", "newline": "Glue\nloads", "int": 5, "huge": "x" * 301},
 }
 # Keys that do not exist (typos, or keys of another section), and required keys left out.
 UNKNOWN = {
@@ -175,6 +177,8 @@ UNKNOWN = {
     "gdpr": ("gdpr.subject_pattern", "^x$"),
     "gdpr_dataset": ("gdpr.datasets.payments.columns", ["x"]),
     "pricing": ("pricing.currency", "EUR"),
+    "pool": ("pools.iceberg_commits", {"slots": 1, "description": "a pool no task uses"}),
+    "pool_key": ("pools.glue_api.include_deferred", True),
 }
 REQUIRED = [
     "env",
@@ -192,6 +196,9 @@ REQUIRED = [
     "pricing.price_cache_uri",
     "glue.tables.web_events.location",
     "gdpr.datasets.payments.format",
+    "pools",
+    "pools.glue_api",
+    "pools.spark_jobs.slots",
 ]
 
 
