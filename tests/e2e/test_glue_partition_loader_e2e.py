@@ -2,9 +2,9 @@
 api-server, LocalExecutor) against the moto server, driven only through the REST API.
 
 One Airflow for the module (startup costs about a minute); the tests share it and the seeded lake, in
-this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day
-(deferring on `_SUCCESS` markers in the triggerer) and finds web_events already present, and bad params
-are refused or fail fast without touching Glue.
+this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
+`_SUCCESS` markers checked first) and finds web_events already present, its loads never more at once
+than the `glue_api` pool's slots, and bad params are refused or fail fast without touching Glue.
 """
 
 from __future__ import annotations
