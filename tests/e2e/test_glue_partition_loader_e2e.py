@@ -21,6 +21,7 @@ from dataplatform.devstack.airflow_env import query_metadata_db
 from dataplatform.devstack.seed import INVALID_WEB_EVENT_PREFIXES, seed_demo
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.glue.layout import PartitionLayout
+from dataplatform.pools import pool_bulk_request
 from tests.e2e.airflow_api import (
     ON_POSTGRES,
     describe_run,
@@ -295,7 +296,24 @@ def test_the_backfill_held_the_glue_api_pool(backfill, airflow):
     assert len(rows) == 6 > slots, rows
     assert {(pool, state) for pool, state, _, _ in rows} == {("glue_api", "success")}
     spans = [(_aware(start), _aware(end)) for _, _, start, end in rows]
-    assert 1 <= most_at_once(spans) <= slots, sorted(spans)
+    most = most_at_once(spans)
+    print(f"\nglue_api: at most {most} of {len(rows)} loads at once, {slots} slots")
+    assert 1 <= most <= slots, sorted(spans)
+
+
+def test_creating_the_pools_again_resizes_them_without_duplicating(backfill, airflow):
+    """What `make up` sends at every start (and MWAA once): over existing pools it overwrites them."""
+    pools = settings().pools
+    stored = "SELECT pool, slots, description, include_deferred FROM slot_pool WHERE pool <> 'default_pool'"
+    bigger = pools.model_copy(update={"glue_api": pools.glue_api.model_copy(update={"slots": 7})})
+    airflow.api("PATCH", "/pools", json=pool_bulk_request(bigger))
+    assert sorted(query_metadata_db(airflow.env, stored)) == [
+        ("glue_api", 7, pools.glue_api.description, False),
+        ("spark_jobs", pools.spark_jobs.slots, pools.spark_jobs.description, True),
+    ]
+    created = airflow.create_pools()
+    assert (sorted(created["success"]), created["errors"]) == (["glue_api", "spark_jobs"], [])
+    assert sorted(query_metadata_db(airflow.env, stored))[0][:2] == ("glue_api", pools.glue_api.slots)
 
 
 def _aware(value) -> datetime:

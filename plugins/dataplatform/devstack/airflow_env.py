@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from dataplatform.config import REPO_ROOT, PoolSettings, settings
+from dataplatform.config import REPO_ROOT
 from dataplatform.devstack.moto_server import connection_uri_json
 
 # On PostgreSQL the LocalExecutor runs task processes side by side. A laptop's worth of them: 8 at once
@@ -59,29 +56,6 @@ def airflow_env(
     # secrets backend.
     env.setdefault("AIRFLOW_CONN_GDPR_HMAC", gdpr_hmac_connection())
     return env
-
-
-def import_pools(env: dict[str, str], pools: PoolSettings | None = None) -> dict[str, dict]:
-    """Create or resize the pools of the config (or ``pools``; see ``dataplatform.pools``) in the migrated
-    metadata database of ``env`` with ``airflow pools import``, which updates a pool that exists (a changed
-    slot count resizes it) and never duplicates one. Every local Airflow goes through here before a task is scheduled: the
-    scheduler never queues a task whose pool does not exist."""
-    from dataplatform.pools import pool_import_file
-
-    definitions = pool_import_file(pools or settings().pools)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="pools-") as file:
-        json.dump(definitions, file)
-        file.flush()
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "pools", "import", file.name],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow pools import failed ({result.returncode}):\n{result.stdout[-2000:]}")
-    return definitions
 
 
 def gdpr_hmac_connection(key: str | None = None) -> str:

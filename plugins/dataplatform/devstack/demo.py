@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dataplatform.config import REPO_ROOT, settings
-from dataplatform.devstack.airflow_env import airflow_env, import_pools, query_metadata_db
+from dataplatform.devstack.airflow_env import airflow_env, query_metadata_db
 from dataplatform.devstack.moto_server import MotoServer, connection_uri_json
 from dataplatform.devstack.seed import GDPR_DEMO
 from dataplatform.reports import run_reports
@@ -285,8 +285,8 @@ class RunOutcome:
 
 
 def prepare_airflow(home: Path, moto_url: str, database_url: str | None = None) -> dict[str, str]:
-    """The environment of an Airflow home pointed at the moto server, its database migrated (SQLite in the
-    home, or the PostgreSQL database at ``database_url``) and holding the config's pools."""
+    """The environment of an Airflow home pointed at the moto server, its database migrated: SQLite in the
+    home, or the PostgreSQL database at ``database_url``."""
     env = airflow_env(home, moto_url, database_url=database_url)
     os.environ["DATAPLATFORM_ENV"] = env["DATAPLATFORM_ENV"]
     started = time.monotonic()
@@ -297,7 +297,6 @@ def prepare_airflow(home: Path, moto_url: str, database_url: str | None = None) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    import_pools(env)
     kind = "PostgreSQL" if database_url else "SQLite"
     print(f"airflow metadata database ({kind}) ready in {time.monotonic() - started:.0f}s: {home}")
     return env

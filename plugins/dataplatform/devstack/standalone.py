@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from dataplatform.devstack.airflow_env import import_pools
+from dataplatform.config import settings
 from dataplatform.devstack.moto_server import free_port
 from dataplatform.devstack.server_process import ServerProcess
 
@@ -126,7 +126,7 @@ class StandaloneAirflow(ServerProcess):
             self.start()
             try:
                 self.wait_healthy(timeout)
-                import_pools(self.env)
+                self.create_pools()
                 return self
             except PortInUseError:
                 self.stop()
@@ -134,6 +134,25 @@ class StandaloneAirflow(ServerProcess):
                     raise
                 self._use_ports(free_port())
         return self
+
+    def create_pools(self, attempts: int = 6) -> dict:
+        """Create the config's pools (``dataplatform.pools``), or overwrite (resize) those that exist, with
+        the request MWAA gets too (``PATCH /pools``, README *Concurrency limits*): the scheduler never
+        queues a task whose pool does not exist. On SQLite the api-server may answer 503 "database is
+        locked" while the scheduler writes: the request is idempotent, so it is sent again."""
+        from dataplatform.pools import pool_bulk_request
+
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self.api("PATCH", "/pools", json=pool_bulk_request(settings().pools))
+                break
+            except AirflowApiError as exc:
+                if exc.status_code != 503 or attempt == attempts:
+                    raise
+                time.sleep(5)
+        if result["create"]["errors"]:
+            raise RuntimeError(f"pools not created: {result['create']['errors']}")
+        return result["create"]
 
     def start(self) -> StandaloneAirflow:
         if self.running:

@@ -1,8 +1,7 @@
 """Pools: which tasks take a slot of which pool (the task that holds the capped thing for its lifetime,
 on every Spark backend), and the pool definitions the local stack imports and MWAA receives. That the
-scheduler holds a pool's cap is checked in a real Airflow by tests/e2e/test_glue_partition_loader_e2e.py
-(``test_the_backfill_held_the_glue_api_pool``); that the local stack creates and resizes the pools, by
-tests/integration/test_pools.py."""
+scheduler holds a pool's cap, and that the local stack creates the pools and resizes them, is checked in a
+real Airflow by tests/e2e/test_glue_partition_loader_e2e.py."""
 
 from __future__ import annotations
 
