@@ -42,6 +42,7 @@ from airflow.sdk.exceptions import AirflowException
 from dataplatform import spark
 from dataplatform.aws import RETRY_CONFIG
 from dataplatform.config import SparkSettings, settings
+from dataplatform.operators import assets
 from dataplatform.pools import SPARK_JOBS
 
 
@@ -174,8 +175,6 @@ class SparkJobCostOperator(BaseOperator):
         sizing: spark.SparkSizing | None = None,
         **kwargs: Any,
     ) -> None:
-        from dataplatform.operators import assets
-
         super().__init__(**{"outlets": [assets.spark_job_costs()], **kwargs})
         self.backend = backend
         self.region_name = region_name
