@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from dataplatform.operators import assets
 from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
@@ -74,13 +75,17 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
     },
 )
 def benchmark_pricing():
-    @task
+    @task(inlets=[assets.workflow_launches()])
     def select_launches(params: dict) -> list[str]:
         from dataplatform.operators.pricing import select_launches
 
         return select_launches(params)
 
-    @task(map_index_template="{{ launch_id }}")
+    @task(
+        map_index_template="{{ launch_id }}",
+        inlets=[assets.workflow_launches(), assets.price_cache()],
+        outlets=[assets.workflow_launches(), assets.price_cache()],
+    )
     def price_launch(launch_id: str) -> dict:
         from dataplatform.operators.pricing import price_launch
 
@@ -88,7 +93,7 @@ def benchmark_pricing():
 
     # Also after some launches failed for an unexpected reason (the report names them, then fails the
     # run); skipped when nothing was selected or the selection failed.
-    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, inlets=[assets.workflow_launches()])
     def build_report(selected: list[str], outcomes: list[dict], **context) -> dict:
         from dataplatform.operators.pricing import build_report
 

@@ -9,6 +9,7 @@ from airflow.sdk import Param, TriggerRule, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.gdpr import GdprIcebergErasureOperator
 from dataplatform.operators.gdpr_spark import spark_datasets, spark_erasure_tasks
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
@@ -97,13 +98,15 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
     },
 )
 def gdpr_erasure():
-    @task
+    pyiceberg_keys = [key for key, d in settings().gdpr.datasets.items() if d.engine == "pyiceberg"]
+
+    @task(outlets=[assets.gdpr_requests()])
     def accept_requests(params: dict, run_id: str) -> dict:
         from dataplatform.operators.gdpr import accept_requests
 
         return accept_requests(params, run_id)
 
-    @task
+    @task(inlets=[assets.gdpr_requests()], outlets=[assets.gdpr_requests()])
     def claim_requests(accepted: dict, run_id: str) -> list[str]:
         from dataplatform.operators.gdpr import claim
 
@@ -114,7 +117,7 @@ def gdpr_erasure():
         datasets = settings().gdpr.datasets
         return [key for key in accepted["datasets"] if datasets[key].engine == "pyiceberg"] if claimed else []
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[assets.gdpr_requests()])
     def finish_requests(claimed: list[str], **context) -> dict:
         from dataplatform.operators.gdpr import finish_requests
 
@@ -123,7 +126,11 @@ def gdpr_erasure():
     accepted = accept_requests()
     claimed = claim_requests(accepted)
     erase = GdprIcebergErasureOperator.partial(
-        task_id="erase_iceberg", request_ids=claimed, map_index_template="{{ task.dataset }}"
+        task_id="erase_iceberg",
+        request_ids=claimed,
+        map_index_template="{{ task.dataset }}",
+        inlets=[assets.gdpr_requests()],
+        outlets=[*assets.gdpr_datasets(pyiceberg_keys), assets.gdpr_requests(), assets.gdpr_audit()],
     ).expand(dataset=pyiceberg_datasets(accepted, claimed))
     finish = finish_requests(claimed)
     erase >> finish

@@ -8,6 +8,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.glue import MODES, GluePartitionLoaderOperator
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
@@ -23,6 +24,8 @@ BatchCreatePartition call with the table's schema, SerDe and formats and their o
   that have data in S3 (waiting, deferred, for `_SUCCESS` markers on tables that ask for them). History:
   `airflow backfill create --dag-id glue_partition_loader --from-date 2024-03-01 --to-date 2024-03-03`
   (locally: `make airflow ARGS="backfill create ..."`). Runs of a paused DAG stay queued: unpause it.
+  Every `load_partitions` takes a slot of the `glue_api` pool (README, *Concurrency limits*): however
+  many days a backfill covers, at most `pools.glue_api.slots` loads call Glue at once.
 * **Manual**: `table` (empty = all), `mode` (`interval` | `discover` | `msck` | `crawler`), `dry_run`.
   `discover` lists the table location level by level and registers everything missing.
 
@@ -92,6 +95,8 @@ def glue_partition_loader():
         mode="{{ params.mode }}",
         dry_run="{{ params.dry_run }}",
         map_index_template="{{ task.table }}",
+        inlets=assets.glue_table_locations(),
+        outlets=assets.glue_tables(),
     ).expand(table=select_tables())
 
 

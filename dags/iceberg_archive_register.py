@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
@@ -100,14 +101,15 @@ def iceberg_archive_register():
 
         return validate_request(params)
 
-    @task
+    @task(inlets=assets.iceberg_tables())
     def check(request: dict, **context) -> dict:
         """HEAD every file the metadata file needs; report present / missing / needs restore."""
         from dataplatform.operators.iceberg_archive import check_request
 
         return check_request(context, request)
 
-    @task
+    # The archive table's name is a param: the asset is the source table, whose files it un-tags.
+    @task(outlets=assets.iceberg_tables())
     def register(request: dict, report: dict, **context) -> dict:
         """Register the archive table when every file is present; otherwise fail saying what to restore."""
         from dataplatform.operators.iceberg_archive import register_request

@@ -9,6 +9,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
@@ -110,6 +111,8 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
     },
 )
 def iceberg_maintenance():
+    pyiceberg_tables = [key for key, t in settings().iceberg.tables.items() if t.backend == "pyiceberg"]
+
     @task
     def select_tables(params: dict) -> list[str]:
         """Validate the params against the config (before any side effect) and pick the pyiceberg tables."""
@@ -125,6 +128,8 @@ def iceberg_maintenance():
         task_id="maintain_table",
         dry_run="{{ params.dry_run }}",
         map_index_template="{{ task.table }}",
+        inlets=assets.iceberg_tables(pyiceberg_tables),
+        outlets=[*assets.iceberg_tables(pyiceberg_tables), assets.iceberg_maintenance_state()],
     ).expand(table=selected)
 
     # One group per `backend: spark` table, known from the config at parse time.

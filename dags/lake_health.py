@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.operators import assets
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
@@ -48,7 +49,7 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
     doc_md=DOC,
 )
 def lake_health():
-    @task
+    @task(inlets=assets.lake_health_reads(), outlets=[assets.health_findings()])
     def check_and_alert(run_id: str | None = None) -> dict:
         """Figures, findings, one alert per new finding and per cleared one, the run's report."""
         from dataplatform.operators.health import check_lake_health

@@ -8,15 +8,16 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, get_current_context, task
 
 from dataplatform.config import settings
+from dataplatform.operators import assets
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
-from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, prefetch_job, stateful_job
+from dataplatform.operators.reconciliation import prefetch_job, stateful_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
 
 DOC = """
 ### Reconciliation: stateful join and index
 
-Scheduled on the asset `recon_stateless_artifacts`. One run takes every READY stateless group:
+Scheduled on the asset of the stateless artifacts (`<work_uri>stateless`, updated by `recon_stateless`). One run takes every READY stateless group:
 
 1. **begin_stateful**: claims the groups, takes the next run number (`seq`) and records which earlier
    runs are not fully indexed yet (in flight).
@@ -46,7 +47,7 @@ _WAIT = {
 @dag(
     dag_id="recon_stateful",
     description="After each stateless run: join its artifacts with the prior state and index the result.",
-    schedule=[STATELESS_ARTIFACTS],
+    schedule=[assets.recon_stateless_artifacts()],
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=_config.max_in_flight,
@@ -68,7 +69,7 @@ def recon_stateful():
 
         return setup_tables(recon_context())
 
-    @task.short_circuit
+    @task.short_circuit(inlets=[assets.recon_ledger()], outlets=[assets.recon_ledger()])
     def begin_stateful(run_id: str) -> dict | None:
         """Claim the READY groups and write the job spec; skip the rest when none is ready."""
         from dataplatform.operators.reconciliation import recon_context
@@ -98,7 +99,11 @@ def recon_stateful():
 
         return previous_run_reached(recon_context(), run["seq"], "INDEXED")
 
-    @task(map_index_template="{{ part_name }}")
+    @task(
+        map_index_template="{{ part_name }}",
+        inlets=[assets.recon_stateful_artifacts()],
+        outlets=[assets.recon_index()],
+    )
     def index_part_file(part_uri: str, run: dict) -> dict:
         from dataplatform.operators.reconciliation import recon_context
         from dataplatform.reconciliation.pipeline import index_part_file
@@ -106,7 +111,7 @@ def recon_stateful():
         get_current_context()["part_name"] = part_uri.rsplit("/", 1)[-1]
         return index_part_file(recon_context(), run["seq"], part_uri)
 
-    @task
+    @task(outlets=[assets.recon_stateful_artifacts(), assets.recon_ledger()])
     def commit_index(run: dict, part_stats: list[dict], run_id: str) -> dict:
         """Mark the run INDEXED (its batches' windows may now be complete) and write the run report."""
         from dataplatform.operators.reconciliation import recon_context, write_run_report
@@ -122,7 +127,18 @@ def recon_stateful():
     parts = commit_process(run)
     index_turn = wait_for_previous_index(run)
     indexed = index_part_file.partial(run=run).expand(part_uri=parts)
-    run >> spark_job_tasks(prefetch_job()) >> process_turn >> spark_job_tasks(stateful_job()) >> parts
+    prefetch = spark_job_tasks(
+        prefetch_job(), inlets=[assets.recon_index(), assets.recon_stateful_artifacts()]
+    )
+    process = spark_job_tasks(
+        stateful_job(),
+        inlets=[
+            assets.recon_stateless_artifacts(),
+            assets.recon_prefetched_state(),
+            assets.recon_stateful_artifacts(),
+        ],
+    )
+    run >> prefetch >> process_turn >> process >> parts
     parts >> index_turn >> indexed
     commit_index(run, indexed)
 

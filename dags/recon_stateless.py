@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.operators import assets
 from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
-from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, stateless_job
+from dataplatform.operators.reconciliation import stateless_job
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.task_retries import retry_args
 
@@ -22,7 +23,7 @@ Every 10 minutes: registers the batches whose `_manifest.json` has landed under
 fails its row count or checksum, is recorded INVALID, never processed), claims pending batches for this run (conditional writes in the DynamoDB ledger: one run per
 batch), and reduces them with Spark to one stateless artifact per order (malformed rows go to
 `quarantine/` with the reason; redelivered event ids are dropped). A committed group updates the asset
-`recon_stateless_artifacts`, which schedules `recon_stateful`.
+of the stateless artifacts (`<work_uri>stateless`), which schedules `recon_stateful`.
 
 * **Backlog**: a run claims `backlog.batches_per_run` batches, more when the backlog is long
   (`backlog.growth`, at most `backlog.max_batches_per_run`). Param `max_batches` overrides the limit
@@ -78,7 +79,7 @@ def recon_stateless():
         check_params(params)
         return setup_tables(recon_context())
 
-    @task
+    @task(inlets=[assets.recon_landing()], outlets=[assets.recon_ledger()])
     def register_batches() -> dict:
         from dataplatform.operators.reconciliation import recon_context
         from dataplatform.reconciliation.pipeline import register_batches
@@ -86,7 +87,7 @@ def recon_stateless():
         result = register_batches(recon_context())
         return {**result, "registered": len(result["registered"])}
 
-    @task.short_circuit
+    @task.short_circuit(inlets=[assets.recon_ledger()], outlets=[assets.recon_ledger()])
     def plan_stateless(params: dict, run_id: str) -> dict | None:
         """Claim pending batches and write the Spark job spec; skip the rest when none pend."""
         from dataplatform.operators.reconciliation import recon_context
@@ -94,7 +95,7 @@ def recon_stateless():
 
         return plan_stateless(recon_context(), run_id, params["max_batches"])
 
-    @task(outlets=[STATELESS_ARTIFACTS])
+    @task(outlets=[assets.recon_stateless_artifacts(), assets.recon_ledger()])
     def commit_stateless(plan: dict, run_id: str) -> dict:
         """Mark the group READY (the asset event schedules recon_stateful) and report its counts."""
         from dataplatform.operators.reconciliation import recon_context, write_run_report
@@ -107,7 +108,7 @@ def recon_stateless():
 
     plan = plan_stateless()
     setup_tables() >> register_batches() >> plan
-    plan >> spark_job_tasks(stateless_job()) >> commit_stateless(plan)
+    plan >> spark_job_tasks(stateless_job(), inlets=[assets.recon_landing()]) >> commit_stateless(plan)
 
 
 recon_stateless()

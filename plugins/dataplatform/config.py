@@ -789,6 +789,28 @@ class HealthSettings(_Strict):
         return _dynamodb_table_name(value)
 
 
+class PoolSpec(_Strict):
+    """One Airflow pool: how many task instances it lets run at once, and what for (shown in the UI)."""
+
+    slots: Annotated[int, Field(ge=1, le=1024)]
+    description: str = Field(min_length=1, max_length=300)
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be one line of printable characters")
+        return value
+
+
+class PoolSettings(_Strict):
+    """The pools the operators assign their tasks to (``dataplatform.operators.pools`` says what each
+    caps); the local stack creates them from here, MWAA imports them (README, *Concurrency limits*)."""
+
+    spark_jobs: PoolSpec
+    glue_api: PoolSpec
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -802,6 +824,7 @@ class Settings(_Strict):
     gdpr: GdprSettings
     pricing: PricingSettings
     health: HealthSettings = HealthSettings()
+    pools: PoolSettings
 
     @field_validator("reports_uri")
     @classmethod

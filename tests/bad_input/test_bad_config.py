@@ -175,6 +175,8 @@ CASES: dict[str, dict[str, Any]] = {
     "health.deadlines.iceberg_maintenance_minutes": {"negative": -1, "too_long": 1441, **INT_VALUES},
     "health.deadlines.recon_stateless_behind_minutes": {"negative": -1, **INT_VALUES},
     "health.deadlines.benchmark_pricing_minutes": {"negative": -1, "string": "1h"},
+    "pools.spark_jobs.slots": {"zero": 0, "too_many": 1025, **INT_VALUES},
+    "pools.glue_api.description": {"empty": "", "newline": "Glue\nloads", "int": 5, "huge": "x" * 301},
 }
 # Keys that do not exist (typos, or keys of another section), and required keys left out.
 UNKNOWN = {
@@ -191,6 +193,8 @@ UNKNOWN = {
     "pricing": ("pricing.currency", "EUR"),
     "health": ("health.findings", "x"),
     "deadlines": ("health.deadlines.recon_minutes", 5),
+    "pool": ("pools.iceberg_commits", {"slots": 1, "description": "a pool no task uses"}),
+    "pool_key": ("pools.glue_api.include_deferred", True),
 }
 REQUIRED = [
     "env",
@@ -208,6 +212,9 @@ REQUIRED = [
     "pricing.price_cache_uri",
     "glue.tables.web_events.location",
     "gdpr.datasets.payments.format",
+    "pools",
+    "pools.glue_api",
+    "pools.spark_jobs.slots",
 ]
 
 

@@ -153,6 +153,17 @@ def running_together(tis: list[dict]) -> list[tuple[str, str]]:
     return [(a[2], b[2]) for a, b in itertools.combinations(spans, 2) if a[0] < b[1] and b[0] < a[1]]
 
 
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    """The largest number of ``(start, end)`` spans open at one instant (a span ending when another
+    starts does not overlap it)."""
+    edges = sorted([(end, -1) for _, end in spans] + [(start, 1) for start, _ in spans])
+    most = running = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
 def _ti_name(ti: dict) -> str:
     return (
         f"{ti['task_id']}[{ti['rendered_map_index'] or ti['map_index']}] {ti['start_date']}..{ti['end_date']}"

@@ -2,27 +2,30 @@
 api-server, LocalExecutor) against the moto server, driven only through the REST API.
 
 One Airflow for the module (startup costs about a minute); the tests share it and the seeded lake, in
-this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day
-(deferring on `_SUCCESS` markers in the triggerer) and finds web_events already present, and bad params
-are refused or fail fast without touching Glue.
+this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
+`_SUCCESS` markers checked first) and finds web_events already present, its loads never more at once
+than the `glue_api` pool's slots, and bad params are refused or fail fast without touching Glue.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from dataplatform import aws as aws_clients
 from dataplatform.config import settings
+from dataplatform.devstack.airflow_env import query_metadata_db
 from dataplatform.devstack.seed import INVALID_WEB_EVENT_PREFIXES, seed_demo
 from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.glue.layout import PartitionLayout
+from dataplatform.pools import pool_bulk_request
 from tests.e2e.airflow_api import (
     ON_POSTGRES,
     describe_run,
+    most_at_once,
     run_path,
     standalone_airflow,
     task_instances,
@@ -193,9 +196,11 @@ def test_manual_discover_run_registers_every_web_events_partition(airflow, disco
     assert report["report_uri"].startswith(settings().reports_uri)
 
 
-def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow, discover_run, glue):
+@pytest.fixture(scope="module")
+def backfill(airflow, discover_run, glue):
+    """Three days of glue_partition_loader backfilled (3 runs at once allowed), each run finished; with
+    the Glue state from before it."""
     assert discover_run["state"] == "success", "needs web_events registered by the discover run"
-    tables = settings().glue.tables
     before = glue_snapshot(glue)
     assert before["cloudtrail"] == {}
 
@@ -233,6 +238,12 @@ def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow
         "the scheduler to mark the backfill complete",
         interval=2.0,
     )
+    return {"before": before, "intervals": intervals, "finished": finished}
+
+
+def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(backfill, airflow, glue):
+    tables = settings().glue.tables
+    before, intervals, finished = backfill["before"], backfill["intervals"], backfill["finished"]
 
     # cloudtrail: exactly the days of the backfill runs, each at its own location.
     cloudtrail = tables["cloudtrail"]
@@ -262,6 +273,53 @@ def test_backfill_registers_cloudtrail_days_and_finds_web_events_present(airflow
         assert reports["web_events"]["already_present"] == 24
         assert reports["web_events"]["created"] == 0
         assert parse_time(reports["cloudtrail"]["interval_start"]) == parse_time(run["data_interval_start"])
+
+
+def test_the_backfill_held_the_glue_api_pool(backfill, airflow):
+    """The backfill above ran 3 days x 2 tables = 6 load_partitions at once if it could (3 active runs,
+    4 tasks of a DAG on the LocalExecutor); the glue_api pool has 2 slots. Read from the metadata database
+    itself, not the API: the pool exists as configured, every load took a slot of it, and no instant saw
+    more loads running than slots. (The loads did not defer: the seeded markers are there, and a deferred
+    load would hold no slot while its recorded span kept running.)"""
+    pools = settings().pools
+    slots = pools.glue_api.slots
+    assert query_metadata_db(
+        airflow.env, "SELECT slots, include_deferred FROM slot_pool WHERE pool = 'glue_api'"
+    ) == [(slots, False)]
+    rows = query_metadata_db(
+        airflow.env,
+        "SELECT ti.pool, ti.state, ti.start_date, ti.end_date FROM task_instance ti "
+        "JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id "
+        "WHERE ti.dag_id = :dag AND ti.task_id = 'load_partitions' AND r.run_type = 'backfill'",
+        dag=DAG_ID,
+    )
+    assert len(rows) == 6 > slots, rows
+    assert {(pool, state) for pool, state, _, _ in rows} == {("glue_api", "success")}
+    spans = [(_aware(start), _aware(end)) for _, _, start, end in rows]
+    most = most_at_once(spans)
+    print(f"\nglue_api: at most {most} of {len(rows)} loads at once, {slots} slots")
+    assert 1 <= most <= slots, sorted(spans)
+
+
+def test_creating_the_pools_again_resizes_them_without_duplicating(backfill, airflow):
+    """What `make up` sends at every start (and MWAA once): over existing pools it overwrites them."""
+    pools = settings().pools
+    stored = "SELECT pool, slots, description, include_deferred FROM slot_pool WHERE pool <> 'default_pool'"
+    bigger = pools.model_copy(update={"glue_api": pools.glue_api.model_copy(update={"slots": 7})})
+    airflow.api("PATCH", "/pools", json=pool_bulk_request(bigger))
+    assert sorted(query_metadata_db(airflow.env, stored)) == [
+        ("glue_api", 7, pools.glue_api.description, False),
+        ("spark_jobs", pools.spark_jobs.slots, pools.spark_jobs.description, True),
+    ]
+    created = airflow.create_pools()
+    assert (sorted(created["success"]), created["errors"]) == (["glue_api", "spark_jobs"], [])
+    assert sorted(query_metadata_db(airflow.env, stored))[0][:2] == ("glue_api", pools.glue_api.slots)
+
+
+def _aware(value) -> datetime:
+    """A timestamp as SQLite (text) or PostgreSQL (datetime) returns it, in UTC."""
+    moment = parse_time(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def test_bad_params_are_refused_or_fail_fast_without_touching_glue(airflow, dag_ready, glue):

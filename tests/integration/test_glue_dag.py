@@ -1,12 +1,14 @@
 """The glue_partition_loader DAG run for real (in-process ``dag.test()``) against the moto server."""
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from dataplatform.config import settings
+from dataplatform.devstack.airflow_env import query_metadata_db
 from dataplatform.devstack.seed import seed_demo
 from dataplatform.glue.discovery import split_s3_uri
 from dataplatform.glue.layout import PartitionLayout
@@ -51,6 +53,21 @@ def registered(glue, name):
     }
 
 
+def asset_events(run_ids: list[str]) -> dict[str, set[str]]:
+    """Run id -> names of the assets glue_partition_loader's run updated, read from the metadata database."""
+    rows = query_metadata_db(
+        dict(os.environ),
+        "SELECT e.source_run_id, a.name FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE e.source_dag_id = :dag",
+        dag=DAG_ID,
+    )
+    events: dict[str, set[str]] = {}
+    for run_id, name in rows:
+        if run_id in run_ids:
+            events.setdefault(run_id, set()).add(name)
+    return events
+
+
 def task_states(dagrun):
     return {(ti.task_id, ti.map_index): ti.state for ti in dagrun.get_task_instances()}
 
@@ -62,11 +79,12 @@ def read_report(s3, dagrun, table):
 
 
 def test_backfill_of_three_days_registers_exactly_those_days(dag, demo_lake):
-    intervals = []
+    intervals, run_ids = [], []
     for day in (3, 4, 5):
         dagrun = dag.test(logical_date=datetime(2024, 3, day, tzinfo=UTC))
         assert dagrun.state == "success", task_states(dagrun)
         intervals.append((dagrun.data_interval_start, dagrun.data_interval_end))
+        run_ids.append(dagrun.run_id)
     assert all(end - start == timedelta(days=1) for start, end in intervals), "daily data intervals"
     assert len({start for start, _ in intervals}) == 3
 
@@ -93,6 +111,11 @@ def test_backfill_of_three_days_registers_exactly_those_days(dag, demo_lake):
         0,
     )
     assert report["interval_start"] == intervals[-1][0].isoformat()
+
+    # Lineage: each run's loads left asset events for both Glue tables in the metadata database.
+    tables = {f"glue://{t.database}/{t.table}" for t in settings().glue.tables.values()}
+    events = asset_events(run_ids)
+    assert {run_id: events.get(run_id) for run_id in run_ids} == dict.fromkeys(run_ids, tables)
 
     # Rerunning a finished day changes nothing.
     before = registered(demo_lake.glue, "web_events"), registered(demo_lake.glue, "cloudtrail")

@@ -1,8 +1,10 @@
-"""``python -m dataplatform.devstack demo | up | chaos | check-java`` (what ``make demo``, ``make up`` and ``make chaos`` run)."""
+"""``python -m dataplatform.devstack demo | up | chaos | pools | check-java`` (what ``make demo``, ``make up`` and
+``make chaos`` run; ``pools`` prints the config's Airflow pools for MWAA)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -63,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument(
         "--sequential", action="store_true", help="run the passes one after the other (default: at once)"
     )
+    pools = sub.add_parser(
+        "pools",
+        help="print the config's Airflow pools (DATAPLATFORM_ENV picks the config; README Concurrency limits)",
+    )
+    pools.add_argument(
+        "--json",
+        action="store_true",
+        help="the `airflow pools import` file (default: the body of PATCH /api/v2/pools, for MWAA's invoke-rest-api)",
+    )
     sub.add_parser("check-java", help="fail with a clear message unless Java 17 is on PATH")
     args = parser.parse_args(argv)
     try:
@@ -79,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 parallel=not args.sequential,
                 db=args.db,
             )
+        if args.command == "pools":
+            return print_pools(import_file=args.json)
         if args.command == "up":
             from dataplatform.devstack.up import run_up
 
@@ -88,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoError, PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def print_pools(import_file: bool) -> int:
+    from dataplatform.config import settings
+    from dataplatform.pools import pool_bulk_request, pool_import_file
+
+    pools = settings().pools
+    print(json.dumps(pool_import_file(pools) if import_file else pool_bulk_request(pools), indent=2))
+    return 0
 
 
 def _seeds(value: str) -> tuple[int, ...]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from dataplatform.config import settings
 from dataplatform.devstack.moto_server import free_port
 from dataplatform.devstack.server_process import ServerProcess
 
@@ -117,12 +118,15 @@ class StandaloneAirflow(ServerProcess):
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start_and_wait(self, timeout: float = 240.0, attempts: int = 3) -> StandaloneAirflow:
-        """``start()`` and ``wait_healthy()``; on a port taken in between (free_port() releases the port
-        it found long before the api-server binds it), start again on new ports."""
+        """``start()`` and ``wait_healthy()``, then the config's pools created (the database is migrated
+        by then; DAGs start paused, so nothing was scheduled without them); on a port taken in between
+        (free_port() releases the port it found long before the api-server binds it), start again on new
+        ports."""
         for attempt in range(1, attempts + 1):
             self.start()
             try:
                 self.wait_healthy(timeout)
+                self.create_pools()
                 return self
             except PortInUseError:
                 self.stop()
@@ -130,6 +134,25 @@ class StandaloneAirflow(ServerProcess):
                     raise
                 self._use_ports(free_port())
         return self
+
+    def create_pools(self, attempts: int = 6) -> dict:
+        """Create the config's pools (``dataplatform.pools``), or overwrite (resize) those that exist, with
+        the request MWAA gets too (``PATCH /pools``, README *Concurrency limits*): the scheduler never
+        queues a task whose pool does not exist. On SQLite the api-server may answer 503 "database is
+        locked" while the scheduler writes: the request is idempotent, so it is sent again."""
+        from dataplatform.pools import pool_bulk_request
+
+        for attempt in range(1, attempts + 1):
+            try:
+                result = self.api("PATCH", "/pools", json=pool_bulk_request(settings().pools))
+                break
+            except AirflowApiError as exc:
+                if exc.status_code != 503 or attempt == attempts:
+                    raise
+                time.sleep(5)
+        if result["create"]["errors"]:
+            raise RuntimeError(f"pools not created: {result['create']['errors']}")
+        return result["create"]
 
     def start(self) -> StandaloneAirflow:
         if self.running:

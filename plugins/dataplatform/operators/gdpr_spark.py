@@ -52,27 +52,34 @@ def group_retries(spark_settings: SparkSettings) -> dict[str, Any]:
 
 def spark_erasure_tasks(key: str, accepted: Any, claimed: Any) -> TaskGroup:
     from dataplatform.gdpr import spark_erasure
+    from dataplatform.operators import assets
     from dataplatform.operators.spark import spark_job_tasks
 
     config = settings()
     dataset = config.gdpr.datasets[key]
     spark_settings = spark_settings_for(dataset, config.spark)
+    table, specs = assets.gdpr_dataset(key), assets.gdpr_job_specs()
     with TaskGroup(
         group_id=f"erase_{key}",
         tooltip=f"GDPR erasure of {dataset.identifier} with Spark",
         default_args=group_retries(spark_settings),
     ) as group:
 
-        @task(task_id="plan")
+        @task(task_id="plan", inlets=[assets.gdpr_requests()], outlets=[specs])
         def plan(accepted: dict, claimed: list[str], run_id: str) -> dict:
             return plan_spark_erasure(key, accepted, claimed, run_id)
 
         planned = plan(accepted, claimed)
         spec = "{{ ti.xcom_pull(task_ids='" + f"erase_{key}.plan" + "')['spec_uri'] }}"
         job = spark_erasure.spark_job(key, dataset, spec)
-        run_job = spark_job_tasks(job, spark_settings)
+        run_job = spark_job_tasks(job, spark_settings, inlets=[specs, table])
 
-        @task(task_id="record", trigger_rule=TriggerRule.ALL_DONE)
+        @task(
+            task_id="record",
+            trigger_rule=TriggerRule.ALL_DONE,
+            inlets=[specs],
+            outlets=[table, assets.gdpr_requests(), assets.gdpr_audit()],
+        )
         def record(planned: dict | None, **context) -> dict:
             return record_spark_erasure(key, planned, context)
 

@@ -10,12 +10,14 @@ from airflow.providers.amazon.aws.hooks.athena import AthenaHook
 from airflow.providers.amazon.aws.hooks.glue_crawler import GlueCrawlerHook
 from airflow.providers.amazon.aws.triggers.s3 import S3KeyTrigger
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import partial as operator_partial
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dataplatform import aws
 from dataplatform.config import GlueTable, Settings, settings
 from dataplatform.glue import discovery, loader
 from dataplatform.glue.layout import PartitionLayout
+from dataplatform.pools import GLUE_API
 from dataplatform.reports import write_run_report
 
 MODES = loader.ALL_MODES
@@ -37,10 +39,19 @@ class GluePartitionLoaderOperator(BaseOperator):
     table asks for it), ``discover`` (everything under the table location), ``msck`` (Athena MSCK REPAIR
     TABLE) or ``crawler`` (the table's crawler). Returns the run report, which also lands under
     ``reports_uri``.
+
+    Its instances share the ``glue_api`` pool (``dataplatform.pools``): mapped or not, created from the
+    class, so no DAG can forget it.
     """
 
     template_fields: Sequence[str] = ("table", "mode", "dry_run")
     ui_color = "#c6e6ff"
+
+    @classmethod
+    def partial(cls, **kwargs: Any):  # type: ignore[override]
+        # A mapped task's pool is read from its partial arguments by the scheduler (__init__ runs only
+        # when an instance executes), so the default goes in here as well as in __init__.
+        return operator_partial(cls, **{"pool": GLUE_API, **kwargs})
 
     def __init__(
         self,
@@ -51,7 +62,7 @@ class GluePartitionLoaderOperator(BaseOperator):
         poke_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"pool": GLUE_API, **kwargs})
         self.table = table
         self.mode = mode
         self.dry_run = dry_run

@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dataplatform.config import IcebergSettings, IcebergTablePolicy, settings
 from dataplatform.iceberg import spark_sql
+from dataplatform.operators import assets
 from dataplatform.operators.iceberg import check_tables, publish_report, run_clock
 from dataplatform.operators.spark import spark_job_tasks
 from dataplatform.spark import SparkJob, SparkSizing
@@ -63,23 +64,24 @@ def spark_maintenance_tasks(table_key: str) -> TaskGroup:
     """``plan >> <Spark job tasks> >> finish`` for one ``backend: spark`` table (call in a DAG context)."""
     policy = settings().iceberg.tables[table_key]
     gid = group_id(table_key)
+    table = assets.iceberg_table(policy.database, policy.table)
     with TaskGroup(
         group_id=gid, tooltip=f"Iceberg maintenance of {policy.identifier} with Spark procedures"
     ) as group:
 
-        @task.short_circuit(task_id="plan")
+        @task.short_circuit(task_id="plan", inlets=[table])
         def plan(params: dict) -> dict | None:
             """Write the job spec; skip the group when the run does not cover this table."""
             return plan_run(table_key, params, get_current_context())
 
-        @task(task_id="finish")
+        @task(task_id="finish", outlets=[table])
         def finish(planned: dict) -> dict:
             """Lifecycle rule and the run's report from the job's report."""
             return finish_run(table_key, planned, get_current_context())
 
         planned = plan()
         job = maintenance_job(table_key, policy, f"{gid}.plan")
-        planned >> spark_job_tasks(job) >> finish(planned)
+        planned >> spark_job_tasks(job, inlets=[table]) >> finish(planned)
     return group
 
 

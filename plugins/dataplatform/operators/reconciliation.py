@@ -1,15 +1,10 @@
-"""Airflow-facing pieces of the reconciliation pipeline: the asset between the two DAGs, the Spark jobs
-and the context the tasks hand to ``dataplatform.reconciliation.pipeline`` (clients from the Airflow
-connection). The stages themselves live in the pipeline module."""
+"""Airflow-facing pieces of the reconciliation pipeline: the Spark jobs and the context the tasks hand to
+``dataplatform.reconciliation.pipeline`` (clients from the Airflow connection). The stages themselves live
+in the pipeline module; the asset between the two DAGs in ``dataplatform.operators.assets``."""
 
 from __future__ import annotations
 
-from airflow.sdk import Asset
-
 from dataplatform.spark import SparkJob, SparkSizing
-
-# Updated by every recon_stateless run that committed a group; recon_stateful is scheduled on it.
-STATELESS_ARTIFACTS = Asset(name="recon_stateless_artifacts")
 
 # Spark's own shuffle width for the reconciliation jobs; the state part files are sized by config.
 _SPARK_CONF = {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"}

@@ -11,6 +11,10 @@
   of ``create_cluster``, so the cluster goes also when the step fails or times out.
 - ``emr_serverless``: one ``start_job_run`` task, deferred, that cancels the job run when killed.
 
+The task that runs the job from its start to its end (``spark_submit``, ``start_job_run``, ``run_step`` on
+the configured cluster) takes a slot of the ``spark_jobs`` pool; a transient cluster's tasks take none
+(``dataplatform.pools`` says why).
+
 On EMR and EMR Serverless a ``record_cost`` teardown ends the group: the job run's cost record
 (``dataplatform.pricing.jobs``), so every Spark job the platform runs in AWS has a price. Local runs are
 not billed and get none.
@@ -32,12 +36,14 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrServerlessStartJobOperator,
     EmrTerminateJobFlowOperator,
 )
-from airflow.sdk import BaseOperator, TaskGroup
+from airflow.sdk import Asset, BaseOperator, TaskGroup
 from airflow.sdk.exceptions import AirflowException
 
 from dataplatform import spark
 from dataplatform.aws import RETRY_CONFIG
 from dataplatform.config import SparkSettings, settings
+from dataplatform.operators import assets
+from dataplatform.pools import SPARK_JOBS
 
 
 class LocalSparkSubmitOperator(BaseOperator):
@@ -169,7 +175,7 @@ class SparkJobCostOperator(BaseOperator):
         sizing: spark.SparkSizing | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**{"outlets": [assets.spark_job_costs()], **kwargs})
         self.backend = backend
         self.region_name = region_name
         self.job_name = job_name
@@ -198,8 +204,11 @@ def spark_job_tasks(
     spark_settings: SparkSettings | None = None,
     aws_conn_id: str | None = None,
     region_name: str | None = None,
+    inlets: Sequence[Asset] = (),
 ) -> TaskGroup:
     """The tasks that run ``job`` on the configured backend, in a TaskGroup whose id is ``job.name``.
+    ``inlets``: the assets the job reads (``dataplatform.operators.assets``), declared on the task that
+    runs it; what it writes is published, as an outlet, by the task after the group.
 
     Call it inside a DAG context. Unset arguments come from ``dataplatform.config.settings()``: this runs
     at DAG parse time, and reading the settings is a read of one local YAML file (cached per process),
@@ -215,6 +224,7 @@ def spark_job_tasks(
         "region_name": region_name,
         "botocore_config": RETRY_CONFIG,
     }
+    job_task = {"inlets": list(inlets)}
     with TaskGroup(group_id=job.name, tooltip=f"Spark job {job.entry} on {spark_settings.backend}") as group:
         if spark_settings.backend == "local":
             LocalSparkSubmitOperator(
@@ -226,17 +236,21 @@ def spark_job_tasks(
                 spark_submit=spark_settings.local.spark_submit,
                 aws_conn_id=aws_conn_id,
                 region_name=region_name,
+                pool=SPARK_JOBS,
+                **job_task,
             )
         elif spark_settings.backend == "emr":
-            _emr_tasks(job, spark_settings, aws_kwargs)
+            _emr_tasks(job, spark_settings, aws_kwargs, job_task)
         elif spark_settings.backend == "emr_serverless":
-            _emr_serverless_tasks(job, spark_settings, aws_kwargs)
+            _emr_serverless_tasks(job, spark_settings, aws_kwargs, job_task)
         else:  # pragma: no cover - SparkSettings validates the backend
             raise ValueError(f"unknown spark backend {spark_settings.backend!r}")
     return group
 
 
-def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: dict[str, Any]) -> None:
+def _emr_tasks(
+    job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: dict[str, Any], job_task: dict[str, Any]
+) -> None:
     emr = spark_settings.emr
     wait = {
         "deferrable": True,
@@ -246,7 +260,13 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
     steps = [spark.emr_step(job, spark_settings)]
     if emr.cluster_id:
         run_step = EmrAddStepsOperator(
-            task_id="run_step", job_flow_id=emr.cluster_id, steps=steps, **wait, **aws_kwargs
+            task_id="run_step",
+            job_flow_id=emr.cluster_id,
+            steps=steps,
+            pool=SPARK_JOBS,
+            **job_task,
+            **wait,
+            **aws_kwargs,
         )
         # On a long-lived cluster the job costs the cluster's instances while its step ran.
         record_cost = SparkJobCostOperator(
@@ -274,8 +294,9 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
         wait_for_completion=False,
         **aws_kwargs,
     )
+    # No pool here: a slot taken by the step would let its cluster idle, billed, while it waits.
     run_step = EmrAddStepsOperator(
-        task_id="run_step", job_flow_id=create.output, steps=steps, **wait, **aws_kwargs
+        task_id="run_step", job_flow_id=create.output, steps=steps, **job_task, **wait, **aws_kwargs
     )
     terminate = EmrTerminateJobFlowOperator(
         task_id="terminate_cluster", job_flow_id=create.output, **aws_kwargs
@@ -293,7 +314,7 @@ def _emr_tasks(job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: d
 
 
 def _emr_serverless_tasks(
-    job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: dict[str, Any]
+    job: spark.SparkJob, spark_settings: SparkSettings, aws_kwargs: dict[str, Any], job_task: dict[str, Any]
 ) -> None:
     serverless = spark_settings.emr_serverless
     start = EmrServerlessStartJobOperator(
@@ -306,6 +327,8 @@ def _emr_serverless_tasks(
         wait_for_completion=True,
         deferrable=True,
         cancel_on_kill=True,
+        pool=SPARK_JOBS,
+        **job_task,
         waiter_delay=serverless.poll_seconds,
         waiter_max_attempts=spark.wait_attempts(serverless.job_timeout_minutes, serverless.poll_seconds),
         **aws_kwargs,
