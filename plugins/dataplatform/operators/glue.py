@@ -16,6 +16,7 @@ from dataplatform import aws
 from dataplatform.config import GlueTable, Settings, settings
 from dataplatform.glue import discovery, loader
 from dataplatform.glue.layout import PartitionLayout
+from dataplatform.operators.links import GlueTableLink, RunReportLink
 from dataplatform.reports import report_key, write_report
 
 MODES = loader.ALL_MODES
@@ -41,6 +42,7 @@ class GluePartitionLoaderOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("table", "mode", "dry_run")
     ui_color = "#c6e6ff"
+    operator_extra_links = (RunReportLink(), GlueTableLink())
 
     def __init__(
         self,

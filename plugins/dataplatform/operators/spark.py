@@ -38,6 +38,7 @@ from airflow.sdk.exceptions import AirflowException
 from dataplatform import spark
 from dataplatform.aws import RETRY_CONFIG
 from dataplatform.config import SparkSettings, settings
+from dataplatform.operators.links import EmrJobLink
 
 
 class LocalSparkSubmitOperator(BaseOperator):
@@ -156,6 +157,7 @@ class SparkJobCostOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("cluster_id",)
     ui_color = "#e8f4d4"
+    operator_extra_links = (EmrJobLink(),)
 
     def __init__(
         self,
