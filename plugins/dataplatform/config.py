@@ -370,6 +370,8 @@ class ReconciliationSettings(_Strict):
     max_in_flight: Annotated[int, Field(ge=1, le=16)] = 3
     # How long a stateful stage waits for the same stage of the previous run.
     order_wait_timeout_minutes: Annotated[int, Field(ge=1)] = 120
+    # A window still incomplete this long after its end is a lake_health finding.
+    completeness_sla_minutes: Annotated[int, Field(ge=1, le=10080)] = 180
 
     @field_validator("landing_uri", "work_uri")
     @classmethod
@@ -624,6 +626,8 @@ class GdprSettings(_Strict):
     subject_id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$"
     # Days between receipt and the legal deadline (GDPR: one month).
     deadline_days: Annotated[int, Field(ge=1, le=90)] = 30
+    # An open request this close to its deadline (or past it) is a lake_health finding.
+    alert_days_before_deadline: Annotated[int, Field(ge=0, le=90)] = 7
     # Requests one run claims.
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
     # An IN_PROGRESS claim older than this (its run died) may be claimed by another run.
@@ -640,6 +644,15 @@ class GdprSettings(_Strict):
     @classmethod
     def _table_name(cls, value: str) -> str:
         return _dynamodb_table_name(value)
+
+    @model_validator(mode="after")
+    def _alert_before_the_deadline(self) -> GdprSettings:
+        if self.alert_days_before_deadline >= self.deadline_days:
+            raise ValueError(
+                f"alert_days_before_deadline ({self.alert_days_before_deadline}) must be below deadline_days "
+                f"({self.deadline_days}): every request would be a finding the day it arrives"
+            )
+        return self
 
     @field_validator("subject_id_pattern")
     @classmethod
@@ -740,6 +753,42 @@ class AlertSettings(_Strict):
         return match.group(1) if match else None
 
 
+# -- Lake health ----------------------------------------------------------------------------------------
+
+
+class DagDeadlines(_Strict):
+    """Airflow Deadline Alerts on the scheduled DAGs (``dags/``): minutes after which a run that has not
+    finished alerts (through the same SNS path as the DAG alerts). 0 turns one off."""
+
+    # The nightly Iceberg maintenance finished within this many minutes of its scheduled time.
+    iceberg_maintenance_minutes: Annotated[int, Field(ge=0, le=1440)] = 180
+    # recon_stateless not more than this many minutes behind its schedule (from its logical date).
+    recon_stateless_behind_minutes: Annotated[int, Field(ge=0, le=1440)] = 30
+    # benchmark_pricing not stuck: a run still going this many minutes after it was queued.
+    benchmark_pricing_minutes: Annotated[int, Field(ge=0, le=1440)] = 60
+
+
+class HealthSettings(_Strict):
+    """The hourly ``lake_health`` DAG: domain deadlines Airflow cannot see, and where their open findings
+    are kept (each alerts once, and again when it clears)."""
+
+    # One item per open finding (created by the first lake_health run).
+    findings_table: str = "lake_health_findings"
+    # The Iceberg maintenance schedule's period: a table not maintained for two periods is a finding.
+    iceberg_maintenance_period_hours: Annotated[int, Field(ge=1, le=24 * 31)] = 24
+    # A launch whose pricing failed this many times (and is still unpriced) is a finding.
+    pricing_failed_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # Minutes after the end of a Glue table's newest registered partition before it is stale, per
+    # ``glue.tables`` key; a table not named here gets two of its partition periods.
+    glue_freshness_minutes: dict[str, Annotated[int, Field(ge=1, le=60 * 24 * 366)]] = {}
+    deadlines: DagDeadlines = DagDeadlines()
+
+    @field_validator("findings_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        return _dynamodb_table_name(value)
+
+
 class Settings(_Strict):
     env: str
     aws: AwsSettings
@@ -752,11 +801,21 @@ class Settings(_Strict):
     iceberg: IcebergSettings
     gdpr: GdprSettings
     pricing: PricingSettings
+    health: HealthSettings = HealthSettings()
 
     @field_validator("reports_uri")
     @classmethod
     def _reports_uri(cls, value: str) -> str:
         return _require_s3_or_file_uri(value)
+
+    @model_validator(mode="after")
+    def _freshness_of_known_tables(self) -> Settings:
+        unknown = sorted(set(self.health.glue_freshness_minutes) - set(self.glue.tables))
+        if unknown:
+            raise ValueError(
+                f"health.glue_freshness_minutes names {unknown}, not tables of glue.tables {sorted(self.glue.tables)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _topic_in_the_region(self) -> Settings:

@@ -1,9 +1,16 @@
-"""Run reports: one JSON object per DAG run and task, under the configured ``reports_uri``."""
+"""Run reports: one JSON object per DAG run and task, under the configured ``reports_uri``.
+
+``<dag_id>/<run_id>/<name>.json`` is the run's report. Beside it, ``<dag_id>/_latest/<name>.json`` holds
+the newest report of that name with the run it came from, so that the lake-health figures find the last
+run of a DAG (and the last maintenance of a table) with one GET, not by listing every run ever made.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +25,30 @@ def safe_key_part(part: str) -> str:
 def report_key(dag_id: str, run_id: str, name: str) -> str:
     """``<dag_id>/<run_id>/<name>.json`` with characters S3 consoles dislike (``:``) made safe."""
     return "/".join(safe_key_part(part) for part in (dag_id, run_id, name)) + ".json"
+
+
+LATEST = "_latest"
+
+
+def latest_key(dag_id: str, name: str) -> str:
+    """``<dag_id>/_latest/<name>.json``: the newest report of that name (``write_run_report``)."""
+    return "/".join(safe_key_part(part) for part in (dag_id, LATEST, name)) + ".json"
+
+
+def write_run_report(reports_uri: str, dag_id: str, run_id: str, name: str, report: dict, s3=None) -> str:
+    """Write a run's report (``report_key``) and then its latest copy (``latest_key``: ``dag_id``,
+    ``run_id``, ``report_uri``, ``written_at`` and the report); return the report's URI."""
+    uri = write_report(reports_uri, report_key(dag_id, run_id, name), report, s3)
+    latest = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "name": name,
+        "report_uri": uri,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "report": report,
+    }
+    write_report(reports_uri, latest_key(dag_id, name), latest, s3)
+    return uri
 
 
 def write_report(reports_uri: str, key: str, report: dict, s3=None) -> str:
@@ -73,6 +104,26 @@ def run_reports(reports_uri: str, dag_id: str, run_id: str, s3=None) -> list[dic
         folder = Path(parsed.path)
         files = sorted(folder.glob("*.json")) if folder.is_dir() else []
         bodies = [path.read_bytes() for path in files if _is_report(path.name)]
+    return [json.loads(body) for body in bodies]
+
+
+def latest_reports(reports_uri: str, dag_id: str, s3=None) -> list[dict]:
+    """The latest copy of every report name the DAG has written (``write_run_report``), in name order."""
+    folder_uri = reports_uri.rstrip("/") + "/" + latest_key(dag_id, "x").rsplit("/", 1)[0] + "/"
+    parsed = urlparse(folder_uri)
+    if parsed.scheme == "s3":
+        bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
+        keys = sorted(
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+            if _is_report(obj["Key"])
+        )
+        with ThreadPoolExecutor(max_workers=16) as pool:  # a maintenance DAG writes one per table
+            bodies = list(pool.map(lambda key: s3.get_object(Bucket=bucket, Key=key)["Body"].read(), keys))
+    else:
+        folder = Path(parsed.path)
+        bodies = [path.read_bytes() for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return [json.loads(body) for body in bodies]
 
 

@@ -76,20 +76,23 @@ def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_j
             raise cli.CommandError(f"no request {request_id!r} in {config.requests_table}")
         out.json({**request.public(), "audit": audit.records_for(dynamodb, config.audit_table, request_id)})
         return 0
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    now = datetime.now(UTC)
     by_status = {
         status: requests.requests_by_status(dynamodb, config.requests_table, status)
-        for status in (requests.PENDING, requests.IN_PROGRESS, requests.FAILED, requests.COMPLETED)
+        for status in requests.OPEN_STATUSES
     }
+    # Completed requests are counted, not listed.
+    completed = requests.count_by_status(dynamodb, config.requests_table, requests.COMPLETED)
     if as_json:
-        # Completed requests are counted, not listed (as in the text form).
         out.json(
             {
-                "counts": {status: len(found) for status, found in by_status.items()},
+                "counts": {
+                    **{status: len(found) for status, found in by_status.items()},
+                    "COMPLETED": completed,
+                },
                 "open": [
-                    {**request.public(), "overdue": request.deadline < now}
-                    for status, found in by_status.items()
-                    if status != requests.COMPLETED
+                    {**request.public(), "overdue": requests.is_overdue(request, now)}
+                    for found in by_status.values()
                     for request in found
                 ],
             }
@@ -97,14 +100,13 @@ def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_j
         return 0
     for status, found in by_status.items():
         out.line(f"{status}: {len(found)}")
-        if status == requests.COMPLETED:
-            continue
         for request in found:
-            late = "  OVERDUE" if request.deadline < now else ""
+            late = "  OVERDUE" if requests.is_overdue(request, now) else ""
             reason = f"  ({request.reason})" if request.reason else ""
             out.line(
                 f"  {request.request_id}  received {request.received_at}  deadline {request.deadline}{late}{reason}"
             )
+    out.line(f"{requests.COMPLETED}: {completed}")
     return 0
 
 

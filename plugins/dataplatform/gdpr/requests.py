@@ -28,6 +28,8 @@ from dataplatform.dynamodb import ensure_table, error_code, key
 log = logging.getLogger(__name__)
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"
+# Requests that still have to be erased: FAILED ones are claimed again by later runs.
+OPEN_STATUSES = (PENDING, IN_PROGRESS, FAILED)
 STATUS_INDEX = "by_status"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
@@ -189,6 +191,39 @@ def requests_by_status(dynamodb: Any, table: str, status: str, limit: int | None
         if "LastEvaluatedKey" not in page or (limit is not None and len(found) >= limit):
             return found[:limit] if limit is not None else found
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def count_by_status(dynamodb: Any, table: str, status: str, completed_since: datetime | None = None) -> int:
+    """How many requests have ``status`` (and, with ``completed_since``, were completed at or after it),
+    counted by DynamoDB (``Select=COUNT``): no item is read back."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": STATUS_INDEX,
+        "Select": "COUNT",
+        "KeyConditionExpression": "#s = :s",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": {":s": {"S": status}},
+    }
+    if completed_since is not None:
+        kwargs["FilterExpression"] = "completed_at >= :since"
+        kwargs["ExpressionAttributeValues"][":since"] = {"S": _iso(completed_since)}
+    count = 0
+    while True:
+        page = dynamodb.query(**kwargs)
+        count += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return count
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def is_overdue(request: Request, now: datetime) -> bool:
+    """Still open past its deadline."""
+    return request.status != COMPLETED and request.deadline < _iso(now)
+
+
+def days_to_deadline(request: Request, now: datetime) -> float:
+    """Days left before the deadline (negative once overdue)."""
+    return (datetime.fromisoformat(request.deadline) - now).total_seconds() / 86400
 
 
 # -- claim ------------------------------------------------------------------------------------------------

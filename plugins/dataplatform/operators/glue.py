@@ -17,7 +17,7 @@ from dataplatform.config import GlueTable, Settings, settings
 from dataplatform.glue import discovery, loader
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.operators.links import GlueTableLink, RunReportLink
-from dataplatform.reports import report_key, write_report
+from dataplatform.reports import write_run_report
 
 MODES = loader.ALL_MODES
 
@@ -108,8 +108,9 @@ class GluePartitionLoaderOperator(BaseOperator):
         return self._publish(context, config, s3, report)
 
     def _publish(self, context, config: Settings, s3, report: dict) -> dict:
-        key = report_key(context["dag"].dag_id, context["run_id"], self.table)
-        report["report_uri"] = write_report(config.reports_uri, key, report, s3=s3)
+        report["report_uri"] = write_run_report(
+            config.reports_uri, context["dag"].dag_id, context["run_id"], self.table, report, s3=s3
+        )
         self.log.info("report written to %s", report["report_uri"])
         return report
 

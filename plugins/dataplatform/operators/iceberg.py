@@ -83,8 +83,9 @@ class IcebergMaintenanceOperator(BaseOperator):
 
 
 def publish_report(context, name: str, report: dict, s3) -> dict:
-    from dataplatform.reports import report_key, write_report
+    from dataplatform.reports import write_run_report
 
-    key = report_key(context["dag"].dag_id, context["run_id"], name)
-    report["report_uri"] = write_report(settings().reports_uri, key, report, s3=s3)
+    report["report_uri"] = write_run_report(
+        settings().reports_uri, context["dag"].dag_id, context["run_id"], name, report, s3=s3
+    )
     return report

@@ -77,6 +77,6 @@ def write_run_report(dag_id: str, run_id: str, name: str, report: dict) -> str:
     """The run's JSON report under ``reports_uri`` (the UI shows it as the task's XCom too)."""
     from dataplatform import aws
     from dataplatform.config import settings
-    from dataplatform.reports import report_key, write_report
+    from dataplatform.reports import write_run_report
 
-    return write_report(settings().reports_uri, report_key(dag_id, run_id, name), report, s3=aws.client("s3"))
+    return write_run_report(settings().reports_uri, dag_id, run_id, name, report, s3=aws.client("s3"))

@@ -190,6 +190,21 @@ def completed_launches(
     return [launch for launch in _query_pages(dynamodb, request) if launch["completed_at"] < completed_to]
 
 
+def repeatedly_failed(dynamodb: Any, table: str, min_attempts: int) -> list[dict[str, Any]]:
+    """COMPLETE launches still unpriced whose pricing failed at least ``min_attempts`` times, oldest
+    completed first: ``launch_id``, ``completed_at``, ``pricing_attempts``, ``pricing_error``."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": STATUS_INDEX,
+        "KeyConditionExpression": "#status = :complete",
+        "FilterExpression": "attribute_not_exists(total_cost) AND pricing_attempts >= :n",
+        "ProjectionExpression": "launch_id, completed_at, pricing_attempts, pricing_error",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {":complete": {"S": COMPLETE}, ":n": {"N": str(min_attempts)}},
+    }
+    return _query_pages(dynamodb, request)
+
+
 def _query_pages(dynamodb: Any, request: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
     """Every page of a Query (until ``limit`` items), as plain values."""
     found: list[dict[str, Any]] = []
