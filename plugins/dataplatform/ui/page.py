@@ -84,8 +84,20 @@ def render_reports(dag_id: str, run_id: str, reports: list[dict]) -> str:
     )
 
 
+# Figure names whose plain spelling would read badly.
+LABELS = {
+    "cost_usd": "Cost (USD)",
+    "lag_minutes": "Lag (minutes)",
+    "freshness_minutes": "Expected within (minutes)",
+    "hours_since_maintenance": "Hours since",
+    "days_left": "Days left",
+}
+
+
 def label(key: str) -> str:
     """``unreferenced_bytes`` -> ``Unreferenced bytes``."""
+    if key in LABELS:
+        return LABELS[key]
     text = str(key).replace("_", " ")
     return text[:1].upper() + text[1:]
 
