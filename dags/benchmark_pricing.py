@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.task_retries import retry_args
 
@@ -37,6 +38,9 @@ Every 15 minutes. Prices the genomics workflow launches the workflow manager mar
 Prices come from `pricing.source`: the Price List API in AWS, the snapshot in `include/pricing/` locally.
 The CLI prices one launch or an EMR Serverless capacity: `python -m dataplatform.pricing --help`.
 
+Deadline (README, *Deadlines and data freshness*): a run still going `health.deadlines.benchmark_pricing_minutes`
+after it was queued alerts DEADLINE MISSED: it is stuck (0: no deadline).
+
 Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
 failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
@@ -55,6 +59,8 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
         **task_alerts(),
     },
     **dag_alerts(),
+    # README, *Deadlines and data freshness*: health.deadlines in the config.
+    deadline=dag_deadlines("benchmark_pricing"),
     tags=["pricing", "benchmark", "genomics"],
     doc_md=DOC,
     params={

@@ -9,6 +9,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from dataplatform.config import settings
+from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.iceberg import IcebergMaintenanceOperator
 from dataplatform.operators.iceberg_spark import spark_maintenance_tasks, spark_tables
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
@@ -65,6 +66,9 @@ A dry run creates no tag and does not call expire_snapshots (it has no dry run):
 would create and the snapshots expiry would remove, from the metadata tables, and lists orphans with
 `dry_run => true`.
 
+Deadline (README, *Deadlines and data freshness*): a run not finished `health.deadlines.iceberg_maintenance_minutes`
+after its scheduled time alerts DEADLINE MISSED (0: no deadline).
+
 Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
 failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
@@ -84,6 +88,8 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
         **task_alerts(),
     },
     **dag_alerts(),
+    # README, *Deadlines and data freshness*: health.deadlines in the config.
+    deadline=dag_deadlines("iceberg_maintenance"),
     tags=["iceberg", "maintenance"],
     doc_md=DOC,
     params={

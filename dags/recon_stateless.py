@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from dataplatform.operators.deadlines import dag_deadlines
 from dataplatform.operators.notifiers import dag_alerts, task_alerts
 from dataplatform.operators.reconciliation import STATELESS_ARTIFACTS, stateless_job
 from dataplatform.operators.spark import spark_job_tasks
@@ -30,6 +31,9 @@ batch), and reduces them with Spark to one stateless artifact per order (malform
   complete window, INVALID batches with their reasons until `... ack-invalid <batch_id>` acknowledges
   them).
 
+Deadline (README, *Deadlines and data freshness*): a run not finished `health.deadlines.recon_stateless_behind_minutes`
+after its scheduled time alerts DEADLINE MISSED: reconciliation is that far behind (0: no deadline).
+
 Alerts (README, *Alerts*): a failed run, a task failed after its retries and the first success after a
 failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 """
@@ -49,6 +53,8 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
         **task_alerts(),
     },
     **dag_alerts(),
+    # README, *Deadlines and data freshness*: health.deadlines in the config.
+    deadline=dag_deadlines("recon_stateless"),
     tags=["reconciliation", "spark"],
     doc_md=DOC,
     params={

@@ -1,7 +1,9 @@
 """What a DAG alert says, and how it is sent without ever failing the DAG it reports on.
 
 Three events (``dataplatform.operators.notifiers`` wires them into every DAG): a run failed, a task failed
-for good (after its retries), a run succeeded right after a failed one (recovery). A message names the DAG,
+for good (after its retries), a run succeeded right after a failed one (recovery). Three more come from
+the lake's own checks: a DAG run missed its Airflow deadline (``operators.deadlines``), and the hourly
+``lake_health`` DAG found a domain deadline passed or saw one clear (``health.open_findings``). A message names the DAG,
 the run, the task and its try, the domain summary of the run's reports (``summary`` of each JSON report
 under ``reports_uri/<dag_id>/<run_id>/``) and a link to the task's log in the Airflow UI. It never holds
 the run's conf, a task's exception or any other payload: what a message may say is built here from named
@@ -24,10 +26,16 @@ log = logging.getLogger(__name__)
 RUN_FAILED = "run_failed"
 TASK_FAILED = "task_failed"
 RECOVERED = "recovered"
+DEADLINE_MISSED = "deadline_missed"
+FINDING = "finding"
+FINDING_CLEARED = "finding_cleared"
 EVENTS = {
     RUN_FAILED: "run FAILED",
     TASK_FAILED: "task FAILED after its retries",
     RECOVERED: "RECOVERED: first success after a failed run",
+    DEADLINE_MISSED: "DEADLINE MISSED",
+    FINDING: "FINDING",
+    FINDING_CLEARED: "CLEARED",
 }
 # SNS refuses a subject over 100 characters (and any line break in it).
 SUBJECT_LIMIT = 100
@@ -48,6 +56,8 @@ class Alert:
     max_tries: int | None = None
     log_url: str | None = None
     summaries: list[str] = field(default_factory=list)
+    # What the event is about, after its name in the subject: a finding's id, a deadline's name.
+    about: str | None = None
 
     def __post_init__(self) -> None:
         if self.event not in EVENTS:
@@ -56,15 +66,19 @@ class Alert:
 
 def subject(alert: Alert) -> str:
     """The SNS subject: one line, at most 100 characters."""
-    text = f"[{alert.env}] {alert.dag_id}: {EVENTS[alert.event]}"
-    return _one_line(text)[:SUBJECT_LIMIT]
+    return _one_line(f"[{alert.env}] {headline(alert)}")[:SUBJECT_LIMIT]
+
+
+def headline(alert: Alert) -> str:
+    """``<dag_id>: <event>`` and, when the alert has one, ``: <about>``."""
+    return f"{alert.dag_id}: {EVENTS[alert.event]}" + (f": {alert.about}" if alert.about else "")
 
 
 def message(alert: Alert) -> str:
     """The alert's text: one ``Key: value`` line each for the DAG, run, task, try and log link, then the
     summaries of the run's reports, indented, each with its own lines."""
     lines = [
-        f"{alert.dag_id}: {EVENTS[alert.event]} ({alert.env})",
+        f"{headline(alert)} ({alert.env})",
         f"DAG: {alert.dag_id}",
         f"Run: {alert.run_id}",
     ]

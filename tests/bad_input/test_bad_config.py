@@ -161,6 +161,20 @@ CASES: dict[str, dict[str, Any]] = {
     "pricing.report_period_days": {"zero": 0, "too_long": 3661},
     "pricing.report_group_by": {"unknown": "colour"},
     "pricing.launches_table": NAME_VALUES,
+    "reconciliation.completeness_sla_minutes": {"zero": 0, "too_big": 10081, **INT_VALUES},
+    "gdpr.alert_days_before_deadline": {"negative": -1, "not_before_deadline": 30, **INT_VALUES},
+    "health.findings_table": {"short": "ab", **NAME_VALUES},
+    "health.iceberg_maintenance_period_hours": {"zero": 0, "too_long": 745, **INT_VALUES},
+    "health.pricing_failed_attempts": {"zero": 0, "too_many": 101, **INT_VALUES},
+    "health.glue_freshness_minutes": {
+        "unknown_table": {"no_such_table": 60},
+        "zero": {"web_events": 0},
+        "string": {"web_events": "3h"},
+        "list": [180],
+    },
+    "health.deadlines.iceberg_maintenance_minutes": {"negative": -1, "too_long": 1441, **INT_VALUES},
+    "health.deadlines.recon_stateless_behind_minutes": {"negative": -1, **INT_VALUES},
+    "health.deadlines.benchmark_pricing_minutes": {"negative": -1, "string": "1h"},
 }
 # Keys that do not exist (typos, or keys of another section), and required keys left out.
 UNKNOWN = {
@@ -175,6 +189,8 @@ UNKNOWN = {
     "gdpr": ("gdpr.subject_pattern", "^x$"),
     "gdpr_dataset": ("gdpr.datasets.payments.columns", ["x"]),
     "pricing": ("pricing.currency", "EUR"),
+    "health": ("health.findings", "x"),
+    "deadlines": ("health.deadlines.recon_minutes", 5),
 }
 REQUIRED = [
     "env",

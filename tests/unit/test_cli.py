@@ -52,6 +52,7 @@ def test_no_cli_module_imports_airflow_before_run_points_stdout_away():
     script = (
         "import sys\n"
         "import dataplatform.reconciliation.__main__, dataplatform.gdpr.__main__, dataplatform.pricing.__main__\n"
+        "import dataplatform.health.__main__\n"
         "print(sorted(name for name in sys.modules if name == 'airflow' or name.startswith('airflow.')))\n"
     )
     env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")}

@@ -79,6 +79,8 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         "oldest kept metadata of orders as demo_lake.orders_archive",
         conf={"table": "orders", "metadata_file": "oldest", "archive_table": "orders_archive"},
     ),
+    DemoRun("lake_health", "every pipeline's figures and findings: each finding alerted once"),
+    DemoRun("lake_health", "rerun: the same findings, no alert"),
 )
 
 

@@ -68,6 +68,7 @@ DOCUMENTS: tuple[Document, ...] = (
     ),
     Document("mwaa-gdpr-erasure", "MWAA execution role", "gdpr_erasure"),
     Document("mwaa-benchmark-pricing", "MWAA execution role", "benchmark_pricing"),
+    Document("mwaa-lake-health", "MWAA execution role", "lake_health (reads every pipeline's state)"),
     Document(
         SPARK_LAUNCH, "MWAA execution role", "launching Spark jobs on EMR / EMR Serverless and pricing them"
     ),
@@ -84,6 +85,7 @@ _PIPELINES = {
     "mwaa-iceberg-maintenance": ("iceberg_maintenance", "iceberg_archive_register"),
     "mwaa-gdpr-erasure": ("gdpr_erasure",),
     "mwaa-benchmark-pricing": ("benchmark_pricing",),
+    "mwaa-lake-health": ("lake_health",),
 }
 _LAUNCHES_SPARK = {"mwaa-reconciliation", "mwaa-iceberg-maintenance", "mwaa-gdpr-erasure"}
 

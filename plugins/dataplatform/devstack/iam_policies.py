@@ -91,6 +91,7 @@ def policies(config: Settings) -> dict[str, dict[str, Any]]:
         "mwaa-iceberg-maintenance": iceberg_maintenance(config, arns),
         "mwaa-gdpr-erasure": gdpr_erasure(config, arns),
         "mwaa-benchmark-pricing": benchmark_pricing(config, arns),
+        "mwaa-lake-health": lake_health(config, arns),
         SPARK_LAUNCH: spark_launch(config, arns),
         **{name: spark_jobs(config, arns) for name in JOB_ROLES},
         "emr-service-role": emr_service_role(),
@@ -207,6 +208,24 @@ def benchmark_pricing(config: Settings, arns: Arns) -> dict[str, Any]:
         statement("LaunchResources", "batch:DescribeJobs batch:DescribeJobQueues batch:DescribeComputeEnvironments "
                   "ecs:DescribeContainerInstances ecs:ListContainerInstances ec2:DescribeInstances "
                   "ec2:DescribeVolumes fsx:DescribeFileSystems ec2:DescribeSpotPriceHistory pricing:GetProducts", "*"),
+    )  # fmt: skip
+
+
+def lake_health(config: Settings, arns: Arns) -> dict[str, Any]:
+    """``health/figures.py`` reads every pipeline's state (read-only: the ledger, the requests and the
+    launches through their status indexes, Iceberg metadata files through the Glue catalog, Glue
+    partitions); ``health/open_findings.py`` keeps the open findings. Reports and the topic: shared."""
+    recon, gdpr, pricing, health = config.reconciliation, config.gdpr, config.pricing, config.health
+    iceberg = [(t.database, t.table) for t in config.iceberg.tables.values()]
+    glue = [(t.database, t.table) for t in config.glue.tables.values()]
+    return policy(
+        statement("PipelineState", "dynamodb:Query dynamodb:GetItem", arns.dynamodb(recon.ledger_table, gdpr.requests_table,
+                  pricing.launches_table)),
+        statement("OpenFindings", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:Scan dynamodb:PutItem "
+                  "dynamodb:UpdateItem dynamodb:DeleteItem", arns.dynamodb(health.findings_table)),
+        statement("IcebergMetadata", "glue:GetTable", arns.glue_tables(iceberg)),
+        statement("IcebergMetadataFiles", "s3:GetObject", iceberg_objects(iceberg)),
+        statement("GluePartitions", "glue:BatchGetPartition", arns.glue_tables(glue)),
     )  # fmt: skip
 
 

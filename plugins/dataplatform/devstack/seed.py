@@ -175,6 +175,26 @@ def seed_recon(s3, config: Settings) -> dict:
     return {"batches": len(manifests), "events": sum(m["rows"] for m in manifests)}
 
 
+def seed_ledger(
+    dynamodb, table: str, landing_uri: str, start: datetime, batches: int, now: datetime
+) -> list[str]:
+    """A ledger with ``batches`` tiny generated 10-minute batches from ``start``, landed under
+    ``landing_uri`` and registered PENDING (what a stateless run finds before it claims them); their ids."""
+    from dataplatform.reconciliation import ledger
+    from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
+    from spark_jobs.common.storage import Storage
+
+    ledger.create_ledger_table(dynamodb, table)
+    write_batches(
+        Storage(),
+        landing_uri,
+        GeneratorConfig(seed=7, n_keys=4, events_per_batch=2),
+        batches=batches,
+        start=start,
+    )
+    return ledger.register_batches(dynamodb, table, Storage(), landing_uri, now)["registered"]
+
+
 def iceberg_demo_location(config: Settings, name: str) -> str:
     """Where the demo puts a configured Iceberg table (in AWS the tables exist already)."""
     policy = config.iceberg.tables[name]

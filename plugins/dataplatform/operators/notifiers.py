@@ -48,13 +48,8 @@ class LakeAlertNotifier(SnsNotifier):
 
     @cached_property
     def hook(self) -> SnsHook:
-        # The retries are ``publish_with_retries``'s, bounded by alerts.publish_attempts: botocore tries
-        # each attempt's call twice at most (its default would be five times, with waits of up to 8 s).
-        return SnsHook(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
-        )
+        config = settings()
+        return sns_hook(config.aws.conn_id, config.aws.region)
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Nothing to render: the text is built from the context when the notifier fires, so a run id or
@@ -71,22 +66,39 @@ class LakeAlertNotifier(SnsNotifier):
             log.exception("alert %s of %s not sent: building it failed", self.event, context.get("run_id"))
 
     def send(self, alert: alerts.Alert, secrets: list[str]) -> bool:
-        config = settings()
-        subject = alerts.redact(alerts.subject(alert), secrets)
-        text = alerts.redact(alerts.message(alert), secrets)
-        what = f"{alert.event} of {alert.dag_id} {alert.run_id}"
-        if not config.alerts.sns_topic_arn:
-            log.warning("alert (alerts.sns_topic_arn is empty: logged only): %s\n%s", subject, text)
-            return False
-        log.info("alert %s to %s: %s", what, config.alerts.sns_topic_arn, subject)
-        self.aws_conn_id = config.aws.conn_id
-        self.region_name = config.aws.region
-        self.target_arn = config.alerts.sns_topic_arn
-        self.subject = subject
-        self.message = text
-        return alerts.publish_with_retries(
-            lambda: super(LakeAlertNotifier, self).notify({}), config.alerts.publish_attempts, what
-        )
+        return publish_alert(alert, secrets, self.hook)
+
+
+def publish_alert(alert: alerts.Alert, secrets: list[str] | None = None, hook: SnsHook | None = None) -> bool:
+    """The one way an alert is sent, by the notifiers, the deadline callbacks and ``lake_health``: its
+    subject and text (``secrets`` redacted) published to ``alerts.sns_topic_arn`` through the provider's
+    SNS hook, retried by ``alerts.publish_with_retries``, never raised. With the topic empty it is logged
+    only. True when it was delivered as configured (published, or logged for want of a topic)."""
+    config = settings()
+    subject = alerts.redact(alerts.subject(alert), secrets or [])
+    text = alerts.redact(alerts.message(alert), secrets or [])
+    what = f"{alert.event} of {alert.dag_id} {alert.run_id}"
+    topic = config.alerts.sns_topic_arn
+    if not topic:
+        log.warning("alert (alerts.sns_topic_arn is empty: logged only): %s\n%s", subject, text)
+        return True
+    log.info("alert %s to %s: %s", what, topic, subject)
+    hook = hook or sns_hook(config.aws.conn_id, config.aws.region)
+    return alerts.publish_with_retries(
+        lambda: hook.publish_to_target(target_arn=topic, message=text, subject=subject),
+        config.alerts.publish_attempts,
+        what,
+    )
+
+
+def sns_hook(conn_id: str, region: str | None) -> SnsHook:
+    # The retries are ``publish_with_retries``'s, bounded by alerts.publish_attempts: botocore tries each
+    # attempt's call twice at most (its default would be five times, with waits of up to 8 s).
+    return SnsHook(
+        aws_conn_id=conn_id,
+        region_name=region,
+        config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
+    )
 
 
 def dag_alerts() -> dict[str, Any]:
@@ -119,7 +131,7 @@ def build_alert(event: str, context: Any) -> alerts.Alert:
         map_index=task.map_index if task is not None else None,
         try_number=task.try_number if task is not None else None,
         max_tries=task.max_tries if task is not None else None,
-        log_url=task.log_url if task is not None else alerts.run_url(_base_url(), dag_id, run_id),
+        log_url=task.log_url if task is not None else alerts.run_url(ui_base_url(), dag_id, run_id),
         summaries=run_summaries(dag_id, run_id),
     )
 
@@ -166,7 +178,7 @@ def _conf(context: Any) -> dict:
     return (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
 
 
-def _base_url() -> str:
+def ui_base_url() -> str:
     # The UI's address, as Airflow builds a task's log URL from it.
     from airflow.configuration import conf
 
