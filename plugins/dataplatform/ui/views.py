@@ -15,15 +15,6 @@ from dataplatform.config import settings
 from dataplatform.ui.chart import BarChart, bar_chart
 from dataplatform.ui.page import PipelineView, RunLinks
 
-# The DAGs whose reports the page opens (the report view builds the key from the ids it is given).
-PAGE_DAGS = (
-    "recon_stateless",
-    "recon_stateful",
-    "gdpr_erasure",
-    "iceberg_maintenance",
-    "glue_partition_loader",
-    "benchmark_pricing",
-)
 # Per pipeline, the figures shown as a list (in this order) and the tables shown with these columns.
 HEADLINES = {
     "reconciliation": (
@@ -38,6 +29,8 @@ HEADLINES = {
     "glue": (),
     "pricing": (),
 }
+# Pricing's figures over the last 7 days.
+PRICING_WEEK = ("launches_priced", "cost_usd", "unpriced", "pricing_errors")
 TABLES = {
     "gdpr": {"urgent": ("request_id", "status", "deadline", "days_left", "overdue")},
     "iceberg": {
@@ -81,7 +74,7 @@ def _view(block: dict[str, Any], runs: dict[str, RunLinks]) -> PipelineView:
     figures = block["figures"]
     shown: dict[str, Any] = {key: _shown(figures.get(key)) for key in HEADLINES.get(name, ())}
     if name == "pricing" and figures:
-        shown.update(figures["week"])
+        shown.update({key: figures["week"][key] for key in PRICING_WEEK})
     for key, columns in TABLES.get(name, {}).items():
         shown[key] = [
             {column: _shown(row.get(column)) for column in columns} for row in figures.get(key) or []
@@ -129,8 +122,9 @@ def _number(text: Any) -> float:
 def read_run_reports(dag_id: str, run_id: str) -> list[dict]:
     """The reports one run wrote; only for the page's DAGs (the key is built from the ids)."""
     from dataplatform import aws
+    from dataplatform.health.figures import DAG_IDS
     from dataplatform.reports import run_reports
 
-    if dag_id not in PAGE_DAGS:
+    if not any(dag_id in dags for dags in DAG_IDS.values()):
         raise UnknownDag(dag_id)
     return run_reports(settings().reports_uri, dag_id, run_id, s3=aws.client("s3"))
