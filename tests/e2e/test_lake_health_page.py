@@ -205,8 +205,11 @@ def test_the_lake_health_page_after_the_ui_login_shows_the_lakes_figures(running
 
     # The page alone (the login's cookie authenticates it), whole: its report link shows what S3 holds.
     browser.get(f"{base}/lake-health/")
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1400, height + 40)
+    # The window as tall as the page (its frame's height added: the viewport is the window minus it).
+    height = browser.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+    )
+    browser.set_window_size(1400, height)
     screenshot(browser, "lake-health-page.png")
     browser.set_window_size(1400, 1000)
     (report_link,) = css(browser, f"[data-dag='{PRICING}'] a[data-link=report]")

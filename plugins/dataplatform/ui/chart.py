@@ -32,18 +32,19 @@ class BarChart:
     label_width: int = LABEL_WIDTH
 
 
-def bar_chart(title: str, series: list[tuple[str, float]], unit: str = "") -> BarChart:
-    """Horizontal bars for ``(label, value)`` pairs, in the order given; negative values draw no bar."""
-    largest = max((value for _, value in series), default=0) or 1
+def bar_chart(title: str, series: list[tuple[str, float, str]]) -> BarChart:
+    """Horizontal bars for ``(label, value, text shown beside the bar)``, in the order given; negative
+    values draw no bar."""
+    largest = max((value for _, value, _ in series), default=0) or 1
     bars = [
         Bar(
             label=label,
             value=value,
-            text=f"{value:,.2f}{unit}",
+            text=text,
             y=GAP + i * (BAR_HEIGHT + GAP),
             width=max(0, round(PLOT_WIDTH * value / largest)),
         )
-        for i, (label, value) in enumerate(series)
+        for i, (label, value, text) in enumerate(series)
     ]
     height = GAP + len(bars) * (BAR_HEIGHT + GAP)
     return BarChart(title=title, bars=bars, width=LABEL_WIDTH + PLOT_WIDTH + VALUE_WIDTH, height=height)

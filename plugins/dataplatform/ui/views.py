@@ -98,7 +98,11 @@ def comparison_chart(comparison: dict[str, Any] | None) -> BarChart | None:
     if not comparison or not comparison.get("groups"):
         return None
     series = [
-        (f"{group['workflow_type']} · {group['group']}", _number(group["cost_per_run_usd"]))
+        (
+            f"{group['workflow_type']} · {group['group']}",
+            _number(group["cost_per_run_usd"]),
+            str(group["cost_per_run_usd"]),
+        )
         for group in comparison["groups"]
     ]
     start, end = comparison["period"]["start"][:10], comparison["period"]["end"][:10]
