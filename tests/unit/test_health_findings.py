@@ -101,17 +101,23 @@ def test_glue_tables_older_than_their_freshness_or_without_partitions_are_findin
 
 
 def test_iceberg_tables_not_maintained_for_two_periods_are_findings(config):
-    def table(name, hours):
+    def table(name, hours, error=None):
         return {
             "table": name,
             "identifier": f"demo_lake.{name}",
             "hours_since_maintenance": hours,
             "last_maintenance": None if hours is None else "then",
+            "error": error,
         }
 
     figures = {
         "maintenance_period_hours": 24,
-        "tables": [table("ok", 48), table("late", 48.01), table("never", None)],
+        "tables": [
+            table("ok", 48),
+            table("late", 48.01),
+            table("never", None),
+            table("gone", None, "NoSuch"),
+        ],
     }
     found = findings.iceberg_findings(figures, config, NOW)
     assert [f["id"] for f in found] == [

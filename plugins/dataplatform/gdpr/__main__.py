@@ -91,7 +91,7 @@ def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_j
                     "COMPLETED": completed,
                 },
                 "open": [
-                    {**request.public(), "overdue": requests.is_overdue(request, now)}
+                    {**request.public(), "overdue": requests.is_overdue(request.deadline, now)}
                     for found in by_status.values()
                     for request in found
                 ],
@@ -101,7 +101,7 @@ def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_j
     for status, found in by_status.items():
         out.line(f"{status}: {len(found)}")
         for request in found:
-            late = "  OVERDUE" if requests.is_overdue(request, now) else ""
+            late = "  OVERDUE" if requests.is_overdue(request.deadline, now) else ""
             reason = f"  ({request.reason})" if request.reason else ""
             out.line(
                 f"  {request.request_id}  received {request.received_at}  deadline {request.deadline}{late}{reason}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,34 +196,51 @@ def requests_by_status(dynamodb: Any, table: str, status: str, limit: int | None
 def count_by_status(dynamodb: Any, table: str, status: str, completed_since: datetime | None = None) -> int:
     """How many requests have ``status`` (and, with ``completed_since``, were completed at or after it),
     counted by DynamoDB (``Select=COUNT``): no item is read back."""
+    options: dict[str, Any] = {"Select": "COUNT"}
+    if completed_since is not None:
+        options["FilterExpression"] = "completed_at >= :since"
+        options["ExpressionAttributeValues"] = {":since": {"S": _iso(completed_since)}}
+    return sum(page["Count"] for page in _status_pages(dynamodb, table, status, **options))
+
+
+def open_deadlines(dynamodb: Any, table: str) -> list[dict[str, str]]:
+    """Every open request as ``{"request_id", "status", "deadline"}`` (only those attributes are read
+    back: the health figures need no more, and never the subject id)."""
+    return [
+        {name: value["S"] for name, value in item.items()}
+        for status in OPEN_STATUSES
+        for page in _status_pages(dynamodb, table, status, ProjectionExpression="request_id, #s, deadline")
+        for item in page.get("Items", [])
+    ]
+
+
+def _status_pages(dynamodb: Any, table: str, status: str, **options: Any) -> Iterator[dict[str, Any]]:
+    """Every page of a Query of the status index for ``status`` (``options``: more Query parameters)."""
+    values = {":s": {"S": status}, **options.pop("ExpressionAttributeValues", {})}
     kwargs: dict[str, Any] = {
         "TableName": table,
         "IndexName": STATUS_INDEX,
-        "Select": "COUNT",
         "KeyConditionExpression": "#s = :s",
         "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {":s": {"S": status}},
+        "ExpressionAttributeValues": values,
+        **options,
     }
-    if completed_since is not None:
-        kwargs["FilterExpression"] = "completed_at >= :since"
-        kwargs["ExpressionAttributeValues"][":since"] = {"S": _iso(completed_since)}
-    count = 0
     while True:
         page = dynamodb.query(**kwargs)
-        count += page["Count"]
+        yield page
         if "LastEvaluatedKey" not in page:
-            return count
+            return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def is_overdue(request: Request, now: datetime) -> bool:
-    """Still open past its deadline."""
-    return request.status != COMPLETED and request.deadline < _iso(now)
+def is_overdue(deadline: str, now: datetime) -> bool:
+    """An open request with this deadline is past it."""
+    return deadline < _iso(now)
 
 
-def days_to_deadline(request: Request, now: datetime) -> float:
+def days_to_deadline(deadline: str, now: datetime) -> float:
     """Days left before the deadline (negative once overdue)."""
-    return (datetime.fromisoformat(request.deadline) - now).total_seconds() / 86400
+    return (datetime.fromisoformat(deadline) - now).total_seconds() / 86400
 
 
 # -- claim ------------------------------------------------------------------------------------------------

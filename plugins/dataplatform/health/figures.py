@@ -171,33 +171,30 @@ def gdpr_figures(config: Settings, clients: Clients, now: datetime) -> dict[str,
         from dataplatform.gdpr import requests
 
         gdpr = config.gdpr
-        by_status = {
-            status: requests.requests_by_status(clients.dynamodb, gdpr.requests_table, status)
-            for status in requests.OPEN_STATUSES
-        }
+        open_requests = requests.open_deadlines(clients.dynamodb, gdpr.requests_table)
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         urgent = [
             {
-                "request_id": request.request_id,
-                "status": request.status,
-                "deadline": request.deadline,
-                "days_left": round(requests.days_to_deadline(request, now), 2),
-                "overdue": requests.is_overdue(request, now),
+                **request,
+                "days_left": round(requests.days_to_deadline(request["deadline"], now), 2),
+                "overdue": requests.is_overdue(request["deadline"], now),
             }
-            for found in by_status.values()
-            for request in found
-            if requests.days_to_deadline(request, now) <= gdpr.alert_days_before_deadline
+            for request in open_requests
+            if requests.days_to_deadline(request["deadline"], now) <= gdpr.alert_days_before_deadline
         ]
         urgent.sort(key=lambda item: (item["deadline"], item["request_id"]))
         overdue = sum(1 for item in urgent if item["overdue"])
         return {
-            "open": sum(len(found) for found in by_status.values()),
+            "open": len(open_requests),
             "overdue": overdue,
             "due_soon": len(urgent) - overdue,
             "completed_this_month": requests.count_by_status(
                 clients.dynamodb, gdpr.requests_table, requests.COMPLETED, completed_since=month_start
             ),
-            "by_status": {status: len(found) for status, found in by_status.items()},
+            "by_status": {
+                status: sum(1 for request in open_requests if request["status"] == status)
+                for status in requests.OPEN_STATUSES
+            },
             "alert_days_before_deadline": gdpr.alert_days_before_deadline,
             "urgent": urgent,
         }
@@ -326,7 +323,7 @@ def _iceberg_table(clients: Clients, now: datetime, name: str, policy, latest: d
 
 def _glue_table(config: Settings, clients: Clients, now: datetime, name: str, table) -> dict[str, Any]:
     """The newest registered partition among the last ``GLUE_LOOKBACK_PARTITIONS`` periods (rendered from
-    the table's time keys, looked up with one BatchGetPartition), and how long ago it ended."""
+    the table's time keys, looked up with BatchGetPartition, newest first), and how long ago it ended."""
     from dataplatform.glue.catalog import existing_partitions
     from dataplatform.glue.layout import PartitionLayout
 
@@ -346,14 +343,17 @@ def _glue_table(config: Settings, clients: Clients, now: datetime, name: str, ta
     }
     try:
         layout = PartitionLayout(table)
-        starts = _period_starts(now, table.granularity, GLUE_LOOKBACK_PARTITIONS)
-        by_values = {layout.values_at(start): start for start in starts}
-        found, _ = existing_partitions(clients.glue, table.database, table.table, by_values)
+        newest = None
+        for starts in _newest_first_chunks(now, table.granularity):
+            by_values = {layout.values_at(start): start for start in starts}
+            found, _ = existing_partitions(clients.glue, table.database, table.table, by_values)
+            if found:
+                newest = max(found, key=by_values.__getitem__)
+                break
     except Exception as exc:  # a missing table, or keys that are not all time-derived
         row["error"] = _error(exc)
         return row
-    if found:
-        newest = max(found, key=by_values.__getitem__)
+    if newest is not None:
         end = _next_period(by_values[newest], table.granularity)
         row.update(
             newest_partition=list(newest),
@@ -361,6 +361,13 @@ def _glue_table(config: Settings, clients: Clients, now: datetime, name: str, ta
             lag_minutes=max(0, int((now - end).total_seconds() // 60)),
         )
     return row
+
+
+def _newest_first_chunks(now: datetime, granularity: str) -> list[list[datetime]]:
+    """The last ``GLUE_LOOKBACK_PARTITIONS`` period starts, newest first, in growing chunks (16, 128, the
+    rest): a table that is fresh is answered by one small lookup, only a stale one pays for the rest."""
+    starts = _period_starts(now, granularity, GLUE_LOOKBACK_PARTITIONS)
+    return [starts[:16], starts[16:144], starts[144:]]
 
 
 # -- plumbing ---------------------------------------------------------------------------------------------

@@ -118,8 +118,8 @@ def iceberg_findings(figures: dict[str, Any], config: Settings, now: datetime) -
     found = []
     for table in figures["tables"]:
         hours = table["hours_since_maintenance"]
-        if hours is not None and hours <= limit:
-            continue
+        if table["error"] or (hours is not None and hours <= limit):
+            continue  # an unreadable table is shown with its error (the maintenance run fails on it too)
         since = "never maintained" if hours is None else f"last maintained {table['last_maintenance']}"
         found.append(
             finding(
