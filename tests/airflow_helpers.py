@@ -37,3 +37,13 @@ def serialize_to_db(dag) -> None:
         update_dag_parsing_results_in_db(
             "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
         )
+
+
+def extra_links(dagrun, task_id: str, map_index: int = -1) -> dict[str, str | None]:
+    """A task instance's extra links as the UI's REST API serves them: the serialized DAG's links (name
+    -> XCom key), read from the run's XCom, where the worker stored them when the task ended."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    task = SerializedDagModel.get_dag(dagrun.dag_id).get_task(task_id)
+    ti = dagrun.get_task_instance(task_id, map_index=map_index)
+    return {name: task.get_extra_links(ti, name) or None for name in task.extra_links}

@@ -7,7 +7,9 @@ DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
   still starting: every process it started, however deep, is gone and its ports are free.
 * The banner's and the README's CLI commands (`make airflow ARGS="..."`) reach the running stack: the
   banner's unpause starts the scheduled run for yesterday (green: the demo lake has that day), and the
-  README's backfill creates one run per day, each green, seen over the REST API.
+  README's backfill creates one run per day, each green, seen over the REST API. That test runs on the
+  stack it shares with the lake-health page's browser test (tests/e2e/conftest.py), which stops it with
+  SIGTERM after both and checks it stopped completely.
 """
 
 from __future__ import annotations
@@ -15,179 +17,33 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-import psutil
 import pytest
 
-from dataplatform.devstack.moto_server import free_port
-from dataplatform.devstack.server_process import port_free
 from dataplatform.devstack.standalone import StandaloneAirflow
-from tests.e2e.airflow_api import E2E_DB, ON_POSTGRES, dag_runs, describe_run, wait_for, wait_for_run
+from tests.e2e.airflow_api import dag_runs, describe_run, wait_for, wait_for_run
+from tests.e2e.up_stack import (
+    BANNER_DONE,
+    MOTO_COMMAND,
+    REPO,
+    UpProcess,
+    alive,
+    assert_stopped_completely,
+    up_stack,
+)
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-BANNER_DONE = "Ctrl-C (or SIGTERM) stops everything"
 GLUE = "glue_partition_loader"
-# The moto server's command line: moto behind the project's fault injector (MotoServer).
-MOTO_COMMAND = "dataplatform.devstack.aws_endpoint"
-
-
-class UpProcess:
-    """``python -m dataplatform.devstack up`` in a session of its own (as a shell runs a job), its
-    output collected line by line, and every process it starts sampled while it runs."""
-
-    def __init__(self, tmp: Path):
-        self.home = tmp / "airflow"
-        self.env_file = tmp / "airflow.env"
-        self.port = free_port()
-        self.lines: list[str] = []
-        self.seen: dict[int, psutil.Process] = {}
-        self.sessions: set[int] = set()
-        self.commands: dict[int, str] = {}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dataplatform.devstack",
-                "up",
-                "--port",
-                str(self.port),
-                "--home",
-                str(self.home),
-                "--db",
-                E2E_DB,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO,
-            start_new_session=True,
-        )
-        self.root = psutil.Process(self.process.pid)
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _sample(self) -> None:
-        """Every process in the tree (and in the sessions its children open), until `up` exits."""
-        while self.process.poll() is None:
-            for process in stack_processes(self.root):
-                self.seen.setdefault(process.pid, process)
-                self.sessions.add(_sid(process.pid))
-                if process.pid not in self.commands:
-                    with contextlib.suppress(psutil.Error):
-                        self.commands[process.pid] = " ".join(process.cmdline())
-            time.sleep(0.2)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, text: str, timeout: float = 900) -> str:
-        def found():
-            if self.process.poll() is not None and not any(text in line for line in self.lines):
-                raise AssertionError(f"`up` exited with {self.process.returncode}:\n{self.output}")
-            return next((line for line in self.lines if text in line), None)
-
-        return wait_for(found, timeout, f"`up` to print {text!r}", interval=0.5)
-
-    @property
-    def moto_port(self) -> int:
-        return int(re.search(r"moto server: http://127\.0\.0\.1:(\d+)", self.output).group(1))
-
-    @property
-    def postgres_port(self) -> int | None:
-        match = re.search(r"^postgres \d+ on 127\.0\.0\.1:(\d+), cluster ", self.output, re.M)
-        return int(match.group(1)) if match else None
-
-    def airflow_client(self) -> StandaloneAirflow:
-        """A REST client for the running stack (not started: it only reads the login from the home)."""
-        return StandaloneAirflow(self.home, {}, port=self.port)
-
-    def run_cli(self, command: str) -> subprocess.CompletedProcess:
-        """A shell command as a user types it, in the repository, with `make airflow` pointed at this
-        stack's env file (the default, .local/airflow.env, belongs to the user's own `make up`)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DATAPLATFORM_"))}
-        env["AIRFLOW_ENV_FILE"] = str(self.env_file)
-        return subprocess.run(
-            ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-        )
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        for process in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-
-
-def stack_processes(root: psutil.Process) -> list[psutil.Process]:
-    """``root``, its descendants, and every process in a session one of them leads (task processes
-    re-parented away from a dying parent stay in the session)."""
-    with contextlib.suppress(psutil.Error):
-        tree = [root, *root.children(recursive=True)]
-        sessions = {p.pid for p in tree if _sid(p.pid) == p.pid}
-        return tree + [p for p in psutil.process_iter() if _sid(p.pid) in sessions]
-    return []
-
-
-def _sid(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None
-
-
-def alive(processes) -> list[str]:
-    left = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{process.pid} {' '.join(process.cmdline())[:150]}")
-    return left
 
 
 @pytest.fixture
 def up():
-    # Not pytest's tmp_path (0700): under root the postgres OS user must reach the cluster in the home.
-    directory = Path(tempfile.mkdtemp(prefix="dataplatform-up-e2e-"))
-    directory.chmod(0o711)
-    stack = UpProcess(directory)
-    yield stack
-    print(f"--- output of `up` ---\n{stack.output}")  # shown when the test fails
-    stack.kill()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def assert_stopped_completely(stack: UpProcess) -> None:
-    stack.process.wait(timeout=180)
-    assert stack.process.returncode == 0, stack.output
-    seen = " | ".join(stack.commands.values())
-    assert "airflow standalone" in seen and MOTO_COMMAND in seen, f"the sampler saw the stack: {seen}"
-    if ON_POSTGRES:  # the server starts first: before "starting airflow standalone", which every test awaits
-        assert stack.postgres_port, stack.output
-        assert "postgres -D" in seen, f"the sampler saw the PostgreSQL server: {seen}"
-        assert port_free(stack.postgres_port), f"postgres's port {stack.postgres_port} still taken"
-    assert alive(stack.seen.values()) == [], stack.output
-    sessions = stack.sessions - {None}
-    assert alive(p for p in psutil.process_iter() if _sid(p.pid) in sessions) == []
-    assert port_free(stack.port), f"airflow's port {stack.port} still taken"
-    assert port_free(stack.moto_port), f"moto's port {stack.moto_port} still taken"
-    assert not stack.env_file.exists(), "the env file of a stopped stack is removed"
+    with up_stack() as stack:
+        yield stack
 
 
 def _send_to_group(stack: UpProcess, signum: int) -> None:
@@ -196,11 +52,12 @@ def _send_to_group(stack: UpProcess, signum: int) -> None:
         os.killpg(stack.process.pid, signum)
 
 
+# `kill` (SIGTERM to `up` alone) is not a case of its own: the shared stack is stopped that way and held to
+# the same `assert_stopped_completely` (tests/e2e/conftest.py), and so is the first signal below.
 @pytest.mark.parametrize(
     ("how", "send"),
     [
         ("Ctrl-C", lambda stack: _send_to_group(stack, signal.SIGINT)),
-        ("kill", lambda stack: stack.process.send_signal(signal.SIGTERM)),
         ("closed terminal", lambda stack: _send_to_group(stack, signal.SIGHUP)),
     ],
 )
@@ -246,7 +103,9 @@ def readme_command(pattern: str) -> str:
     return match.group(0)
 
 
-def test_the_banner_unpause_and_the_readme_backfill_reach_the_running_stack(up):
+def test_the_banner_unpause_and_the_readme_backfill_reach_the_running_stack(running_up_stack):
+    # The shared stack (tests/e2e/conftest.py): stopped with SIGTERM and checked after its last test.
+    up = running_up_stack
     banner = up.wait_for_line(BANNER_DONE) and up.output
     airflow = up.airflow_client()
     wait_for(lambda: _dag_known(airflow, GLUE), 180, f"{GLUE} to be parsed", interval=2.0)
@@ -278,9 +137,6 @@ def test_the_banner_unpause_and_the_readme_backfill_reach_the_running_stack(up):
     assert scheduled[0]["data_interval_start"][:10] == yesterday
     finished = wait_for_run(airflow, GLUE, scheduled[0]["dag_run_id"], timeout=900)
     assert finished["state"] == "success", describe_run(airflow, GLUE, scheduled[0]["dag_run_id"])
-
-    up.process.send_signal(signal.SIGTERM)
-    assert_stopped_completely(up)
 
 
 def _dag_known(airflow: StandaloneAirflow, dag_id: str) -> bool:

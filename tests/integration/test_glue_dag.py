@@ -4,6 +4,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -13,6 +14,7 @@ from dataplatform.devstack.seed import seed_demo
 from dataplatform.glue.discovery import split_s3_uri
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.reports import report_key
+from tests.airflow_helpers import extra_links
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +118,18 @@ def test_backfill_of_three_days_registers_exactly_those_days(dag, demo_lake):
     tables = {f"glue://{t.database}/{t.table}" for t in settings().glue.tables.values()}
     events = asset_events(run_ids)
     assert {run_id: events.get(run_id) for run_id in run_ids} == dict.fromkeys(run_ids, tables)
+
+    # Each load task links to its Glue table and to its run's reports on the lake-health page (relative
+    # to the UI's base URL), as the UI reads them from the run's XCom.
+    for ti in dagrun.get_task_instances():
+        if ti.task_id != "load_partitions":
+            continue
+        table = settings().glue.tables[ti.rendered_map_index]
+        assert extra_links(dagrun, ti.task_id, ti.map_index) == {
+            "Glue table": "https://us-east-1.console.aws.amazon.com/glue/home?region=us-east-1"
+            f"#/v2/data-catalog/tables/view/{table.table}?database={table.database}",
+            "Run report": f"lake-health/report?dag_id={DAG_ID}&run_id={quote(dagrun.run_id, safe='')}",
+        }
 
     # Rerunning a finished day changes nothing.
     before = registered(demo_lake.glue, "web_events"), registered(demo_lake.glue, "cloudtrail")

@@ -13,7 +13,7 @@ import pytest
 
 from dataplatform.config import EmrServerlessSettings, EmrSettings, SparkSettings
 from dataplatform.spark import SparkJob, SparkSizing
-from tests.airflow_helpers import serialize_to_db
+from tests.airflow_helpers import extra_links, serialize_to_db
 
 pytestmark = pytest.mark.integration
 
@@ -287,6 +287,10 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
     assert (
         aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
     )
+    # The cost task links to the cluster it ran on (the create_cluster XCom), even without a price.
+    assert extra_links(dagrun, prefix + "record_cost") == {
+        "EMR job": f"https://us-east-1.console.aws.amazon.com/emr/home?region=us-east-1#/clusterDetails/{cluster_id}"
+    }
 
 
 # -- EMR Serverless --------------------------------------------------------------------------------------
@@ -344,6 +348,10 @@ def test_emr_serverless_job_run_has_the_job_driver(aws, airflow_db):
     (record,) = cost_records(aws)
     assert record["resource_id"] == f"{application_id}/{listed['id']}"
     assert (record["architecture"], record["estimated"]) == ("x86_64", True)
+    assert extra_links(dagrun, "partition_profile.record_cost") == {
+        "EMR job": "https://us-east-1.console.aws.amazon.com/emr/home?region=us-east-1"
+        f"#/serverless-applications/{application_id}/job-runs/{listed['id']}"
+    }
     assert (record["vcpu_hours"], record["memory_gb_hours"]) == ("0.1500", "0.3000")
     assert (record["vcpu_cost"], record["memory_cost"], record["total_cost"]) == (
         "0.0079",

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from dataplatform.config import GdprSettings, settings
+from dataplatform.operators.links import RunReportLink
 from dataplatform.operators.params import configured_names
 
 
@@ -130,6 +131,7 @@ class GdprIcebergErasureOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("dataset", "request_ids")
     ui_color = "#f6d5d5"
+    operator_extra_links = (RunReportLink(),)
 
     def __init__(self, *, dataset: str, request_ids: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)

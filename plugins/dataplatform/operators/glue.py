@@ -17,6 +17,7 @@ from dataplatform import aws
 from dataplatform.config import GlueTable, Settings, settings
 from dataplatform.glue import discovery, loader
 from dataplatform.glue.layout import PartitionLayout
+from dataplatform.operators.links import GlueTableLink, RunReportLink
 from dataplatform.pools import GLUE_API
 from dataplatform.reports import write_run_report
 
@@ -46,6 +47,7 @@ class GluePartitionLoaderOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("table", "mode", "dry_run")
     ui_color = "#c6e6ff"
+    operator_extra_links = (RunReportLink(), GlueTableLink())
 
     @classmethod
     def partial(cls, **kwargs: Any):  # type: ignore[override]

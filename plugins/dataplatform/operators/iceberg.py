@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from dataplatform.config import IcebergSettings, Settings, settings
+from dataplatform.operators.links import RunReportLink
 from dataplatform.operators.params import configured_names
 
 
@@ -52,6 +53,7 @@ class IcebergMaintenanceOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("table", "dry_run")
     ui_color = "#d7f0e0"
+    operator_extra_links = (RunReportLink(),)
 
     def __init__(self, *, table: str, dry_run: Any = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)

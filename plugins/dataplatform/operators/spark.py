@@ -43,6 +43,7 @@ from dataplatform import spark
 from dataplatform.aws import RETRY_CONFIG
 from dataplatform.config import SparkSettings, settings
 from dataplatform.operators import assets
+from dataplatform.operators.links import EmrJobLink
 from dataplatform.pools import SPARK_JOBS
 
 
@@ -162,6 +163,7 @@ class SparkJobCostOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("cluster_id",)
     ui_color = "#e8f4d4"
+    operator_extra_links = (EmrJobLink(),)
 
     def __init__(
         self,

@@ -1,0 +1,47 @@
+"""One `make up` stack shared by the e2e tests that only need a running stack (``running_up_stack``):
+starting one takes minutes, so the README-command test and the lake-health page's browser test use the
+same. Its tests run one after the other, where the first of them would (``pytest_collection_modifyitems``),
+and the stack is stopped right after the last of them, with the same checks as every stop of `make up`
+(nothing left running, ports free: ``assert_stopped_completely``), so it never idles beside the other
+e2e modules' own stacks."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.e2e.up_stack import BANNER_DONE, UpProcess, assert_stopped_completely, up_stack
+
+SHARED = "running_up_stack"
+_running: list[UpProcess] = []
+
+
+@pytest.fixture(scope="session")
+def running_up_stack():
+    with up_stack() as stack:
+        stack.wait_for_line(BANNER_DONE)
+        _running.append(stack)
+        yield stack
+
+
+def _uses_shared(item) -> bool:
+    return SHARED in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items):
+    users = [item for item in items if _uses_shared(item)]
+    if not users:
+        return
+    others = [item for item in items if not _uses_shared(item)]
+    first = items.index(users[0])
+    before = [item for item in items[:first] if not _uses_shared(item)]
+    items[:] = before + users + others[len(before) :]
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test on the shared stack: stop it as a user does (SIGTERM) and check it stopped."""
+    if _running and _uses_shared(item) and not (nextitem and _uses_shared(nextitem)):
+        stack = _running.pop()
+        stack.process.send_signal(signal.SIGTERM)
+        assert_stopped_completely(stack)
