@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dataplatform.config import settings
+from tests.deadline_config import local_config_with_aws_deadlines
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,19 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def dags():
+def deadlines_on(tmp_path_factory):
+    """The config with aws.yaml's deadlines (local.yaml leaves them off: tests/deadline_config.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(
+            "DATAPLATFORM_CONFIG", str(local_config_with_aws_deadlines(tmp_path_factory.mktemp("c")))
+        )
+        settings.cache_clear()
+        yield
+    settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def dags(deadlines_on):
     from airflow.dag_processing.dagbag import DagBag
 
     found = {}
@@ -55,7 +68,7 @@ def test_zero_minutes_leaves_the_dag_without_a_deadline(tmp_path, monkeypatch):
     from dataplatform import config as config_module
     from dataplatform.operators.deadlines import dag_deadlines
 
-    raw = yaml.safe_load(config_module.config_path("local").read_text())
+    raw = yaml.safe_load(local_config_with_aws_deadlines(tmp_path).read_text())
     raw["health"]["deadlines"]["recon_stateless_behind_minutes"] = 0
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -17,6 +17,7 @@ import pytest
 from dataplatform.config import settings
 from dataplatform.devstack.seed import receive_alerts, seed_alert_topic
 from tests.airflow_helpers import serialize_to_db
+from tests.deadline_config import local_config_with_aws_deadlines
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,17 @@ async def run_trigger(trigger) -> list:
     return [event async for event in trigger.run()]
 
 
-def test_a_missed_deadline_alerts_through_the_triggerer_callback(moto_server, airflow_db):
+@pytest.fixture
+def deadlines_on(tmp_path, monkeypatch):
+    """The config with aws.yaml's deadlines (local.yaml leaves them off: tests/deadline_config.py)."""
+    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(local_config_with_aws_deadlines(tmp_path)))
+    settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+def test_a_missed_deadline_alerts_through_the_triggerer_callback(moto_server, airflow_db, deadlines_on):
     from airflow.dag_processing.dagbag import DagBag
 
     from dataplatform import aws
