@@ -19,12 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from botocore.exceptions import ClientError
-
-from dataplatform.dynamodb import error_code
+from dataplatform.dynamodb import TableNotCreatedError
 
 
 class CommandError(Exception):
@@ -50,18 +48,6 @@ class Output:
         self.line(json.dumps(value, indent=2, default=str))
 
 
-@contextlib.contextmanager
-def table_must_exist(table: str, created_by: str) -> Iterator[None]:
-    """A DynamoDB table that is not there yet (a fresh stack) is a ``CommandError`` naming the table and
-    what creates it, not a traceback."""
-    try:
-        yield
-    except ClientError as exc:
-        if error_code(exc) != "ResourceNotFoundException":
-            raise
-        raise CommandError(f"DynamoDB table {table} does not exist yet: {created_by} creates it") from exc
-
-
 def run(command: Callable[[Output], int]) -> int:
     """Run ``command(output)`` with ``sys.stdout`` pointed at standard error; its exit code, or the
     ``CommandError``'s after one line on standard error."""
@@ -72,3 +58,6 @@ def run(command: Callable[[Output], int]) -> int:
         except CommandError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return exc.exit_code
+        except TableNotCreatedError as exc:  # a fresh stack: say what creates the table
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1

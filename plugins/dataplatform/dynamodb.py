@@ -7,7 +7,9 @@ schema of an existing table catches a name that points at someone else's table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -18,6 +20,25 @@ log = logging.getLogger(__name__)
 
 class TableSchemaError(ValueError):
     """A table of that name exists with another key schema or without an index this code queries."""
+
+
+class TableNotCreatedError(LookupError):
+    """A table its pipeline creates on its first run is not there yet (a fresh stack, a new account)."""
+
+
+@contextlib.contextmanager
+def table_must_exist(table: str, created_by: str) -> Iterator[None]:
+    """Turn DynamoDB's ``ResourceNotFoundException`` for ``table`` into a ``TableNotCreatedError`` that
+    names the table and what creates it: the CLIs and the lake-health page say the same sentence, not
+    botocore's."""
+    try:
+        yield
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        raise TableNotCreatedError(
+            f"DynamoDB table {table} does not exist yet: {created_by} creates it"
+        ) from None
 
 
 def error_code(exc: ClientError) -> str:

@@ -137,3 +137,25 @@ def test_every_link_stays_under_the_prefix_and_the_report_link_opens_the_report(
     assert "&lt;img src=x onerror=alert(1)&gt;" in report.text and HOSTILE not in report.text
     # Only the page's DAGs: a report key is never built from an arbitrary id.
     assert client.get(report_url.replace("gdpr_erasure", "..%2Fx"), headers=headers).status_code == 404
+
+
+def test_a_pipeline_not_run_yet_says_what_creates_its_tables(client, auth, lake):
+    """No reconciliation or pricing run yet: their blocks name the missing table and the run that creates
+    it (the CLIs' sentence), not botocore's ResourceNotFoundException."""
+    from html import escape
+
+    from dataplatform.config import settings
+
+    config = settings()
+    existing = lake.list_tables()["TableNames"]
+    assert config.reconciliation.ledger_table not in existing
+    assert config.pricing.launches_table not in existing
+
+    headers = {"Authorization": f"Bearer {token(auth, 'viewer')}"}
+    html = client.get(PREFIX + "/lake-health/", headers=headers).text
+    for table, created_by in [
+        (config.reconciliation.ledger_table, "the first recon_stateless run (setup_tables)"),
+        (config.pricing.launches_table, "the first benchmark_pricing run"),
+    ]:
+        assert escape(f"DynamoDB table {table} does not exist yet: {created_by} creates it") in html
+    assert "ResourceNotFoundException" not in html

@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dataplatform import cli
+from dataplatform.dynamodb import table_must_exist
 
 pytestmark = pytest.mark.unit
 
@@ -63,10 +64,10 @@ def test_no_cli_module_imports_airflow_before_run_points_stdout_away():
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
 
 
-def test_a_missing_table_is_a_command_error_and_other_aws_errors_pass(capsys):
+def test_a_missing_table_is_one_error_line_and_other_aws_errors_pass(capsys):
     def failing(code: str):
         def command(out: cli.Output) -> int:
-            with cli.table_must_exist("recon_ledger", "setup_tables"):
+            with table_must_exist("recon_ledger", "setup_tables"):
                 raise ClientError({"Error": {"Code": code, "Message": "..."}}, "Query")
 
         return command

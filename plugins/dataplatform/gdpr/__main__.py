@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dataplatform import cli
+from dataplatform.dynamodb import table_must_exist
 
 
 def _clients():
@@ -63,7 +64,7 @@ def status_command(out: cli.Output, request_id: str | None, as_json: bool) -> in
         except requests.RequestError as exc:
             raise cli.CommandError(f"refused: {exc}", exit_code=2) from exc
     config, dynamodb = _clients()
-    with cli.table_must_exist(config.requests_table, "the first `submit` or gdpr_erasure run"):
+    with table_must_exist(config.requests_table, requests.CREATED_BY):
         return _show_status(out, config, dynamodb, request_id, as_json)
 
 

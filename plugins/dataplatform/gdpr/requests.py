@@ -31,6 +31,7 @@ PENDING, IN_PROGRESS, COMPLETED, FAILED = "PENDING", "IN_PROGRESS", "COMPLETED",
 # Requests that still have to be erased: FAILED ones are claimed again by later runs.
 OPEN_STATUSES = (PENDING, IN_PROGRESS, FAILED)
 STATUS_INDEX = "by_status"
+CREATED_BY = "the first `submit` or gdpr_erasure run"  # named when the table is missing
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()

@@ -73,6 +73,7 @@ from typing import Any
 
 from dataplatform import reports
 from dataplatform.config import Settings
+from dataplatform.dynamodb import TableNotCreatedError, table_must_exist
 from dataplatform.health import findings as rules
 
 OK, WARNING, FAILING, UNKNOWN = "ok", "warning", "failing", "unknown"
@@ -147,7 +148,10 @@ def reconciliation_figures(config: Settings, clients: Clients, now: datetime) ->
         from dataplatform.reconciliation import ledger
 
         recon = config.reconciliation
-        status = ledger.status(clients.dynamodb, recon.ledger_table, recon.completeness_window_minutes, now)
+        with table_must_exist(recon.ledger_table, ledger.TABLES_CREATED_BY):
+            status = ledger.status(
+                clients.dynamodb, recon.ledger_table, recon.completeness_window_minutes, now
+            )
         shown = status.as_dict()
         return {
             "backlog": status.backlog,
@@ -171,7 +175,8 @@ def gdpr_figures(config: Settings, clients: Clients, now: datetime) -> dict[str,
         from dataplatform.gdpr import requests
 
         gdpr = config.gdpr
-        open_requests = requests.open_deadlines(clients.dynamodb, gdpr.requests_table)
+        with table_must_exist(gdpr.requests_table, requests.CREATED_BY):
+            open_requests = requests.open_deadlines(clients.dynamodb, gdpr.requests_table)
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         urgent = [
             {
@@ -243,9 +248,10 @@ def pricing_figures(config: Settings, clients: Clients, now: datetime) -> dict[s
         pricing = config.pricing
         week_start = now - timedelta(days=7)
         period_start = now - timedelta(days=pricing.report_period_days)
-        completed = launches.completed_launches(
-            clients.dynamodb, pricing.launches_table, _iso(min(week_start, period_start)), _iso(now)
-        )
+        with table_must_exist(pricing.launches_table, launches.CREATED_BY):
+            completed = launches.completed_launches(
+                clients.dynamodb, pricing.launches_table, _iso(min(week_start, period_start)), _iso(now)
+            )
         week = compare(completed, week_start, now, by=pricing.report_group_by).summary()
         report = next((copy["report"] for copy in latest if copy["name"] == "benchmark_pricing"), {})
         failed = launches.repeatedly_failed(
@@ -469,6 +475,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _error(exc: BaseException) -> str:
-    """What the page shows for unreadable figures: the error's type and first line, cut short."""
+    """What the page shows for unreadable figures: the error's type and first line, cut short; a table
+    not created yet is the sentence the CLIs print (what creates it), not an error type."""
     first_line = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, TableNotCreatedError):
+        return first_line[:300]
     return f"{type(exc).__name__}: {first_line}"[:300]

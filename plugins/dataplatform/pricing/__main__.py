@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from dataplatform import cli
+from dataplatform.dynamodb import table_must_exist
 
 
 def _pricing_settings(source: str | None):
@@ -114,7 +115,7 @@ def launch_command(out: cli.Output, args: argparse.Namespace) -> int:
         raise cli.CommandError(f"refused: {exc}", exit_code=2) from None
     pricer = _pricer(args.source)
     table = pricer.settings.launches_table
-    with cli.table_must_exist(table, "the first benchmark_pricing run"):
+    with table_must_exist(table, launches.CREATED_BY):
         launch = launches.get_launch(pricer.dynamodb, table, args.launch_id)
     if launch is None:
         raise cli.CommandError(f"no launch {args.launch_id!r} in {table}", exit_code=2)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("PREPARING", "WAITING", "READY", "RUNNING", "FAILED", "COMPLETE")
 COMPLETE = "COMPLETE"
 STATUS_INDEX = "by_status"
+CREATED_BY = "the first benchmark_pricing run"  # named when the table is missing
 COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
 
 _serializer = TypeSerializer()

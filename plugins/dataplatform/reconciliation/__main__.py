@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dataplatform import cli
-
-CREATED_BY = "the first recon_stateless run (setup_tables)"
+from dataplatform.dynamodb import table_must_exist
 
 
 def _clients():
@@ -31,7 +30,7 @@ def status_command(out: cli.Output, as_json: bool) -> int:
     from dataplatform.reconciliation import ledger
 
     config, dynamodb, _ = _clients()
-    with cli.table_must_exist(config.ledger_table, CREATED_BY):
+    with table_must_exist(config.ledger_table, ledger.TABLES_CREATED_BY):
         status = ledger.status(
             dynamodb, config.ledger_table, config.completeness_window_minutes, datetime.now(UTC)
         )
@@ -63,10 +62,10 @@ def _batch_id(value: str) -> str:
 
 
 def get_command(out: cli.Output, key: str) -> int:
-    from dataplatform.reconciliation import index
+    from dataplatform.reconciliation import index, ledger
 
     config, dynamodb, storage = _clients()
-    with cli.table_must_exist(config.index_table, CREATED_BY):
+    with table_must_exist(config.index_table, ledger.TABLES_CREATED_BY):
         artifact = index.get_artifact(dynamodb, storage, config.index_table, key)
     if artifact is None:
         raise cli.CommandError(f"no artifact {key!r} in the index {config.index_table}")
@@ -79,7 +78,7 @@ def ack_invalid_command(out: cli.Output, batch_id: str) -> int:
 
     config, dynamodb, _ = _clients()
     try:
-        with cli.table_must_exist(config.ledger_table, CREATED_BY):
+        with table_must_exist(config.ledger_table, ledger.TABLES_CREATED_BY):
             acknowledged = ledger.acknowledge_invalid(
                 dynamodb, config.ledger_table, batch_id, datetime.now(UTC)
             )

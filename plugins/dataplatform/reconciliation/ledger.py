@@ -64,6 +64,8 @@ GROUP_STATES = ("CLAIMING", "READY", "CLAIMED", "APPLIED")
 RUN_STATES = ("BEGUN", "PROCESSED", "INDEXED")
 STATES = {"batch": BATCH_STATES, "group": GROUP_STATES, "stateful": RUN_STATES}
 INDEX_NAME = "by_state"
+# What creates the ledger and the artifact index (named by the CLI and the lake-health page when missing).
+TABLES_CREATED_BY = "the first recon_stateless run (setup_tables)"
 COUNTER_PK = "counter#stateful"
 
 _TRANSACTION_LIMIT = 100  # items per TransactWriteItems (DynamoDB's limit)
