@@ -32,6 +32,18 @@ def submit(dynamodb, request_id: str, subject: str = "cust-000001", at: datetime
     return requests.submit_request(dynamodb, TABLE, request_id, subject, at, 30)
 
 
+def counted(dynamodb, month: str) -> int | None:
+    """The month's completed counter as stored (read here, not through the code under test)."""
+    item = dynamodb.get_item(TableName=TABLE, Key={"request_id": {"S": f"#completed#{month}"}}).get("Item")
+    return int(item["completed"]["N"]) if item else None
+
+
+def complete(dynamodb, request_id: str, run_id: str, at: datetime):
+    requests.claim_requests(dynamodb, TABLE, run_id, 10, at, 6 * HOUR)
+    requests.record_progress(dynamodb, TABLE, request_id, run_id, "profiles", {"verified": True})
+    return requests.finish_request(dynamodb, TABLE, request_id, run_id, ["profiles"], at)
+
+
 def test_a_request_gets_its_deadline_and_resubmitting_it_changes_nothing(dynamodb):
     request, created = submit(dynamodb, "ticket-1")
     again, created_again = submit(dynamodb, "ticket-1", at=T0 + HOUR)
@@ -87,6 +99,7 @@ def test_a_request_completes_only_when_every_dataset_verified(dynamodb):
 
     failed = requests.finish_request(dynamodb, TABLE, "ticket-1", "run-a", ["profiles", "payments"], T0)
     assert failed.status == FAILED and failed.reason == "payments: tag pinned"
+    assert counted(dynamodb, "2024-05") is None
 
     retried = requests.claim_requests(dynamodb, TABLE, "run-b", 10, T0 + HOUR, 6 * HOUR)
     assert [r.request_id for r in retried] == ["ticket-1"] and retried[0].attempts == 2
@@ -101,6 +114,8 @@ def test_a_request_completes_only_when_every_dataset_verified(dynamodb):
     with pytest.raises(requests.ClaimLostError):
         requests.finish_request(dynamodb, TABLE, "ticket-1", "run-a", ["profiles", "payments"], T0 + 2 * HOUR)
     assert requests.claim_requests(dynamodb, TABLE, "run-c", 10, T0 + 2 * HOUR, 6 * HOUR) == []
+    # Counted once, in the month it completed, whatever was retried or refused after.
+    assert counted(dynamodb, "2024-05") == 1
 
 
 def test_resent_claims_and_finishes_are_the_runs_own(dynamodb):
@@ -117,6 +132,39 @@ def test_resent_claims_and_finishes_are_the_runs_own(dynamodb):
     assert done.status == COMPLETED
     again = requests.finish_request(dynamodb, TABLE, "ticket-1", "run-a", ["profiles"], T0)
     assert again.status == COMPLETED and requests.get_request(dynamodb, TABLE, "ticket-1").attempts == 1
+
+    # The completing transaction resent after its first send landed: counted once.
+    submit(dynamodb, "ticket-2", subject="cust-000002")
+    resent_transaction = ResendingClient(dynamodb, "transact_write_items")
+    assert complete(resent_transaction, "ticket-2", "run-b", T0).status == COMPLETED
+    assert counted(dynamodb, "2024-05") == 2
+
+
+def test_completions_are_counted_per_utc_month_and_can_be_recounted(dynamodb, capsys):
+    """The counter the lake-health page reads, against the requests themselves; ``recount-completed``
+    rebuilds a month's counter (a table that predates it) from the status index."""
+    may_end = datetime(2024, 5, 31, 23, 30, tzinfo=UTC)
+    for n, at in enumerate([T0, may_end, may_end + HOUR]):  # the last one completes on 1 June, UTC
+        submit(dynamodb, f"ticket-{n}", subject=f"cust-00000{n}", at=at - HOUR)
+        complete(dynamodb, f"ticket-{n}", f"run-{n}", at)
+    submit(dynamodb, "ticket-open", subject="cust-000009")
+    stored = [json.loads(json.dumps(i)) for i in dynamodb.scan(TableName=TABLE)["Items"]]
+    done = [i["completed_at"]["S"][:7] for i in stored if i.get("status", {}).get("S") == COMPLETED]
+    assert sorted(done) == ["2024-05", "2024-05", "2024-06"]
+
+    assert (counted(dynamodb, "2024-05"), counted(dynamodb, "2024-06")) == (2, 1)
+    assert requests.completed_in_month(dynamodb, TABLE, may_end) == 2
+    assert requests.completed_in_month(dynamodb, TABLE, datetime(2024, 7, 1, tzinfo=UTC)) == 0
+
+    for month in ("2024-05", "2024-06"):
+        dynamodb.delete_item(TableName=TABLE, Key={"request_id": {"S": f"#completed#{month}"}})
+    assert gdpr_cli(["recount-completed", "--month", "2024-05"]) == 0
+    assert requests.recount_completed(dynamodb, TABLE, datetime(2024, 6, 15, tzinfo=UTC)) == 1
+    assert (counted(dynamodb, "2024-05"), counted(dynamodb, "2024-06")) == (2, 1)
+    assert capsys.readouterr().out == "2024-05: 2 requests completed\n"
+    with pytest.raises(SystemExit) as refused:
+        gdpr_cli(["recount-completed", "--month", "May"])
+    assert refused.value.code == 2 and "a month is YYYY-MM, got 'May'" in capsys.readouterr().err
 
 
 def record(**overrides) -> audit.AuditRecord:

@@ -71,29 +71,22 @@ def lake(moto_server, airflow_db, tmp_path_factory):
 
 
 def seed_gdpr(dynamodb, config) -> None:
+    """Two requests completed through the queue's own path (claimed, erased, finished: last month and
+    this one), then three open ones."""
     table = config.gdpr.requests_table
     requests.create_requests_table(dynamodb, table)
     days = config.gdpr.deadline_days
-    for request_id, age_days in [
-        ("req-soon", days - 2),
-        ("req-late", days + 1),
-        ("req-fresh", 1),
-        ("req-done", 3),
-    ]:
+    last_month = NOW.replace(day=1) - timedelta(days=1)
+    for request_id, subject, completed in [("req-old", 99, last_month), ("req-done", 3, NOW)]:
+        requests.submit_request(
+            dynamodb, table, request_id, f"cust-{subject:06d}", completed - timedelta(days=3), days
+        )
+        (claimed,) = requests.claim_requests(dynamodb, table, "seed", 1, completed, timedelta(hours=6))
+        requests.record_progress(dynamodb, table, claimed.request_id, "seed", "profiles", {"verified": True})
+        requests.finish_request(dynamodb, table, claimed.request_id, "seed", ["profiles"], completed)
+    for request_id, age_days in [("req-soon", days - 2), ("req-late", days + 1), ("req-fresh", 1)]:
         requests.submit_request(
             dynamodb, table, request_id, f"cust-{age_days:06d}", NOW - timedelta(days=age_days), days
-        )
-    for request_id, completed in [("req-done", NOW), ("req-old", NOW.replace(day=1) - timedelta(days=1))]:
-        if request_id == "req-old":
-            requests.submit_request(
-                dynamodb, table, request_id, "cust-000099", NOW - timedelta(days=60), days
-            )
-        dynamodb.update_item(
-            TableName=table,
-            Key={"request_id": {"S": request_id}},
-            UpdateExpression="SET #s = :done, completed_at = :at",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":done": {"S": "COMPLETED"}, ":at": {"S": completed.isoformat()}},
         )
 
 

@@ -454,7 +454,11 @@ def gdpr_state(clients: LakeClients, config: Settings, catalog: Any = None, hudi
     through the catalog (with their metadata, as ``iceberg_state``), Hudi datasets through Spark."""
     gdpr = config.gdpr
     catalog = catalog or iceberg_catalog(clients)
-    request_items = _scan(clients.dynamodb, gdpr.requests_table)
+    items = _scan(clients.dynamodb, gdpr.requests_table)
+    # The month counters (``#completed#YYYY-MM``) share the table: compared as they are, a completion
+    # counted twice (or not at all) under faults is a state difference.
+    counters = {item["request_id"]: _plain(item["completed"]) for item in items if item["request_id"][0] == "#"}
+    request_items = [item for item in items if item["request_id"][0] != "#"]
     subjects = {item["request_id"]: item["subject_id"] for item in request_items}
     tables = {}
     for key, dataset in gdpr.datasets.items():
@@ -472,6 +476,7 @@ def gdpr_state(clients: LakeClients, config: Settings, catalog: Any = None, hudi
         )
     return {
         "requests": _requests(request_items),
+        "completed_counters": dict(sorted(counters.items())),
         "audit": _audit(_scan(clients.dynamodb, gdpr.audit_table), subjects),
         "tables": tables,
     }

@@ -1,9 +1,11 @@
-"""``python -m dataplatform.gdpr submit --subject-id ID [--request-id R] | status [--request-id R]``.
+"""``python -m dataplatform.gdpr submit --subject-id ID [--request-id R] | status [--request-id R] |
+recount-completed [--month YYYY-MM]``.
 
 ``submit`` checks the id's format and stores a PENDING request (the same request id again is the same
 request: nothing changes); the next ``gdpr_erasure`` run claims it. ``status`` counts requests per status
 and lists the open ones (``--json``: as one JSON document), or shows one request with its audit records
-(JSON). Neither prints a subject id. Standard output carries only the result; logs and errors go to
+(JSON). Neither prints a subject id. ``recount-completed`` sets a month's completed-requests counter (what
+the lake-health page shows) from the requests themselves: once, for a table that predates the counter. Standard output carries only the result; logs and errors go to
 standard error (``dataplatform.cli``).
 
 AWS clients come from the Airflow connection (``aws_default``), as in the tasks: locally, run it where
@@ -111,6 +113,23 @@ def _show_status(out: cli.Output, config, dynamodb, request_id: str | None, as_j
     return 0
 
 
+def recount_command(out: cli.Output, month: datetime) -> int:
+    from dataplatform.gdpr import requests
+
+    config, dynamodb = _clients()
+    with table_must_exist(config.requests_table, requests.CREATED_BY):
+        count = requests.recount_completed(dynamodb, config.requests_table, month)
+    out.line(f"{month:%Y-%m}: {count} requests completed")
+    return 0
+
+
+def _month(value: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a month is YYYY-MM, got {value!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataplatform.gdpr")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,9 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="requests per status, or one request with its audit")
     status.add_argument("--request-id", help="show this request and its audit records (JSON)")
     status.add_argument("--json", action="store_true", help="the counts and open requests as JSON")
+    recount = commands.add_parser(
+        "recount-completed", help="set a month's completed-requests counter from the requests (UTC)"
+    )
+    recount.add_argument(
+        "--month", type=_month, default=datetime.now(UTC), help="YYYY-MM (default: this month)"
+    )
     args = parser.parse_args(argv)
     if args.command == "submit":
         return cli.run(lambda out: submit_command(out, args.subject_id, args.request_id))
+    if args.command == "recount-completed":
+        return cli.run(lambda out: recount_command(out, args.month))
     return cli.run(lambda out: status_command(out, args.request_id, args.json))
 
 

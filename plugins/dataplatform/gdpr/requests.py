@@ -6,6 +6,13 @@ failed), ``progress`` (dataset -> outcome of the last attempt), ``claimed_by`` /
 working on it), ``attempts``, ``completed_at``. A GSI ``by_status`` (status, received_at) lets a run find
 the oldest open requests without a scan.
 
+Beside the requests, one counter item per month, ``#completed#YYYY-MM`` (``completed``: how many requests
+completed in that UTC month). It is incremented in the same transaction that marks a request COMPLETED, so
+it counts each completion once; the lake-health page reads it with one GetItem instead of counting the
+month's completions through the index (which reads every completed request). Its key cannot be a request
+id (they start with a letter or digit) and, having no ``status``, it is in no index. A table that predates
+the counter gets it for a month with ``python -m dataplatform.gdpr recount-completed``.
+
 Statuses: PENDING -> IN_PROGRESS (claimed by one DAG run) -> COMPLETED (every dataset verified) or FAILED
 (with the reason). FAILED requests are claimed again by later runs: they stay retriable until they
 complete. An IN_PROGRESS claim older than the claim timeout (its run died) is claimed again too.
@@ -17,7 +24,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -33,6 +40,7 @@ OPEN_STATUSES = (PENDING, IN_PROGRESS, FAILED)
 STATUS_INDEX = "by_status"
 CREATED_BY = "the first `submit` or gdpr_erasure run"  # named when the table is missing
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_COMPLETED_COUNTER = "#completed#{month}"  # month: YYYY-MM (UTC)
 
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
 
@@ -194,14 +202,47 @@ def requests_by_status(dynamodb: Any, table: str, status: str, limit: int | None
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def count_by_status(dynamodb: Any, table: str, status: str, completed_since: datetime | None = None) -> int:
-    """How many requests have ``status`` (and, with ``completed_since``, were completed at or after it),
-    counted by DynamoDB (``Select=COUNT``): no item is read back."""
-    options: dict[str, Any] = {"Select": "COUNT"}
-    if completed_since is not None:
-        options["FilterExpression"] = "completed_at >= :since"
-        options["ExpressionAttributeValues"] = {":since": {"S": _iso(completed_since)}}
-    return sum(page["Count"] for page in _status_pages(dynamodb, table, status, **options))
+def count_by_status(dynamodb: Any, table: str, status: str) -> int:
+    """How many requests have ``status``, counted by DynamoDB (``Select=COUNT``): no item is read back."""
+    return sum(page["Count"] for page in _status_pages(dynamodb, table, status, Select="COUNT"))
+
+
+def completed_in_month(dynamodb: Any, table: str, moment: datetime) -> int:
+    """How many requests completed in the UTC month of ``moment``: the month's counter (one GetItem)."""
+    item = dynamodb.get_item(
+        TableName=table,
+        Key=_completed_counter_key(moment),
+        ConsistentRead=True,
+        ProjectionExpression="completed",
+    ).get("Item")
+    return int(item["completed"]["N"]) if item else 0
+
+
+def recount_completed(dynamodb: Any, table: str, moment: datetime) -> int:
+    """Set the counter of ``moment``'s UTC month to the completions the status index holds for that month
+    (for a table that predates the counter); the count. Run it while no gdpr_erasure run is finishing
+    requests: a completion between the count and the write would be lost from the counter."""
+    start = _month_start(moment)
+    end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    options: dict[str, Any] = {
+        "Select": "COUNT",
+        "FilterExpression": "completed_at >= :since AND completed_at < :until",
+        "ExpressionAttributeValues": {":since": {"S": _iso(start)}, ":until": {"S": _iso(end)}},
+    }
+    count = sum(page["Count"] for page in _status_pages(dynamodb, table, COMPLETED, **options))
+    dynamodb.put_item(
+        TableName=table, Item={**_completed_counter_key(moment), "completed": {"N": str(count)}}
+    )
+    return count
+
+
+def _month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _completed_counter_key(moment: datetime) -> dict[str, Any]:
+    month = _month_start(moment).strftime("%Y-%m")
+    return {"request_id": {"S": _COMPLETED_COUNTER.format(month=month)}}
 
 
 def open_deadlines(dynamodb: Any, table: str) -> list[dict[str, str]]:
@@ -357,8 +398,10 @@ def finish_request(
         values[":r"] = "; ".join(problems)
     else:
         expression = "SET #s = :s, completed_at = :now, updated_at = :now REMOVE reason"
+    # A completion also counts in its month's counter, in one transaction with it: counted once.
+    counter = None if problems else _completed_counter_key(now)
     try:
-        _update_claimed(dynamodb, table, request_id, run_id, expression, {"#s": "status"}, values)
+        _update_claimed(dynamodb, table, request_id, run_id, expression, {"#s": "status"}, values, counter)
     except ClaimLostError:
         # A resend of this write whose first send had landed fails on the status it set.
         landed = get_request(dynamodb, table, request_id)
@@ -377,17 +420,42 @@ def _update_claimed(
     expression: str,
     names: dict[str, str],
     values: dict[str, Any],
+    counter: dict[str, Any] | None = None,
 ) -> None:
+    """Update the request if ``run_id`` still holds its claim (else ``ClaimLostError``); with ``counter``
+    (a counter item's key), add one to its ``completed`` in the same transaction."""
+    update = {
+        "TableName": table,
+        "Key": {"request_id": {"S": request_id}},
+        "UpdateExpression": expression,
+        "ConditionExpression": "claimed_by = :claimant AND #status = :in_progress",
+        "ExpressionAttributeNames": {**names, "#status": "status"},
+        "ExpressionAttributeValues": _item({**values, ":claimant": run_id, ":in_progress": IN_PROGRESS}),
+    }
     try:
-        dynamodb.update_item(
-            TableName=table,
-            Key={"request_id": {"S": request_id}},
-            UpdateExpression=expression,
-            ConditionExpression="claimed_by = :claimant AND #status = :in_progress",
-            ExpressionAttributeNames={**names, "#status": "status"},
-            ExpressionAttributeValues=_item({**values, ":claimant": run_id, ":in_progress": IN_PROGRESS}),
-        )
+        if counter is None:
+            dynamodb.update_item(**update)
+            return
+        count = {
+            "TableName": table,
+            "Key": counter,
+            "UpdateExpression": "ADD completed :one",
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+        dynamodb.transact_write_items(TransactItems=[{"Update": update}, {"Update": count}])
     except ClientError as exc:
-        if error_code(exc) == "ConditionalCheckFailedException":
+        if _condition_failed(exc):
             raise ClaimLostError(f"request {request_id} is not claimed by run {run_id}") from None
         raise
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    """The request's condition failed: on UpdateItem, or as the first item of a cancelled transaction."""
+    if error_code(exc) == "ConditionalCheckFailedException":
+        return True
+    reasons = exc.response.get("CancellationReasons") or []
+    return (
+        error_code(exc) == "TransactionCanceledException"
+        and bool(reasons)
+        and reasons[0].get("Code") == "ConditionalCheckFailed"
+    )

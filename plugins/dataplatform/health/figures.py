@@ -177,7 +177,6 @@ def gdpr_figures(config: Settings, clients: Clients, now: datetime) -> dict[str,
         gdpr = config.gdpr
         with table_must_exist(gdpr.requests_table, requests.CREATED_BY):
             open_requests = requests.open_deadlines(clients.dynamodb, gdpr.requests_table)
-        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         urgent = [
             {
                 **request,
@@ -193,9 +192,7 @@ def gdpr_figures(config: Settings, clients: Clients, now: datetime) -> dict[str,
             "open": len(open_requests),
             "overdue": overdue,
             "due_soon": len(urgent) - overdue,
-            "completed_this_month": requests.count_by_status(
-                clients.dynamodb, gdpr.requests_table, requests.COMPLETED, completed_since=month_start
-            ),
+            "completed_this_month": requests.completed_in_month(clients.dynamodb, gdpr.requests_table, now),
             "by_status": {
                 status: sum(1 for request in open_requests if request["status"] == status)
                 for status in requests.OPEN_STATUSES
