@@ -2,9 +2,12 @@
 seeded demo lake, `airflow standalone`; with `--db postgres`, `make up DB=postgres`, unless
 DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
 
-* Stopping it leaves nothing behind, for Ctrl-C (SIGINT to the terminal's process group), `kill`
-  (SIGTERM), a SIGTERM repeated while it cleans up, a closed terminal (SIGHUP) and a SIGTERM while it is
-  still starting: every process it started, however deep, is gone and its ports are free.
+* Stopping it leaves nothing behind, for Ctrl-C (SIGINT to the terminal's process group) pressed again
+  and again while it cleans up (SIGINT, SIGTERM and SIGHUP repeated), `kill` (SIGTERM: how the shared
+  stack below is stopped) and a closed terminal (SIGHUP to the group) while it is still starting: every
+  process it started, however deep, is gone and its ports are free. Each signal is tested as the first
+  one and each phase (running, cleaning up, starting) is covered; a full start costs minutes, so no
+  signal gets a stack of its own (the stop path after the first signal is one and the same).
 * The banner's and the README's CLI commands (`make airflow ARGS="..."`) reach the running stack: the
   banner's unpause starts the scheduled run for yesterday (green: the demo lake has that day), and the
   README's backfill creates one run per day, each green, seen over the REST API. That test runs on the
@@ -52,39 +55,24 @@ def _send_to_group(stack: UpProcess, signum: int) -> None:
         os.killpg(stack.process.pid, signum)
 
 
-# `kill` (SIGTERM to `up` alone) is not a case of its own: the shared stack is stopped that way and held to
-# the same `assert_stopped_completely` (tests/e2e/conftest.py), and so is the first signal below.
-@pytest.mark.parametrize(
-    ("how", "send"),
-    [
-        ("Ctrl-C", lambda stack: _send_to_group(stack, signal.SIGINT)),
-        ("closed terminal", lambda stack: _send_to_group(stack, signal.SIGHUP)),
-    ],
-)
-def test_a_stop_signal_stops_every_process_of_the_stack(up, how, send):
+def test_ctrl_c_and_more_signals_during_the_clean_up_stop_every_process_of_the_stack(up):
     up.wait_for_line(BANNER_DONE)
     commands = _commands(up)
     assert "airflow standalone" in commands and MOTO_COMMAND in commands, commands
-    send(up)
-    assert_stopped_completely(up)
-
-
-def test_a_signal_repeated_during_the_clean_up_does_not_cut_it_short(up):
-    up.wait_for_line(BANNER_DONE)
-    up.process.send_signal(signal.SIGTERM)
+    _send_to_group(up, signal.SIGINT)  # Ctrl-C
     up.wait_for_line(": stopping airflow")
-    for _ in range(3):
-        _send_to_group(up, signal.SIGTERM)
-        _send_to_group(up, signal.SIGINT)
+    for _ in range(3):  # pressed again, and the terminal closed, while it cleans up
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            _send_to_group(up, signum)
         time.sleep(0.3)
     assert_stopped_completely(up)
     assert "already stopping" in up.output
 
 
-def test_a_signal_while_the_stack_starts_stops_what_has_started(up):
+def test_a_closed_terminal_while_the_stack_starts_stops_what_has_started(up):
     up.wait_for_line("starting airflow standalone")
     wait_for(lambda: "airflow standalone" in _commands(up), 120, "airflow standalone to be spawned", 0.2)
-    up.process.send_signal(signal.SIGTERM)
+    _send_to_group(up, signal.SIGHUP)
     assert_stopped_completely(up)
 
 
