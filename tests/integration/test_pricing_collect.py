@@ -1,8 +1,14 @@
 """The launch usage collector against the moto server: Batch -> ECS -> EC2, EBS and FSx as the seeded
-demo launches create them, the clipping to the launch window, and every way a launch cannot be priced."""
+demo launches create them, the clipping to the launch window, and every way a launch cannot be priced.
+
+The module seeds once: every seeding waits until ``LAUNCH_RUN`` after its first instance started (so a
+finished launch never completes in the future), so the demo launches and every launch a test needs are
+seeded together, each under its own launch id, and the tests look their records up by id. No test changes
+AWS state: each builds its launch record variants in memory and only reads AWS."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
@@ -29,22 +35,62 @@ TABLE = "it_workflow_launches"
 REGION = "us-east-1"
 ZONE = "us-east-1a"
 
+# The launches of the tests below, beside the demo's (ids distinct from the demo's).
+TEST_LAUNCHES = (
+    DemoLaunch("calls-1", "germline-wgs", "COMPLETE", (DemoInstance("m5.xlarge"),) * 3, jobs=5),
+    DemoLaunch("many-jobs", "rnaseq-quant", "COMPLETE", (DemoInstance("c5.2xlarge"),), jobs=230),
+    DemoLaunch("clip", "germline-wgs", "RUNNING", (DemoInstance("r5.2xlarge", spot=True),)),
+    DemoLaunch("wide", "germline-wgs", "COMPLETE", (DemoInstance("m6g.xlarge"),)),
+    DemoLaunch("earlier", "germline-wgs", "COMPLETE", (DemoInstance("c5.2xlarge"),)),
+    DemoLaunch("this", "germline-wgs", "RUNNING", (DemoInstance("m5.xlarge"),)),
+    DemoLaunch("attached", "rnaseq-quant", "RUNNING", (DemoInstance("m5.xlarge"),), volumes=(GP3_FAST,)),
+    DemoLaunch(
+        "lustre",
+        "germline-wgs",
+        "COMPLETE",
+        (DemoInstance("c6g.4xlarge"),),
+        volumes=(GP2,),
+        lustre=PERSISTENT,
+    ),
+    DemoLaunch("one", "germline-wgs", "COMPLETE", (DemoInstance("m5.xlarge"),), volumes=(GP2,)),
+)
 
-@pytest.fixture
-def clients(aws):
+
+def new_clients():
+    """Clients built the way the product builds them, on whatever state the moto server holds."""
+    from dataplatform.aws import client
+
     return SimpleNamespace(
-        batch=aws.client("batch"),
-        ecs=aws.client("ecs"),
-        ec2=aws.client("ec2"),
-        fsx=aws.client("fsx"),
-        iam=aws.client("iam"),
-        dynamodb=aws.client("dynamodb"),
+        batch=client("batch"),
+        ecs=client("ecs"),
+        ec2=client("ec2"),
+        fsx=client("fsx"),
+        iam=client("iam"),
+        dynamodb=client("dynamodb"),
     )
 
 
-def seed(clients, *launches):
-    items = seed_launches(clients, clients.dynamodb, TABLE, launches=launches or DEMO_LAUNCHES)
+@pytest.fixture(scope="module")
+def seeded(moto_server):
+    """Empty AWS state, then the demo launches and TEST_LAUNCHES in one seeding: launch id -> record."""
+    assert not {spec.launch_id for spec in DEMO_LAUNCHES} & {spec.launch_id for spec in TEST_LAUNCHES}
+    moto_server.reset()
+    clients = new_clients()
+    items = seed_launches(clients, clients.dynamodb, TABLE, launches=DEMO_LAUNCHES + TEST_LAUNCHES)
     return {item["launch_id"]: item for item in items}
+
+
+@pytest.fixture
+def records(seeded):
+    """The seeded records, a copy per test: what one test does to a record never reaches another."""
+    return copy.deepcopy(seeded)
+
+
+@pytest.fixture(scope="module")
+def clients(seeded):
+    """Clients on the module's seeded state, shared by the tests (building them costs ~1 s). A test that
+    counts calls builds its own (``new_clients()``): ``count_calls`` registers event handlers on them."""
+    return new_clients()
 
 
 def instance(ec2, instance_id):
@@ -65,7 +111,8 @@ def batch_instance_ids(clients, record):
 
 
 def count_calls(client, service, operation):
-    """Every request ``client`` makes for ``operation``, as the keyword arguments it was called with."""
+    """Every request ``client`` makes for ``operation``, as the keyword arguments it was called with.
+    ``client`` must be the test's own (``new_clients()``): the handler stays registered on it."""
     calls = []
     client.meta.events.register(
         f"provide-client-params.{service}.{operation}", lambda params, **_: calls.append(dict(params))
@@ -76,9 +123,7 @@ def count_calls(client, service, operation):
 # -- the seeded demo launches --------------------------------------------------------------------------
 
 
-def test_seeded_complete_launches_collect_to_what_was_seeded(clients):
-    records = seed(clients)
-
+def test_seeded_complete_launches_collect_to_what_was_seeded(clients, records):
     complete = [launch for launch in DEMO_LAUNCHES if launch.status == "COMPLETE"]
     assert len(complete) == 6
     for spec in complete:
@@ -123,10 +168,11 @@ def test_seeded_complete_launches_collect_to_what_was_seeded(clients):
         )
 
 
-def test_seeded_records_cover_both_workflows_on_both_architectures(clients):
-    records = seed(clients)
+def test_seeded_records_cover_both_workflows_on_both_architectures(clients, records):
+    demo = {spec.launch_id: records[spec.launch_id] for spec in DEMO_LAUNCHES}
+    assert set(records) == set(demo) | {spec.launch_id for spec in TEST_LAUNCHES}
 
-    assert Counter(r["status"] for r in records.values()) == {"COMPLETE": 6, "RUNNING": 1, "FAILED": 1}
+    assert Counter(r["status"] for r in demo.values()) == {"COMPLETE": 6, "RUNNING": 1, "FAILED": 1}
     assert "completed_at" not in records["germline-wgs-0004"]
     assert "completed_at" in records["rnaseq-quant-0004"]
     pairs = {
@@ -147,8 +193,7 @@ def test_seeded_records_cover_both_workflows_on_both_architectures(clients):
     assert failed["State"]["Name"] == "terminated"
 
 
-def test_batch_instances_come_from_the_job_compute_environment_cluster(clients):
-    records = seed(clients)
+def test_batch_instances_come_from_the_job_compute_environment_cluster(clients, records):
     record = records["germline-wgs-0003"]  # 2 Batch instances + a head node listed on the record
 
     usage = collect_launch_usage(record, clients)
@@ -163,10 +208,9 @@ def test_batch_instances_come_from_the_job_compute_environment_cluster(clients):
     assert not other & {i.instance_id for i in usage.instances}
 
 
-def test_each_queue_environment_and_cluster_is_described_once(clients):
-    record = seed(
-        clients, DemoLaunch("calls-1", "germline-wgs", "COMPLETE", (DemoInstance("m5.xlarge"),) * 3, jobs=5)
-    )["calls-1"]
+def test_each_queue_environment_and_cluster_is_described_once(records):
+    clients = new_clients()  # its own: count_calls registers on them
+    record = records["calls-1"]  # 3 m5.xlarge, 5 jobs
     calls = {
         name: count_calls(client, service, name)
         for client, service, name in (
@@ -184,10 +228,9 @@ def test_each_queue_environment_and_cluster_is_described_once(clients):
     assert {name: len(made) for name, made in calls.items()} == dict.fromkeys(calls, 1)
 
 
-def test_describe_jobs_is_called_with_at_most_100_ids(clients):
-    record = seed(
-        clients, DemoLaunch("many-jobs", "rnaseq-quant", "COMPLETE", (DemoInstance("c5.2xlarge"),), jobs=230)
-    )["many-jobs"]
+def test_describe_jobs_is_called_with_at_most_100_ids(records):
+    clients = new_clients()  # its own: count_calls registers on them
+    record = records["many-jobs"]  # 1 c5.2xlarge, 230 jobs
     calls = count_calls(clients.batch, "batch", "DescribeJobs")
 
     usage = collect_launch_usage(record, clients)
@@ -200,10 +243,8 @@ def test_describe_jobs_is_called_with_at_most_100_ids(clients):
 # -- the launch window ---------------------------------------------------------------------------------
 
 
-def test_running_instance_is_clipped_to_the_launch_window(clients):
-    record = seed(
-        clients, DemoLaunch("clip", "germline-wgs", "RUNNING", (DemoInstance("r5.2xlarge", spot=True),))
-    )["clip"]
+def test_running_instance_is_clipped_to_the_launch_window(clients, records):
+    record = records["clip"]  # RUNNING, 1 Spot r5.2xlarge
     launched = instance(clients.ec2, next(iter(batch_instance_ids(clients, record))))["LaunchTime"]
     # The launch window starts an hour after the instance booted: only the window is charged.
     start, end = launched + timedelta(hours=1), launched + timedelta(hours=3)
@@ -222,10 +263,8 @@ def test_running_instance_is_clipped_to_the_launch_window(clients):
     assert used.interval.seconds == 2 * 3600
 
 
-def test_terminated_instance_runs_from_launch_to_termination_inside_a_wider_window(clients):
-    record = seed(clients, DemoLaunch("wide", "germline-wgs", "COMPLETE", (DemoInstance("m6g.xlarge"),)))[
-        "wide"
-    ]
+def test_terminated_instance_runs_from_launch_to_termination_inside_a_wider_window(clients, records):
+    record = records["wide"]  # COMPLETE, 1 m6g.xlarge
     described = instance(clients.ec2, next(iter(batch_instance_ids(clients, record))))
     terminated = parse_transition_time(described["StateTransitionReason"])
     start, end = described["LaunchTime"] - timedelta(hours=1), terminated + timedelta(hours=1)
@@ -238,12 +277,8 @@ def test_terminated_instance_runs_from_launch_to_termination_inside_a_wider_wind
     assert (used.interval.start, used.interval.end) == (described["LaunchTime"], terminated)
 
 
-def test_instance_that_ended_before_the_launch_started_is_dropped(clients, caplog):
-    records = seed(
-        clients,
-        DemoLaunch("earlier", "germline-wgs", "COMPLETE", (DemoInstance("c5.2xlarge"),)),
-        DemoLaunch("this", "germline-wgs", "RUNNING", (DemoInstance("m5.xlarge"),)),
-    )
+def test_instance_that_ended_before_the_launch_started_is_dropped(clients, records, caplog):
+    # "earlier": COMPLETE, 1 c5.2xlarge; "this": RUNNING, 1 m5.xlarge booted before "earlier" ended.
     [earlier_id] = batch_instance_ids(clients, records["earlier"])
     ended = parse_transition_time(instance(clients.ec2, earlier_id)["StateTransitionReason"])
     start = ended + timedelta(seconds=1)
@@ -266,11 +301,8 @@ def test_instance_that_ended_before_the_launch_started_is_dropped(clients, caplo
     )
 
 
-def test_volumes_attached_to_launch_instances_are_included(clients):
-    record = seed(
-        clients,
-        DemoLaunch("attached", "rnaseq-quant", "RUNNING", (DemoInstance("m5.xlarge"),), volumes=(GP3_FAST,)),
-    )["attached"]
+def test_volumes_attached_to_launch_instances_are_included(clients, records):
+    record = records["attached"]  # RUNNING, 1 m5.xlarge with its root volume and a listed GP3_FAST
     [instance_id] = batch_instance_ids(clients, record)
     [root] = [
         m["Ebs"]["VolumeId"]
@@ -307,18 +339,8 @@ def test_volumes_attached_to_launch_instances_are_included(clients):
         )
 
 
-def test_persistent_lustre_and_gp2_volume(clients):
-    record = seed(
-        clients,
-        DemoLaunch(
-            "lustre",
-            "germline-wgs",
-            "COMPLETE",
-            (DemoInstance("c6g.4xlarge"),),
-            volumes=(GP2,),
-            lustre=PERSISTENT,
-        ),
-    )["lustre"]
+def test_persistent_lustre_and_gp2_volume(clients, records):
+    record = records["lustre"]  # COMPLETE, 1 c6g.4xlarge, a GP2 volume and a PERSISTENT Lustre
 
     usage = collect_launch_usage(record, clients)
 
@@ -347,10 +369,8 @@ def test_persistent_lustre_and_gp2_volume(clients):
 
 
 @pytest.fixture
-def one_launch(clients):
-    return seed(
-        clients, DemoLaunch("one", "germline-wgs", "COMPLETE", (DemoInstance("m5.xlarge"),), volumes=(GP2,))
-    )["one"]
+def one_launch(records):
+    return records["one"]  # COMPLETE, 1 m5.xlarge and a GP2 volume
 
 
 def test_unknown_batch_job_is_named(clients, one_launch):
