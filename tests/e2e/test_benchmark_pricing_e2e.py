@@ -116,15 +116,16 @@ def test_a_success_after_a_failed_run_alerts_the_recovery_from_the_dag_processor
     """Under a scheduler the DAG's success callback runs in the DAG processor and asks for the run before
     it over the task SDK's supervisor channel (``dag.test()`` takes another path: tests/integration).
     Runs with a logical date: a run without one has no previous run to recover from."""
+    # Logical dates just after the scheduled run's (the schedule is every 15 minutes, from the unpause):
+    # the failed run is the one before the recovering run.
     (scheduled,) = dag_runs(airflow, DAG_ID, "scheduled")
-    now = datetime.now(UTC).replace(microsecond=0)
-    assert datetime.fromisoformat(scheduled["logical_date"]) < now - timedelta(minutes=2)
+    after = datetime.fromisoformat(scheduled["logical_date"].replace("Z", "+00:00"))
     received: list[dict] = []
     seeded.alerts()  # what earlier tests' runs sent
 
-    failed = trigger(airflow, {"launch_ids": ["no-such-launch"]}, now - timedelta(minutes=2))
+    failed = trigger(airflow, {"launch_ids": ["no-such-launch"]}, after + timedelta(seconds=1))
     assert wait_for_run(airflow, DAG_ID, failed["dag_run_id"], timeout=180)["state"] == "failed"
-    recovered = trigger(airflow, {"launch_ids": [COMPLETE[0]]}, now - timedelta(minutes=1))
+    recovered = trigger(airflow, {"launch_ids": [COMPLETE[0]]}, after + timedelta(seconds=2))
     done = wait_for_run(airflow, DAG_ID, recovered["dag_run_id"], timeout=240)
     assert done["state"] == "success", describe_run(airflow, DAG_ID, recovered["dag_run_id"])
 

@@ -122,3 +122,20 @@ def test_the_alert_config_of_each_environment():
     assert load_settings(CONFIG_DIR / "local.yaml").alerts.sns_topic_arn.endswith(":dataplatform-alerts")
     # The AWS example has no topic yet: alerts are logged only until one is set.
     assert load_settings(CONFIG_DIR / "aws.yaml").alerts.sns_topic_arn == ""
+
+
+def test_a_previous_runs_state_reads_the_same_from_the_task_sdk_and_the_core():
+    """The DAG processor's answer holds the task SDK's ``DagRunState`` (``str()``: "DagRunState.FAILED"):
+    read as "failed", or no recovery is ever announced under a scheduler (found by the e2e test)."""
+    from airflow.sdk.api.datamodels._generated import DagRunState as SdkDagRunState
+    from airflow.utils.state import DagRunState
+
+    from dataplatform.operators.notifiers import state_name
+
+    assert str(SdkDagRunState.FAILED) != "failed"
+    assert (
+        state_name(SdkDagRunState.FAILED)
+        == state_name(DagRunState.FAILED)
+        == state_name("failed")
+        == "failed"
+    )

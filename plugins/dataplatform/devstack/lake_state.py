@@ -457,7 +457,9 @@ def gdpr_state(clients: LakeClients, config: Settings, catalog: Any = None, hudi
     items = _scan(clients.dynamodb, gdpr.requests_table)
     # The month counters (``#completed#YYYY-MM``) share the table: compared as they are, a completion
     # counted twice (or not at all) under faults is a state difference.
-    counters = {item["request_id"]: _plain(item["completed"]) for item in items if item["request_id"][0] == "#"}
+    counters = {
+        item["request_id"]: _plain(item["completed"]) for item in items if item["request_id"][0] == "#"
+    }
     request_items = [item for item in items if item["request_id"][0] != "#"]
     subjects = {item["request_id"]: item["subject_id"] for item in request_items}
     tables = {}
