@@ -179,6 +179,7 @@ class EmrTransientClusterOperator(EmrCreateJobFlowOperator):
     def __init__(self, **kwargs: Any) -> None:
         # The request is complete as it is: no EMR connection merges hidden defaults into it.
         super().__init__(emr_conn_id=None, **kwargs)
+        self._job_flow_id: str | None = None  # on_kill (the provider's) terminates it once set
 
     def execute(self, context: Any) -> None:
         cluster_id = self.hook.create_job_flow(self.job_flow_overrides)["JobFlowId"]
