@@ -75,6 +75,8 @@ def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_s
     emr = aws.client("emr")
     (cluster,) = emr.list_clusters()["Clusters"]
     assert emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Status"]["State"] == "TERMINATED"
+    terminations = aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
+    assert [request["body"] for request in terminations] == [{"JobFlowIds": [cluster["Id"]]}]
     (run_job_flow,) = [r["body"] for r in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")]
     fleets = {f["InstanceFleetType"]: f for f in run_job_flow["Instances"]["InstanceFleets"]}
     assert "TargetSpotCapacity" in fleets["TASK"]

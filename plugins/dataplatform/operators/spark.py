@@ -162,6 +162,9 @@ class LocalSparkSubmitOperator(BaseOperator):
             pass
 
 
+ENDED_CLUSTER_STATES = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+
+
 class EmrTransientClusterOperator(EmrCreateJobFlowOperator):
     """Run a job's step on an EMR cluster of its own, in one task that lives exactly as long as the cluster.
 
@@ -222,12 +225,16 @@ class EmrTransientClusterOperator(EmrCreateJobFlowOperator):
 
 class EmrTerminateClusterOperator(EmrTerminateJobFlowOperator):
     """Terminate the transient cluster ``job_flow_id`` (a teardown: after a failed, killed or timed-out
-    ``run_on_cluster`` too); TerminateJobFlows on a cluster that has already ended changes nothing. Skipped
-    when no cluster was created (RunJobFlow failed, or the job's task never ran)."""
+    ``run_on_cluster`` too). A cluster that has already ended is left as it is (its end time and state
+    stay EMR's); skipped when no cluster was created (RunJobFlow failed, or the job's task never ran)."""
 
     def execute(self, context: Any) -> None:
         if not self.job_flow_id:
             raise AirflowSkipException("no EMR cluster was created: nothing to terminate")
+        status = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]
+        if status["State"] in ENDED_CLUSTER_STATES:
+            self.log.info("EMR cluster %s has already ended (%s)", self.job_flow_id, status["State"])
+            return
         super().execute(context)
 
 
