@@ -288,7 +288,8 @@ def test_emr_transient_cluster_runs_its_step_from_the_request_and_ends_with_it(a
         "partition_profile.record_cost": "success",
     }
     assert dagrun.state == "success"
-    assert dagrun.get_task_instance("partition_profile.run_on_cluster").xcom_pull() == cluster_id
+    ti = dagrun.get_task_instance("partition_profile.run_on_cluster")
+    assert ti.xcom_pull(task_ids="partition_profile.run_on_cluster") == cluster_id
     # The teardown (there for a failed, killed or timed-out task) leaves a cluster that has ended alone.
     assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
     # moto's EMR lists neither instances nor fleets: a record that says why, and no cost (never zero).
