@@ -305,7 +305,7 @@ def test_emr_transient_cluster_runs_its_step_from_the_request_and_ends_with_it(a
     }
 
 
-def test_emr_transient_cluster_whose_step_fails_fails_the_task_and_is_torn_down(aws, airflow_db):
+def test_emr_transient_cluster_whose_step_fails_fails_the_task_and_is_torn_down(aws, airflow_db, capfd):
     """The step fails: EMR ends the cluster with errors; the task fails naming the step (read with
     ListSteps, not inferred from the cluster), the teardown still runs, and the cost record is written."""
     dagrun, cluster_id = transient_run(aws, "test_spark_emr_transient_failed", "FAILED", "exit code 1")
@@ -316,6 +316,12 @@ def test_emr_transient_cluster_whose_step_fails_fails_the_task_and_is_torn_down(
     )
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["Status"]["State"] == "FAILED"
+    # The task's error, in its log (dag.test prints it).
+    out, err = capfd.readouterr()
+    assert (
+        f"step 'partition_profile' ({step['Id']}) on EMR cluster {cluster_id} is FAILED: exit code 1"
+        in out + err
+    )
     assert states(dagrun) == {
         "partition_profile.run_on_cluster": "failed",
         "partition_profile.terminate_cluster": "success",
