@@ -42,8 +42,9 @@ from every dataset in `gdpr.datasets` (`include/config/<env>.yaml`):
    configured dataset stops the dataset before any change.
 4. **erase_<dataset>** (a task group per `engine: spark` dataset): `plan` writes the job spec (it holds
    the subject ids) under `gdpr.work_uri`; the Spark job runs, Hudi datasets on their own transient EMR
-   cluster when `spark.backend` is EMR or EMR Serverless (instance fleets, Spot task nodes,
-   auto-termination; `terminate_cluster` is a teardown, so the cluster goes also when the step fails),
+   cluster when `spark.backend` is EMR or EMR Serverless (instance fleets, Spot task nodes; `run_on_cluster`
+   creates it with the step in its request and holds an `emr_transient_clusters` slot until it has
+   ended; `terminate_cluster` is a teardown, so the cluster goes also when that task fails or is killed),
    locally as `spark-submit` on the local backend: Hudi `delete` with the BLOOM index, inline compaction
    for merge-on-read, the metadata table compacted, then an empty commit whose clean keeps one commit
    (a job killed before that clean leaves the requests FAILED; the next run finishes the purge); Iceberg `DELETE FROM`,

@@ -70,3 +70,49 @@ class ResendingClient:
             return method(**kwargs)
 
         return resent
+
+
+class EmrStepEnder:
+    """EMR's side of transient clusters, which moto never plays (its steps stay RUNNING and its clusters
+    never end): a thread that ends the running step of every cluster that starts, ``hold_seconds`` after
+    it first saw it, in ``state`` (``MotoServer.end_emr_step``: the cluster then ends as EMR ends it).
+
+    Use as a context manager around the runs. ``ended`` maps each cluster it ended to the step's
+    outcome; ``errors`` holds what went wrong in the thread (checked on exit)."""
+
+    ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
+
+    def __init__(self, server, emr, state: str = "COMPLETED", reason: str | None = None, hold_seconds=0.0):
+        self.server, self.emr = server, emr
+        self.state, self.reason, self.hold_seconds = state, reason, hold_seconds
+        self.ended: dict[str, dict] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EmrStepEnder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self.errors, self.errors
+
+    def _run(self) -> None:
+        import time
+
+        first_seen: dict[str, float] = {}
+        while not self._stop.is_set():
+            try:
+                pages = self.emr.get_paginator("list_clusters").paginate(ClusterStates=self.ACTIVE)
+                alive = [cluster["Id"] for page in pages for cluster in page["Clusters"]]
+                now = time.monotonic()
+                for cluster_id in alive:
+                    seen = first_seen.setdefault(cluster_id, now)
+                    if cluster_id not in self.ended and now - seen >= self.hold_seconds:
+                        self.ended[cluster_id] = self.server.end_emr_step(cluster_id, self.state, self.reason)
+            except Exception as exc:  # reported on exit, in the test's thread
+                self.errors.append(repr(exc))
+                return
+            self._stop.wait(0.2)

@@ -808,6 +808,7 @@ class PoolSettings(_Strict):
     caps); the local stack creates them from here, MWAA imports them (README, *Concurrency limits*)."""
 
     spark_jobs: PoolSpec
+    emr_transient_clusters: PoolSpec
     glue_api: PoolSpec
 
 

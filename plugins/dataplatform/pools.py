@@ -7,11 +7,12 @@ the pool counts deferred tasks). So a pool caps a thing only when one task lives
   ``spark_submit`` (the process lives inside the task), ``start_job_run`` on EMR Serverless and ``run_step``
   on the configured long-lived EMR cluster (both deferred while the job runs, so the pool counts deferred
   tasks). At most ``slots`` Spark jobs run at once across every DAG, backfills included.
-  Not capped: transient EMR clusters (``spark.emr.cluster_id`` empty). A transient cluster lives from
-  ``create_cluster`` to ``terminate_cluster``, three tasks; no task holds it for its lifetime, so a slot
-  taken by ``run_step`` would let the cluster start first and idle, billed, while the step waits for a
-  slot (and the template's 30-minute idle auto-termination would then end it under the waiting step). Those
-  tasks take no slot; README *Concurrency limits* says what bounds them.
+- ``emr_transient_clusters``: ``run_on_cluster``, the task that creates a transient EMR cluster with the
+  job's step in its RunJobFlow request (the cluster ends with the step) and waits, deferred, until the
+  cluster has terminated: the task lives as long as the cluster, so at most ``slots`` transient clusters
+  are billed at once, and a 90-day backfill creates the next cluster only when one has ended. The deferred
+  wait is the cluster's life, so deferred tasks keep their slot. Not ``spark_jobs``: a cluster is a
+  different, larger bill (and account quota: instances, vCPUs) than a step on a shared cluster.
 - ``glue_api``: ``load_partitions`` (one task per table and run), whose work is Glue Data Catalog calls
   (GetPartitions pages, BatchCreatePartition); account-wide Glue quotas are what a 90-day backfill would
   exhaust. Its deferred wait for ``_SUCCESS`` markers calls no Glue API, so deferred tasks hold no slot.
@@ -28,10 +29,11 @@ from __future__ import annotations
 from dataplatform.config import PoolSettings
 
 SPARK_JOBS = "spark_jobs"
+EMR_TRANSIENT_CLUSTERS = "emr_transient_clusters"
 GLUE_API = "glue_api"
 
 # Whether a deferred task keeps its slot: yes where the deferred wait IS the thing capped.
-_INCLUDE_DEFERRED = {SPARK_JOBS: True, GLUE_API: False}
+_INCLUDE_DEFERRED = {SPARK_JOBS: True, EMR_TRANSIENT_CLUSTERS: True, GLUE_API: False}
 
 
 def pool_import_file(pools: PoolSettings) -> dict[str, dict]:

@@ -396,13 +396,13 @@ def wait_attempts(timeout_minutes: int, poll_seconds: int) -> int:
     return max(1, math.ceil(timeout_minutes * 60 / poll_seconds))
 
 
-def emr_step(job: SparkJob, settings: SparkSettings) -> dict[str, Any]:
-    """One command-runner.jar step; CONTINUE on failure, so a transient cluster's teardown task (not EMR)
-    decides when the cluster goes and an existing cluster keeps serving other steps."""
+def emr_step(job: SparkJob, settings: SparkSettings, action_on_failure: str = "CONTINUE") -> dict[str, Any]:
+    """One command-runner.jar step. ``CONTINUE`` on failure for a configured cluster, which keeps serving
+    other steps; a transient cluster's step says ``TERMINATE_CLUSTER`` (``transient_cluster_config``)."""
     code_uri = _code_uri(settings)
     return {
         "Name": job.name,
-        "ActionOnFailure": "CONTINUE",
+        "ActionOnFailure": action_on_failure,
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
             "Args": [
@@ -455,13 +455,18 @@ def transient_cluster_config(
     template_path: str | Path,
     settings: SparkSettings,
     name: str,
+    step: Mapping[str, Any],
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The RunJobFlow request for a transient cluster: the template with name, release label, log URI and
-    tags filled in. A relative ``template_path`` is relative to the repository root.
+    """The RunJobFlow request for a transient cluster that runs ``step`` and ends with it: the template with
+    name, release label, log URI, tags and the step filled in. A relative ``template_path`` is relative to
+    the repository root.
 
-    The template must keep the cluster alive without steps (steps are added after creation) and must
-    install Spark; a template that does not fails here, before any cluster is billed.
+    The step travels in the request and says ``TERMINATE_CLUSTER`` on failure, and the template must not
+    keep the cluster alive without steps: so the cluster ends when its step ends (``TERMINATED`` after a
+    completed step, ``TERMINATED_WITH_ERRORS`` after a failed one), and the one task that waits for that
+    end lives exactly as long as the cluster (it holds the ``emr_transient_clusters`` pool's slot). The
+    template must also install Spark. A template that breaks either fails here, before any cluster is billed.
     """
     path = Path(template_path)
     if not path.is_absolute():
@@ -475,11 +480,14 @@ def transient_cluster_config(
     if not isinstance(config, dict):
         raise ValueError(f"EMR cluster template {path} must hold one JSON object")
     instances = config.get("Instances")
-    if not isinstance(instances, dict) or instances.get("KeepJobFlowAliveWhenNoSteps") is not True:
+    if not isinstance(instances, dict) or instances.get("KeepJobFlowAliveWhenNoSteps") is not False:
         raise ValueError(
-            f"EMR cluster template {path}: Instances.KeepJobFlowAliveWhenNoSteps must be true (steps are "
-            "added after the cluster is created; without it the cluster ends before they arrive)"
+            f"EMR cluster template {path}: Instances.KeepJobFlowAliveWhenNoSteps must be false (the cluster "
+            "runs the step given in the request and must end with it; alive, it would idle, billed, "
+            "after the task that holds its pool slot has ended)"
         )
+    if "Steps" in config:
+        raise ValueError(f"EMR cluster template {path}: Steps must not be set (the job's step is added)")
     applications = [app.get("Name") for app in config.get("Applications", []) if isinstance(app, dict)]
     if "Spark" not in applications:
         raise ValueError(f"EMR cluster template {path}: Applications must include Spark, got {applications}")
@@ -493,7 +501,35 @@ def transient_cluster_config(
     if tags:
         kept = [tag for tag in config.get("Tags", []) if tag.get("Key") not in tags]
         config["Tags"] = [*kept, *({"Key": key, "Value": value} for key, value in tags.items())]
+    config["Steps"] = [{**step, "ActionOnFailure": "TERMINATE_CLUSTER"}]
     return config
+
+
+def unfinished_steps(cluster_id: str, steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the steps of a transient cluster (ListSteps' ``Steps``) did not all complete, or None when
+    they did: each step that did not, by name, id, state and failure reason. No step at all is a failure
+    too (the cluster ended before its step was accepted)."""
+    if not steps:
+        return f"EMR cluster {cluster_id} ended without running its step"
+    lines = []
+    for step in steps:
+        status = step.get("Status", {})
+        state = status.get("State", "UNKNOWN")
+        if state == "COMPLETED":
+            continue
+        failure = status.get("FailureDetails") or {}
+        reason = (
+            failure.get("Message")
+            or failure.get("Reason")
+            or (status.get("StateChangeReason") or {}).get("Message")
+        )
+        line = f"step {step.get('Name')!r} ({step.get('Id')}) on EMR cluster {cluster_id} is {state}"
+        if reason:
+            line += f": {reason}"
+        if failure.get("LogFile"):
+            line += f" (log: {failure['LogFile']})"
+        lines.append(line)
+    return "; ".join(lines) or None
 
 
 # -- packaging -----------------------------------------------------------------------------------------

@@ -177,6 +177,8 @@ CASES: dict[str, dict[str, Any]] = {
     "health.deadlines.benchmark_pricing_minutes": {"negative": -1, "string": "1h"},
     "pools.spark_jobs.slots": {"zero": 0, "too_many": 1025, **INT_VALUES},
     "pools.glue_api.description": {"empty": "", "newline": "Glue\nloads", "int": 5, "huge": "x" * 301},
+    "pools.emr_transient_clusters.slots": {"zero": 0, "too_many": 1025, **INT_VALUES},
+    "pools.emr_transient_clusters.description": {"empty": "", "newline": "EMR\nclusters", "int": 5},
 }
 # Keys that do not exist (typos, or keys of another section), and required keys left out.
 UNKNOWN = {
@@ -195,6 +197,7 @@ UNKNOWN = {
     "deadlines": ("health.deadlines.recon_minutes", 5),
     "pool": ("pools.iceberg_commits", {"slots": 1, "description": "a pool no task uses"}),
     "pool_key": ("pools.glue_api.include_deferred", True),
+    "emr_pool_key": ("pools.emr_transient_clusters.include_deferred", False),
 }
 REQUIRED = [
     "env",
@@ -215,6 +218,8 @@ REQUIRED = [
     "pools",
     "pools.glue_api",
     "pools.spark_jobs.slots",
+    "pools.emr_transient_clusters",
+    "pools.emr_transient_clusters.description",
 ]
 
 

@@ -57,21 +57,22 @@ def test_the_aws_config_gives_clickstream_a_spark_group_on_a_transient_emr_clust
     job = f"{GROUP}.iceberg_clickstream"
     assert {
         f"{GROUP}.plan",
-        f"{job}.create_cluster",
-        f"{job}.run_step",
+        f"{job}.run_on_cluster",
         f"{job}.terminate_cluster",
+        f"{job}.record_cost",
         f"{GROUP}.finish",
     } <= ids
     # orders stays on pyiceberg: no group of its own.
     assert not any(task_id.startswith("spark_orders") for task_id in ids)
 
     assert dag.get_task(f"{GROUP}.plan").upstream_task_ids == {"select_tables"}
-    assert dag.get_task(f"{job}.create_cluster").upstream_task_ids == {f"{GROUP}.plan"}
-    # finish waits for the step (not for the teardown) and reads the plan's XCom.
-    assert dag.get_task(f"{GROUP}.finish").upstream_task_ids == {f"{job}.run_step", f"{GROUP}.plan"}
+    assert dag.get_task(f"{job}.run_on_cluster").upstream_task_ids == {f"{GROUP}.plan"}
+    # finish waits for the step's cluster (not for the teardown) and reads the plan's XCom.
+    assert dag.get_task(f"{GROUP}.finish").upstream_task_ids == {f"{job}.run_on_cluster", f"{GROUP}.plan"}
     assert dag.get_task(f"{job}.terminate_cluster").is_teardown
 
-    args = dag.get_task(f"{job}.run_step").steps[0]["HadoopJarStep"]["Args"]
+    (step,) = dag.get_task(f"{job}.run_on_cluster").job_flow_overrides["Steps"]
+    args = step["HadoopJarStep"]["Args"]
     conf = {args[i + 1] for i, arg in enumerate(args) if arg == "--conf"}
     assert {
         "spark.sql.extensions=org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
@@ -94,7 +95,8 @@ def test_the_aws_config_gives_clickstream_a_spark_group_on_a_transient_emr_clust
 def test_the_spec_argument_renders_to_the_plans_uri_as_a_string(use_config):
     """The DAG renders templates as native objects: the step's arguments must stay strings."""
     use_config(CONFIG_DIR / "aws.yaml")
-    run_step = parse_dag().get_task(f"{GROUP}.iceberg_clickstream.run_step")
+    dag = parse_dag()
+    run = dag.get_task(f"{GROUP}.iceberg_clickstream.run_on_cluster")
     spec_uri = "s3://example-datalake-ops/reports/iceberg_maintenance/manual__x/clickstream.spark_spec.json"
 
     class TI:
@@ -102,8 +104,9 @@ def test_the_spec_argument_renders_to_the_plans_uri_as_a_string(use_config):
             assert task_ids == f"{GROUP}.plan"
             return {"spec_uri": spec_uri, "report_uri": "s3://x/y.json", "dry_run": False}
 
-    steps = run_step.render_template(run_step.steps, {"ti": TI()})
-    args = steps[0]["HadoopJarStep"]["Args"]
+    request = run.render_template(run.job_flow_overrides, {"ti": TI(), "dag": dag, "run_id": "manual__x"})
+    assert request["Name"] == "iceberg_clickstream (iceberg_maintenance manual__x)"
+    args = request["Steps"][0]["HadoopJarStep"]["Args"]
     assert args[-2:] == ["--spec", spec_uri]
     assert all(isinstance(arg, str) for arg in args)
 

@@ -1,7 +1,8 @@
 """Pools: which tasks take a slot of which pool (the task that holds the capped thing for its lifetime,
 on every Spark backend), and the pool definitions the local stack imports and MWAA receives. That the
 scheduler holds a pool's cap, and that the local stack creates the pools and resizes them, is checked in a
-real Airflow by tests/e2e/test_glue_partition_loader_e2e.py."""
+real Airflow by tests/e2e/test_glue_partition_loader_e2e.py (glue_api) and
+tests/e2e/test_emr_cluster_pool_e2e.py (emr_transient_clusters)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from dataplatform.config import CONFIG_DIR, EmrServerlessSettings, EmrSettings, SparkSettings, load_settings
-from dataplatform.pools import GLUE_API, SPARK_JOBS, pool_bulk_request, pool_import_file
+from dataplatform.pools import (
+    EMR_TRANSIENT_CLUSTERS,
+    GLUE_API,
+    SPARK_JOBS,
+    pool_bulk_request,
+    pool_import_file,
+)
 from dataplatform.spark import SparkJob
 
 pytestmark = pytest.mark.unit
@@ -79,16 +86,14 @@ def test_on_emr_and_emr_serverless_the_task_holding_the_job_takes_the_slot():
     assert group_pools(serverless) == {"job.start_job_run": SPARK_JOBS, "job.record_cost": "default_pool"}
 
 
-def test_a_transient_clusters_tasks_take_no_slot():
-    """No task lives as long as a transient cluster; a slot on the step would let the cluster idle,
-    billed, while the step waited for it (dataplatform.pools)."""
+def test_a_transient_cluster_is_held_by_one_task_in_the_cluster_pool():
+    """run_on_cluster lives from RunJobFlow to the cluster's termination, deferred while it waits
+    (dataplatform.pools); the teardowns take no slot: a terminate waiting for one would leave a cluster."""
     transient = SparkSettings(backend="emr", code_uri=CODE_URI)
-    assert set(group_pools(transient).values()) == {"default_pool"}
-    assert set(group_pools(transient)) == {
-        "job.create_cluster",
-        "job.run_step",
-        "job.terminate_cluster",
-        "job.record_cost",
+    assert group_pools(transient) == {
+        "job.run_on_cluster": EMR_TRANSIENT_CLUSTERS,
+        "job.terminate_cluster": "default_pool",
+        "job.record_cost": "default_pool",
     }
 
 
@@ -104,6 +109,12 @@ def test_the_pool_definitions_come_from_the_config_and_fit_airflows_api(env):
             "slots": pools.spark_jobs.slots,
             "description": pools.spark_jobs.description,
             # The EMR and EMR Serverless job tasks wait deferred: the wait is the job.
+            "include_deferred": True,
+        },
+        EMR_TRANSIENT_CLUSTERS: {
+            "slots": pools.emr_transient_clusters.slots,
+            "description": pools.emr_transient_clusters.description,
+            # run_on_cluster waits deferred for the cluster's termination: the wait is the cluster.
             "include_deferred": True,
         },
         GLUE_API: {

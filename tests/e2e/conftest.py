@@ -3,11 +3,18 @@ starting one takes minutes, so the README-command test and the lake-health page'
 same. Its tests run one after the other, where the first of them would (``pytest_collection_modifyitems``),
 and the stack is stopped right after the last of them, with the same checks as every stop of `make up`
 (nothing left running, ports free: ``assert_stopped_completely``), so it never idles beside the other
-e2e modules' own stacks."""
+e2e modules' own stacks.
+
+The shared stack loads one more DAG bundle than a user's, ``tests/e2e/dags`` (``E2E_DAG_BUNDLES``):
+DAGs that exist for its tests only (``e2e_emr_cluster_pool``: a Spark job on transient EMR clusters,
+where the stack's config runs Spark locally). The repository's ``dags/`` stay the ``dags-folder`` bundle.
+"""
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +22,27 @@ from tests.e2e.up_stack import BANNER_DONE, UpProcess, assert_stopped_completely
 
 SHARED = "running_up_stack"
 _running: list[UpProcess] = []
+E2E_DAG_BUNDLES = {
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+        [
+            {
+                "name": "dags-folder",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {},
+            },
+            {
+                "name": "e2e-dags",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(Path(__file__).parent / "dags")},
+            },
+        ]
+    )
+}
 
 
 @pytest.fixture(scope="session")
 def running_up_stack():
-    with up_stack() as stack:
+    with up_stack(E2E_DAG_BUNDLES) as stack:
         stack.wait_for_line(BANNER_DONE)
         _running.append(stack)
         yield stack

@@ -34,7 +34,7 @@ class UpProcess:
     """``python -m dataplatform.devstack up`` in a session of its own (as a shell runs a job), its
     output collected line by line, and every process it starts sampled while it runs."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
         self.home = tmp / "airflow"
         self.env_file = tmp / "airflow.env"
         self.port = free_port()
@@ -60,6 +60,7 @@ class UpProcess:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
         self.root = psutil.Process(self.process.pid)
@@ -167,12 +168,13 @@ def assert_stopped_completely(stack: UpProcess) -> None:
 
 
 @contextlib.contextmanager
-def up_stack() -> Iterator[UpProcess]:
-    """A ``make up`` stack starting in a temporary directory; killed (whatever is left of it) at the end."""
+def up_stack(env: dict[str, str] | None = None) -> Iterator[UpProcess]:
+    """A ``make up`` stack starting in a temporary directory (``env``: added to the environment it starts
+    in); killed (whatever is left of it) at the end."""
     # Not pytest's tmp_path (0700): under root the postgres OS user must reach the cluster in the home.
     directory = Path(tempfile.mkdtemp(prefix="dataplatform-up-e2e-"))
     directory.chmod(0o711)
-    stack = UpProcess(directory)
+    stack = UpProcess(directory, env)
     try:
         yield stack
     finally:

@@ -1,9 +1,9 @@
 """The Spark side of gdpr_erasure against moto, run with ``dag.test()`` on a config with the EMR backend
 that adds a Hudi dataset: the AWS path, where Hudi deletes run on a transient cluster. moto proves wiring, never results: its EMR
-steps stay RUNNING, so the step wait times out, and what is checked is the lifecycle around it: the
-transient cluster is created from the template, gets the delete step with the job spec, and is torn down
-although the step failed; the requests stay retriable with the reason; no subject id leaks into the
-cluster request or the step."""
+steps stay RUNNING and its clusters never end, so the wait for the cluster's end times out, and what is
+checked is the lifecycle around it: the transient cluster is created from the template with the delete
+step (and the job spec) in its request, and is torn down although the task that held it failed; the
+requests stay retriable with the reason; no subject id leaks into the cluster request or the step."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def hudi_config(aws, airflow_db, tmp_path, monkeypatch):
         # tests/integration/test_gdpr_hudi_dag.py).
         "backend": "emr",
         "code_uri": "s3://ops-code/releases/7/",
-        # One poll, no sleep: moto's steps never finish, so the wait fails at its first look.
+        # One poll, no sleep: moto's clusters never end, so the wait fails at its first look.
         "emr": {"step_timeout_minutes": 1, "poll_seconds": 60, "log_uri": "s3://ops-logs/emr/"},
     }
     raw["gdpr"]["datasets"]["app_logs"] = HUDI_DATASET
@@ -64,8 +64,8 @@ def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_s
     group = "erase_app_logs."
     states = task_states(run)
     assert states[group + "plan[-1]"] == "success"
-    assert states[group + "gdpr_app_logs.create_cluster[-1]"] == "success"
-    assert states[group + "gdpr_app_logs.run_step[-1]"] == "failed"
+    # The cluster outlived the wait (its step still RUNNING): the task fails, the teardown ends it.
+    assert states[group + "gdpr_app_logs.run_on_cluster[-1]"] == "failed"
     assert states[group + "gdpr_app_logs.terminate_cluster[-1]"] == "success"
     assert states[group + "gdpr_app_logs.record_cost[-1]"] == "success"
     assert states[group + "record[-1]"] == "success"
@@ -75,12 +75,16 @@ def test_a_hudi_dataset_runs_on_a_transient_cluster_that_is_torn_down_when_the_s
     emr = aws.client("emr")
     (cluster,) = emr.list_clusters()["Clusters"]
     assert emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Status"]["State"] == "TERMINATED"
+    terminations = aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
+    assert [request["body"] for request in terminations] == [{"JobFlowIds": [cluster["Id"]]}]
     (run_job_flow,) = [r["body"] for r in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")]
     fleets = {f["InstanceFleetType"]: f for f in run_job_flow["Instances"]["InstanceFleets"]}
-    assert "TargetSpotCapacity" in fleets["TASK"] and run_job_flow["AutoTerminationPolicy"]
-    ((step,),) = [
-        r["body"]["Steps"] for r in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
-    ]
+    assert "TargetSpotCapacity" in fleets["TASK"]
+    # The step is in the request and the cluster ends with it: no step is added afterwards.
+    assert run_job_flow["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    (step,) = run_job_flow["Steps"]
+    assert step["ActionOnFailure"] == "TERMINATE_CLUSTER"
+    assert not aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
     args = step["HadoopJarStep"]["Args"]
     spec_uri = args[args.index("--spec") + 1]
     assert spec_uri.startswith(settings().gdpr.work_uri + "app_logs/") and spec_uri.endswith("/spec.json")

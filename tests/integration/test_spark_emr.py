@@ -1,8 +1,10 @@
 """The EMR and EMR Serverless backends against the moto server, run with dag.test().
 
 moto proves wiring, never results: EMR steps stay RUNNING forever (so a step wait can only time out) and
-EMR Serverless job runs report SUCCESS at once. The assertions are on the requests the tasks made (the
-recorded JSON bodies) and on the state left in moto.
+EMR Serverless job runs report SUCCESS at once. A transient cluster's step is ended here as EMR would end
+it (``EmrStepEnder``, the endpoint's ``emr/end-step``: the cluster then terminates, with errors after a
+failed step). The assertions are on the requests the tasks made (the recorded JSON bodies) and on the
+state left in moto.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from dataplatform.config import EmrServerlessSettings, EmrSettings, SparkSettings
 from dataplatform.spark import SparkJob, SparkSizing
 from tests.airflow_helpers import extra_links, serialize_to_db
+from tests.moto_helpers import EmrStepEnder
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +76,8 @@ EXPECTED_STEP = {
 }
 # One poll, no sleep: moto's steps never finish, so the wait fails at its first look.
 FAST_EMR = {"step_timeout_minutes": 1, "poll_seconds": 60}
+# A transient cluster whose step EmrStepEnder ends: the wait polls every second until the cluster ended.
+TRANSIENT_EMR = {"step_timeout_minutes": 1, "poll_seconds": 1}
 
 
 def build_dag(dag_id: str, spark_settings: SparkSettings):
@@ -114,28 +119,31 @@ def test_transient_cluster_group_wires_into_a_dag_with_a_teardown():
     upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
     assert upstream == {
         "extract": [],
-        "partition_profile.create_cluster": ["extract"],
-        "partition_profile.run_step": ["partition_profile.create_cluster"],
-        "partition_profile.terminate_cluster": [
-            "partition_profile.create_cluster",
-            "partition_profile.run_step",
-        ],
+        "partition_profile.run_on_cluster": ["extract"],
+        "partition_profile.terminate_cluster": ["partition_profile.run_on_cluster"],
         # After the termination, when the cluster's end time is known.
         "partition_profile.record_cost": [
-            "partition_profile.create_cluster",
+            "partition_profile.run_on_cluster",
             "partition_profile.terminate_cluster",
         ],
-        # Downstream work waits for the step, not for the cluster to go or its cost.
-        "load": ["partition_profile.run_step"],
+        # Downstream work waits for the job's cluster, not for the teardowns.
+        "load": ["partition_profile.run_on_cluster"],
     }
-    create = dag.task_dict["partition_profile.create_cluster"]
+    run = dag.task_dict["partition_profile.run_on_cluster"]
     terminate = dag.task_dict["partition_profile.terminate_cluster"]
-    assert create.is_setup and terminate.is_teardown
+    # Not a setup: a group whose only work task is a setup has no leaf, and `>> load` would skip it.
+    assert not run.is_setup and terminate.is_teardown
     assert dag.task_dict["partition_profile.record_cost"].is_teardown
-    # Runs whenever the setup created a cluster, whatever happened to the step.
+    # Runs whatever happened to the job's task: also when it failed, was killed or timed out.
     assert terminate.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
-    assert create.emr_conn_id is None
-    for task in (create, dag.task_dict["partition_profile.run_step"], terminate):
+    assert run.emr_conn_id is None
+    assert (run.pool, run.deferrable, run.waiter_delay, run.waiter_max_attempts) == (
+        "emr_transient_clusters",
+        True,
+        60,
+        1,
+    )
+    for task in (run, terminate):
         assert (task.aws_conn_id, task.region_name) == ("aws_default", "us-east-1")
         assert task.botocore_config == {
             "retries": {"mode": "adaptive", "max_attempts": 10},
@@ -212,34 +220,42 @@ def test_emr_existing_cluster_gets_the_step(aws, airflow_db):
 # -- EMR: a transient cluster ----------------------------------------------------------------------------
 
 
-def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails(aws, airflow_db):
+def transient_run(aws, dag_id: str, step_state: str, reason: str | None = None):
+    """One dag.test() run of the job on a transient cluster whose step EMR ends in ``step_state``."""
     settings = SparkSettings(
         backend="emr",
         code_uri=CODE_URI,
-        emr=EmrSettings(release_label="emr-7.2.0", log_uri="s3://ops-logs/emr/", **FAST_EMR),
+        emr=EmrSettings(release_label="emr-7.2.0", log_uri="s3://ops-logs/emr/", **TRANSIENT_EMR),
     )
-    dag = build_dag("test_spark_emr_transient", settings)
-    prefix = "partition_profile."
+    dag = build_dag(dag_id, settings)
     assert sorted(dag.task_dict) == [
-        prefix + "create_cluster",
-        prefix + "record_cost",
-        prefix + "run_step",
-        prefix + "terminate_cluster",
+        "partition_profile.record_cost",
+        "partition_profile.run_on_cluster",
+        "partition_profile.terminate_cluster",
     ]
-    assert dag.task_dict[prefix + "terminate_cluster"].is_teardown
     aws.server.start_recording()
+    emr = aws.client("emr")
+    with EmrStepEnder(aws.server, emr, step_state, reason) as ender:
+        dagrun = dag.test(logical_date=LOGICAL_DATE)
+    (cluster,) = emr.list_clusters()["Clusters"]
+    assert list(ender.ended) == [cluster["Id"]]
+    return dagrun, cluster["Id"]
 
-    dagrun = dag.test(logical_date=LOGICAL_DATE)
+
+def test_emr_transient_cluster_runs_its_step_from_the_request_and_ends_with_it(aws, airflow_db):
+    dagrun, cluster_id = transient_run(aws, "test_spark_emr_transient_ok", "COMPLETED")
 
     (run_job_flow,) = [
         request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.RunJobFlow")
     ]
-    assert run_job_flow["Name"] == f"partition_profile (test_spark_emr_transient {dagrun.run_id})"
+    assert run_job_flow["Name"] == f"partition_profile (test_spark_emr_transient_ok {dagrun.run_id})"
     assert run_job_flow["ReleaseLabel"] == "emr-7.2.0"
     assert run_job_flow["LogUri"] == "s3://ops-logs/emr/"
     assert run_job_flow["Applications"] == [{"Name": "Spark"}]
-    assert run_job_flow["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
-    assert run_job_flow["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    # The step travels in the request, and the cluster does not outlive it.
+    assert run_job_flow["Steps"] == [{**EXPECTED_STEP, "ActionOnFailure": "TERMINATE_CLUSTER"}]
+    assert run_job_flow["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    assert not aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
     fleets = {fleet["InstanceFleetType"]: fleet for fleet in run_job_flow["Instances"]["InstanceFleets"]}
     assert sorted(fleets) == ["CORE", "MASTER", "TASK"]
     assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1
@@ -261,36 +277,65 @@ def test_emr_transient_cluster_is_created_used_and_torn_down_when_the_step_fails
     }
     assert {"Key": "dataplatform:spark-job", "Value": "partition_profile"} in run_job_flow["Tags"]
 
-    (cluster,) = aws.client("emr").list_clusters()["Clusters"]
-    cluster_id = cluster["Id"]
-    add_steps = [
-        request["body"] for request in aws.server.recorded_requests("ElasticMapReduce.AddJobFlowSteps")
-    ]
-    assert add_steps == [{"JobFlowId": cluster_id, "Steps": [EXPECTED_STEP]}]
-    terminations = aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
-    assert [request["body"] for request in terminations] == [{"JobFlowIds": [cluster_id]}]
-
+    # The task ended when the cluster had: it read the step's outcome, then the teardowns ran.
+    emr = aws.client("emr")
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Status"]["State"] == "COMPLETED"
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
     assert states(dagrun) == {
-        prefix + "create_cluster": "success",
-        prefix + "run_step": "failed",
-        prefix + "terminate_cluster": "success",
-        prefix + "record_cost": "success",
+        "partition_profile.run_on_cluster": "success",
+        "partition_profile.terminate_cluster": "success",
+        "partition_profile.record_cost": "success",
     }
+    assert dagrun.state == "success"
+    ti = dagrun.get_task_instance("partition_profile.run_on_cluster")
+    assert ti.xcom_pull(task_ids="partition_profile.run_on_cluster") == cluster_id
+    # The teardown (there for a failed, killed or timed-out task) leaves a cluster that has ended alone.
+    assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
     # moto's EMR lists neither instances nor fleets: a record that says why, and no cost (never zero).
     (record,) = cost_records(aws)
-    assert record["run_key"] == f"test_spark_emr_transient/{dagrun.run_id}"
+    assert record["run_key"] == f"test_spark_emr_transient_ok/{dagrun.run_id}"
     assert (
         record["pricing_error"] == f"EMR cluster {cluster_id} reports no instances and no capacity to price"
     )
     assert "total_cost" not in record
-    assert dagrun.state == "failed"
-    assert (
-        aws.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
-    )
-    # The cost task links to the cluster it ran on (the create_cluster XCom), even without a price.
-    assert extra_links(dagrun, prefix + "record_cost") == {
+    # The cost task links to the cluster it ran on (the run_on_cluster XCom), even without a price.
+    assert extra_links(dagrun, "partition_profile.record_cost") == {
         "EMR job": f"https://us-east-1.console.aws.amazon.com/emr/home?region=us-east-1#/clusterDetails/{cluster_id}"
     }
+
+
+def test_emr_transient_cluster_whose_step_fails_fails_the_task_and_is_torn_down(aws, airflow_db, capfd):
+    """The step fails: EMR ends the cluster with errors; the task fails naming the step (read with
+    ListSteps, not inferred from the cluster), the teardown still runs, and the cost record is written."""
+    dagrun, cluster_id = transient_run(aws, "test_spark_emr_transient_failed", "FAILED", "exit code 1")
+
+    emr = aws.client("emr")
+    assert (
+        emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED_WITH_ERRORS"
+    )
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Status"]["State"] == "FAILED"
+    # The task's error, in its log (dag.test prints it).
+    out, err = capfd.readouterr()
+    assert (
+        f"step 'partition_profile' ({step['Id']}) on EMR cluster {cluster_id} is FAILED: exit code 1"
+        in out + err
+    )
+    assert states(dagrun) == {
+        "partition_profile.run_on_cluster": "failed",
+        "partition_profile.terminate_cluster": "success",
+        "partition_profile.record_cost": "success",
+    }
+    assert dagrun.state == "failed"
+    # The failed task pushed the cluster id before it deferred: the teardowns found the cluster (ended
+    # by EMR already: nothing to terminate) and priced it.
+    assert not aws.server.recorded_requests("ElasticMapReduce.TerminateJobFlows")
+    (record,) = cost_records(aws)
+    assert record["run_key"] == f"test_spark_emr_transient_failed/{dagrun.run_id}"
+    assert (
+        record["pricing_error"] == f"EMR cluster {cluster_id} reports no instances and no capacity to price"
+    )
 
 
 # -- EMR Serverless --------------------------------------------------------------------------------------

@@ -191,20 +191,25 @@ def test_emr_builders_need_a_code_uri(job):
         spark.emr_serverless_job_driver(job, local)
 
 
-def test_transient_cluster_config_fills_template_from_settings():
+def test_transient_cluster_config_fills_template_from_settings(job):
     settings = emr_settings(release_label="emr-7.2.0", log_uri="s3://ops/emr-logs/")
+    step = spark.emr_step(job, settings)
     config = spark.transient_cluster_config(
         "include/emr/transient_cluster.json",
         settings,
         "partition_profile (dag run)",
+        step=step,
         tags={"dataplatform:spark-job": "partition_profile"},
     )
     assert config["Name"] == "partition_profile (dag run)"
     assert config["ReleaseLabel"] == "emr-7.2.0"
     assert config["LogUri"] == "s3://ops/emr-logs/"
     assert config["Applications"] == [{"Name": "Spark"}]
-    assert config["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
-    assert config["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    # The cluster runs the job's step from its request and ends with it; a failed step ends it with errors.
+    assert config["Steps"] == [{**step, "ActionOnFailure": "TERMINATE_CLUSTER"}]
+    assert step["ActionOnFailure"] == "CONTINUE"  # the step given is not changed
+    assert config["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    assert "AutoTerminationPolicy" not in config  # never idle: it ends with its only step
     assert config["Tags"] == [
         {"Key": "dataplatform:managed-by", "Value": "airflow"},
         {"Key": "dataplatform:spark-job", "Value": "partition_profile"},
@@ -223,26 +228,54 @@ def test_transient_cluster_config_fills_template_from_settings():
     assert "InstanceGroups" not in config["Instances"]
 
 
-def test_transient_cluster_config_without_log_uri_drops_the_key():
-    config = spark.transient_cluster_config("include/emr/transient_cluster.json", emr_settings(), "n")
+def test_transient_cluster_config_without_log_uri_drops_the_key(job):
+    step = spark.emr_step(job, emr_settings())
+    config = spark.transient_cluster_config("include/emr/transient_cluster.json", emr_settings(), "n", step)
     assert "LogUri" not in config
     assert config["ReleaseLabel"] == "emr-7.5.0"  # the EmrSettings default
 
 
-def test_transient_cluster_config_rejects_templates_that_cannot_work(tmp_path):
+def test_transient_cluster_config_rejects_templates_that_cannot_work(tmp_path, job):
+    step = spark.emr_step(job, emr_settings())
     template = json.loads((REPO_ROOT / "include/emr/transient_cluster.json").read_text())
-    template["Instances"]["KeepJobFlowAliveWhenNoSteps"] = False
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(template))
-    with pytest.raises(ValueError, match="KeepJobFlowAliveWhenNoSteps must be true"):
-        spark.transient_cluster_config(bad, emr_settings(), "n")
-    template["Instances"]["KeepJobFlowAliveWhenNoSteps"] = True
+    for alive in (True, None):  # kept alive, or EMR's default for a missing key (alive)
+        template["Instances"]["KeepJobFlowAliveWhenNoSteps"] = alive
+        bad.write_text(json.dumps(template))
+        with pytest.raises(ValueError, match="KeepJobFlowAliveWhenNoSteps must be false"):
+            spark.transient_cluster_config(bad, emr_settings(), "n", step)
+    template["Instances"]["KeepJobFlowAliveWhenNoSteps"] = False
+    bad.write_text(json.dumps({**template, "Steps": [step]}))
+    with pytest.raises(ValueError, match="Steps must not be set"):
+        spark.transient_cluster_config(bad, emr_settings(), "n", step)
     template["Applications"] = [{"Name": "Hive"}]
     bad.write_text(json.dumps(template))
     with pytest.raises(ValueError, match="Applications must include Spark"):
-        spark.transient_cluster_config(bad, emr_settings(), "n")
+        spark.transient_cluster_config(bad, emr_settings(), "n", step)
     with pytest.raises(ValueError, match="not found"):
-        spark.transient_cluster_config(tmp_path / "missing.json", emr_settings(), "n")
+        spark.transient_cluster_config(tmp_path / "missing.json", emr_settings(), "n", step)
+
+
+def _listed_step(state: str, **status) -> dict:
+    return {"Id": "s-1", "Name": "partition_profile", "Status": {"State": state, **status}}
+
+
+def test_unfinished_steps_names_each_step_its_state_and_why():
+    assert spark.unfinished_steps("j-1", [_listed_step("COMPLETED")]) is None
+    failed = _listed_step(
+        "FAILED",
+        FailureDetails={"Reason": "Unknown", "Message": "Exception in thread main", "LogFile": "s3://l/s-1/"},
+    )
+    assert spark.unfinished_steps("j-1", [failed]) == (
+        "step 'partition_profile' (s-1) on EMR cluster j-1 is FAILED: Exception in thread main (log: s3://l/s-1/)"
+    )
+    # Without failure details, the state change reason; a step still running (the wait timed out) fails too.
+    cancelled = _listed_step("CANCELLED", StateChangeReason={"Message": "cluster terminated"})
+    assert spark.unfinished_steps("j-1", [cancelled, _listed_step("RUNNING")]) == (
+        "step 'partition_profile' (s-1) on EMR cluster j-1 is CANCELLED: cluster terminated; "
+        "step 'partition_profile' (s-1) on EMR cluster j-1 is RUNNING"
+    )
+    assert spark.unfinished_steps("j-1", []) == "EMR cluster j-1 ended without running its step"
 
 
 # -- EMR Serverless ------------------------------------------------------------------------------------

@@ -14,6 +14,10 @@ request:
 
 The plan can be replaced at runtime (``POST /_dataplatform/faults`` with a plan, ``{}`` for off), so a
 stack seeds its data without faults and then runs its DAGs with them.
+
+``POST /_dataplatform/emr/end-step`` ``{"cluster_id", "state": "COMPLETED" | "FAILED", "reason"}`` does
+what EMR does when a cluster's running step ends, which moto never does (its steps stay RUNNING and its
+clusters never end by themselves): ``end_emr_step``.
 """
 
 from __future__ import annotations
@@ -167,11 +171,44 @@ class FaultInjector:
                 self.stats.reset()
             elif name == "phase" and method == "POST":
                 self.log.phase = str(document.get("phase", ""))
+            elif name == "emr/end-step" and method == "POST":
+                return _json(start_response, 200, end_emr_step(document))
             elif not (name == "faults" and method == "GET"):
                 return _json(start_response, 404, {"error": f"no control {method} {path}"})
         except ValueError as error:
             return _json(start_response, 400, {"error": str(error)})
         return _json(start_response, 200, {"plan": json.loads(self.plan.to_json()), **self.stats.as_dict()})
+
+
+def end_emr_step(document: dict) -> dict:
+    """The cluster's running step ends in ``state``, and the cluster as EMR ends it: a failed step whose
+    ``ActionOnFailure`` is ``TERMINATE_CLUSTER`` terminates it with errors; a cluster that does not stay
+    alive without steps terminates when its last step has ended. Returns the step's and cluster's states."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.utils import utcnow
+    from moto.emr.models import emr_backends
+
+    state = document.get("state")
+    if state not in ("COMPLETED", "FAILED"):
+        raise ValueError(f"state must be COMPLETED or FAILED, got {state!r}")
+    backend = emr_backends[DEFAULT_ACCOUNT_ID][document.get("region", "us-east-1")]
+    cluster = backend.clusters.get(str(document.get("cluster_id")))
+    if cluster is None:
+        raise ValueError(f"no EMR cluster {document.get('cluster_id')!r}")
+    running = [step for step in cluster.steps if step.state == "RUNNING"]
+    if not running:
+        raise ValueError(f"EMR cluster {cluster.id} has no running step")
+    step = running[0]
+    step.state, step.end_date_time = state, utcnow()
+    if document.get("reason"):
+        step.last_state_change_reason = str(document["reason"])
+    pending = [other for other in cluster.steps if other.state == "PENDING"]
+    if state == "FAILED" and step.action_on_failure == "TERMINATE_CLUSTER":
+        cluster.terminate()
+        cluster.state = "TERMINATED_WITH_ERRORS"
+    elif not pending and not cluster.keep_job_flow_alive_when_no_steps:
+        cluster.terminate()
+    return {"step_id": step.id, "step_state": step.state, "cluster_state": cluster.state}
 
 
 class _ConnectionDropped(ConnectionResetError):

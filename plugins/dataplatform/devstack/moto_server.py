@@ -146,6 +146,11 @@ class MotoServer:
         """Label the request-log lines that follow (the DAG run that is running: the IAM check reads it)."""
         self._post("/_dataplatform/phase", json.dumps({"phase": label}).encode())
 
+    def end_emr_step(self, cluster_id: str, state: str, reason: str | None = None) -> dict:
+        """End the running step of ``cluster_id`` as EMR would (``aws_endpoint.end_emr_step``)."""
+        document = {"cluster_id": cluster_id, "state": state, "reason": reason}
+        return json.loads(self._post("/_dataplatform/emr/end-step", json.dumps(document).encode()))
+
     def start_recording(self) -> None:
         self._post("/moto-api/recorder/reset-recording")
         self._post("/moto-api/recorder/start-recording")

@@ -26,7 +26,7 @@ def spark_datasets() -> list[str]:
 
 def spark_settings_for(dataset: GdprDataset, configured: SparkSettings) -> SparkSettings:
     """In AWS (``spark.backend`` emr or emr_serverless) Hudi deletes run on their own transient EMR
-    cluster (instance fleets, Spot task nodes, auto-termination: ``include/emr/transient_cluster.json``),
+    cluster (instance fleets, Spot task nodes, ending with its step: ``include/emr/transient_cluster.json``),
     apart from the clusters that ingest, as in the reference. On the local backend they run as local
     ``spark-submit`` with the locked Hudi bundle. Iceberg with ``engine: spark`` uses the configured
     backend."""

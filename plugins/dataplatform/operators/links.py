@@ -73,7 +73,7 @@ class EmrJobLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         region = operator.region_name
         if operator.backend == "emr":
-            cluster_id = operator.cluster_id  # rendered: the create_cluster XCom or the configured id
+            cluster_id = operator.cluster_id  # rendered: the run_on_cluster XCom or the configured id
             if not cluster_id:
                 return ""
             return _console(region, f"emr/home?region={region}#/clusterDetails/{quote(str(cluster_id))}")

@@ -7,13 +7,17 @@
   task log.
 - ``emr`` with ``spark.emr.cluster_id``: one ``run_step`` task that adds the step and waits for it,
   deferred.
-- ``emr`` without a cluster id: ``create_cluster >> run_step >> terminate_cluster``; the last is a teardown
-  of ``create_cluster``, so the cluster goes also when the step fails or times out.
+- ``emr`` without a cluster id: ``run_on_cluster >> terminate_cluster``. ``run_on_cluster``
+  (``EmrTransientClusterOperator``) creates the cluster with the step in its RunJobFlow request, so the
+  cluster ends with the step, and waits deferred until it has terminated: one task as long as the
+  cluster. ``terminate_cluster`` is a teardown, so the cluster goes also when the task is killed or times
+  out (a no-op on a cluster that ended by itself).
 - ``emr_serverless``: one ``start_job_run`` task, deferred, that cancels the job run when killed.
 
 The task that runs the job from its start to its end (``spark_submit``, ``start_job_run``, ``run_step`` on
-the configured cluster) takes a slot of the ``spark_jobs`` pool; a transient cluster's tasks take none
-(``dataplatform.pools`` says why).
+the configured cluster) takes a slot of the ``spark_jobs`` pool; ``run_on_cluster`` takes a slot of
+``emr_transient_clusters`` instead, which so caps the transient clusters alive at once
+(``dataplatform.pools``).
 
 On EMR and EMR Serverless a ``record_cost`` teardown ends the group: the job run's cost record
 (``dataplatform.pricing.jobs``), so every Spark job the platform runs in AWS has a price. Local runs are
@@ -28,23 +32,28 @@ import signal
 import subprocess
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
+from airflow.providers.amazon.aws.links.emr import EmrClusterLink
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrCreateJobFlowOperator,
     EmrServerlessStartJobOperator,
     EmrTerminateJobFlowOperator,
 )
+from airflow.providers.amazon.aws.triggers.emr import EmrCreateJobFlowTrigger
+from airflow.providers.amazon.aws.utils import validate_execute_complete_event
+from airflow.providers.amazon.aws.utils.waiter import WAITER_POLICY_NAME_MAPPING, WaitPolicy
 from airflow.sdk import Asset, BaseOperator, TaskGroup
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from dataplatform import spark
 from dataplatform.aws import RETRY_CONFIG
 from dataplatform.config import SparkSettings, settings
 from dataplatform.operators import assets
 from dataplatform.operators.links import EmrJobLink
-from dataplatform.pools import SPARK_JOBS
+from dataplatform.pools import EMR_TRANSIENT_CLUSTERS, SPARK_JOBS
 
 
 class LocalSparkSubmitOperator(BaseOperator):
@@ -153,6 +162,82 @@ class LocalSparkSubmitOperator(BaseOperator):
             pass
 
 
+ENDED_CLUSTER_STATES = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+
+
+class EmrTransientClusterOperator(EmrCreateJobFlowOperator):
+    """Run a job's step on an EMR cluster of its own, in one task that lives exactly as long as the cluster.
+
+    ``job_flow_overrides`` is the whole RunJobFlow request (``spark.transient_cluster_config``): it carries
+    the step and lets the cluster end with it. The task creates the cluster, then waits deferred (the
+    provider's ``job_flow_terminated`` waiter) until it has terminated; so a pool slot this task holds,
+    deferred too, is one cluster alive. It then reads the steps (ListSteps) and succeeds only when every
+    step COMPLETED, whatever the cluster's final state says; otherwise it fails naming each step, its
+    state and failure reason.
+
+    The cluster id is pushed as the task's return value as soon as the cluster exists: a task that fails
+    returns nothing, and the teardown that terminates the cluster, and the cost record, must still find it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        # The request is complete as it is: no EMR connection merges hidden defaults into it.
+        super().__init__(emr_conn_id=None, **kwargs)
+        self._job_flow_id: str | None = None  # on_kill (the provider's) terminates it once set
+
+    def execute(self, context: Any) -> None:
+        cluster_id = self.hook.create_job_flow(self.job_flow_overrides)["JobFlowId"]
+        self._job_flow_id = cluster_id
+        context["ti"].xcom_push(key="return_value", value=cluster_id)
+        self.log.info("EMR cluster %s created with its step; waiting until it has terminated", cluster_id)
+        EmrClusterLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_flow_id=cluster_id,
+        )
+        self.defer(
+            trigger=EmrCreateJobFlowTrigger(
+                job_flow_id=cluster_id,
+                aws_conn_id=self.aws_conn_id,
+                waiter_delay=self.waiter_delay,
+                waiter_max_attempts=self.waiter_max_attempts,
+                waiter_name=WAITER_POLICY_NAME_MAPPING[WaitPolicy.WAIT_FOR_STEPS_COMPLETION],
+            ),
+            method_name="execute_complete",
+            # Past the waiter's own limit the task fails, and the teardown terminates the cluster.
+            timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> str:
+        event = validate_execute_complete_event(event)
+        cluster_id = event["job_flow_id"]
+        # The waiter fails on TERMINATED_WITH_ERRORS (a failed step) and on its time limit: either way the
+        # steps say what happened.
+        steps = self.hook.conn.list_steps(ClusterId=cluster_id)["Steps"]
+        problem = spark.unfinished_steps(cluster_id, steps)
+        if problem:
+            waited = "" if event["status"] == "success" else f" (waiting for the cluster: {event['message']})"
+            raise AirflowException(problem + waited)
+        self.log.info("EMR cluster %s terminated after its step completed", cluster_id)
+        return cluster_id
+
+
+class EmrTerminateClusterOperator(EmrTerminateJobFlowOperator):
+    """Terminate the transient cluster ``job_flow_id`` (a teardown: after a failed, killed or timed-out
+    ``run_on_cluster`` too). A cluster that has already ended is left as it is (its end time and state
+    stay EMR's); skipped when no cluster was created (RunJobFlow failed, or the job's task never ran)."""
+
+    def execute(self, context: Any) -> None:
+        if not self.job_flow_id:
+            raise AirflowSkipException("no EMR cluster was created: nothing to terminate")
+        status = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]
+        if status["State"] in ENDED_CLUSTER_STATES:
+            self.log.info("EMR cluster %s has already ended (%s)", self.job_flow_id, status["State"])
+            return
+        super().execute(context)
+
+
 class SparkJobCostOperator(BaseOperator):
     """Write the cost record of the group's job run (``dataplatform.pricing.jobs``): a teardown, so it
     runs when the job fails too (a failed job is billed as well) and never decides the run's state.
@@ -188,6 +273,9 @@ class SparkJobCostOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict:
         from dataplatform.operators.pricing import record_spark_job_cost
+
+        if self.backend == "emr" and not self.job_task_id and not self.cluster_id:
+            raise AirflowSkipException("no transient EMR cluster was created: nothing ran, nothing billed")
 
         return record_spark_job_cost(
             context,
@@ -259,12 +347,12 @@ def _emr_tasks(
         "waiter_delay": emr.poll_seconds,
         "waiter_max_attempts": spark.wait_attempts(emr.step_timeout_minutes, emr.poll_seconds),
     }
-    steps = [spark.emr_step(job, spark_settings)]
+    step = spark.emr_step(job, spark_settings)
     if emr.cluster_id:
         run_step = EmrAddStepsOperator(
             task_id="run_step",
             job_flow_id=emr.cluster_id,
-            steps=steps,
+            steps=[step],
             pool=SPARK_JOBS,
             **job_task,
             **wait,
@@ -282,37 +370,33 @@ def _emr_tasks(
         run_step >> record_cost.as_teardown()
         return
     # job_flow_overrides is templated: the cluster's name carries the DAG and run it belongs to.
-    create = EmrCreateJobFlowOperator(
-        task_id="create_cluster",
+    run = EmrTransientClusterOperator(
+        task_id="run_on_cluster",
         job_flow_overrides=spark.transient_cluster_config(
             emr.cluster_template,
             spark_settings,
             name=f"{job.name} ({{{{ dag.dag_id }}}} {{{{ run_id }}}})",
+            step=step,
             tags={"dataplatform:spark-job": job.name},
         ),
-        # The template is the whole RunJobFlow request: no EMR connection merges hidden defaults into it.
-        emr_conn_id=None,
-        # Steps are accepted while the cluster starts; the step wait below covers provisioning too.
-        wait_for_completion=False,
+        # The slot is held from RunJobFlow to the cluster's termination: the pool caps clusters alive.
+        pool=EMR_TRANSIENT_CLUSTERS,
+        **job_task,
+        **wait,
         **aws_kwargs,
     )
-    # No pool here: a slot taken by the step would let its cluster idle, billed, while it waits.
-    run_step = EmrAddStepsOperator(
-        task_id="run_step", job_flow_id=create.output, steps=steps, **job_task, **wait, **aws_kwargs
-    )
-    terminate = EmrTerminateJobFlowOperator(
-        task_id="terminate_cluster", job_flow_id=create.output, **aws_kwargs
-    )
+    terminate = EmrTerminateClusterOperator(task_id="terminate_cluster", job_flow_id=run.output, **aws_kwargs)
     record_cost = SparkJobCostOperator(
         task_id="record_cost",
         backend="emr",
         region_name=aws_kwargs["region_name"],
         job_name=job.name,
-        cluster_id=create.output,
+        cluster_id=run.output,
     )
-    create >> run_step >> terminate.as_teardown(setups=create)
+    # Teardowns without a setup: a setup's group has no leaf, and `group >> load` must wait for the job.
+    run >> terminate.as_teardown()
     # After the termination: the cluster's end time is known then.
-    terminate >> record_cost.as_teardown(setups=create)
+    terminate >> record_cost.as_teardown()
 
 
 def _emr_serverless_tasks(
