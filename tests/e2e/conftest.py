@@ -5,7 +5,8 @@ and the stack is stopped right after the last of them, with the same checks as e
 (nothing left running, ports free: ``assert_stopped_completely``), so it never idles beside the other
 e2e modules' own stacks.
 
-The shared stack loads one more DAG bundle than a user's, ``tests/e2e/dags`` (``E2E_DAG_BUNDLES``):
+With ``DATAPLATFORM_E2E_EMR_POOL=1`` (the on-demand EMR pool test) the shared stack loads one more DAG
+bundle than a user's, ``tests/e2e/dags`` (``E2E_DAG_BUNDLES``):
 DAGs that exist for its tests only (``e2e_emr_cluster_pool``: a Spark job on transient EMR clusters,
 where the stack's config runs Spark locally). The repository's ``dags/`` stay the ``dags-folder`` bundle.
 """
@@ -13,6 +14,7 @@ where the stack's config runs Spark locally). The repository's ``dags/`` stay th
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -42,7 +44,9 @@ E2E_DAG_BUNDLES = {
 
 @pytest.fixture(scope="session")
 def running_up_stack():
-    with up_stack(E2E_DAG_BUNDLES) as stack:
+    # The extra bundle only for the on-demand EMR pool test: every other test sees a user's stack.
+    bundles = E2E_DAG_BUNDLES if os.environ.get("DATAPLATFORM_E2E_EMR_POOL") == "1" else None
+    with up_stack(bundles) as stack:
         stack.wait_for_line(BANNER_DONE)
         _running.append(stack)
         yield stack
