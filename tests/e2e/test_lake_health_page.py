@@ -187,7 +187,10 @@ def test_the_lake_health_page_after_the_ui_login_shows_the_lakes_figures(running
         seen["reconciliation.backlog"] = int(shown(browser, "[data-figure='reconciliation.backlog'] > td"))
     else:  # no stateless run yet: no ledger table, and the page says why it has no figures
         assert shown(browser, "[data-pipeline=reconciliation] [data-state]") == "unknown"
-        assert "ResourceNotFoundException" in shown(browser, "[data-figure='reconciliation.error'] > td")
+        assert shown(browser, "[data-figure='reconciliation.error'] > td") == (
+            f"DynamoDB table {settings().reconciliation.ledger_table} does not exist yet: "
+            "the first recon_stateless run (setup_tables) creates it"
+        )
     for name in settings().glue.tables:
         seen[f"glue.{name}.newest_partition"] = shown(
             browser, f"[data-pipeline=glue] tr[data-row='{name}'] > td[data-column=newest_partition]"
