@@ -121,13 +121,12 @@ def _serve(
     with signals.deferred():
         moto = stack.enter_context(MotoServer(log_path=home / "moto.log"))
     print(f"moto server: {moto.url}")
-    print("starting airflow standalone (about a minute) while the demo lake is seeded ...", flush=True)
+    seed_local_lake(moto.url)
+    print("starting airflow standalone (about a minute) ...", flush=True)
     env = airflow_env(home, moto.url, database_url=database_url)
     with signals.deferred():
-        airflow = stack.enter_context(StandaloneAirflow(home, env, port=port))  # started
-    # Airflow boots (a first start migrates its database) while the lake is seeded: DAGs start paused,
-    # so nothing runs on a half-seeded lake, and the banner comes after both.
-    seed_local_lake(moto.url)
+        airflow = stack.enter_context(StandaloneAirflow(home, env, port=port))
+    # A first start migrates the database: minutes on a slow or busy machine.
     airflow.start_and_wait(timeout=600)
     with signals.deferred():
         write_env_file(env_file, airflow.env)
