@@ -67,8 +67,9 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_runtest_teardown(item, nextitem):
-    """After the last test on the shared stack: stop it as a user does (SIGTERM) and check it stopped."""
+    """After the last test on the shared stack: stop it as a user does (Ctrl-C: SIGINT to the terminal's
+    process group) and check it stopped."""
     if _running and _uses_shared(item) and not (nextitem and _uses_shared(nextitem)):
         stack = _running.pop()
-        stack.process.send_signal(signal.SIGTERM)
+        os.killpg(stack.process.pid, signal.SIGINT)
         assert_stopped_completely(stack)

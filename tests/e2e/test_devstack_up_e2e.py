@@ -2,9 +2,9 @@
 seeded demo lake, `airflow standalone`; with `--db postgres`, `make up DB=postgres`, unless
 DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
 
-* Stopping it leaves nothing behind, for Ctrl-C (SIGINT to the terminal's process group) pressed again
-  and again while it cleans up (SIGINT, SIGTERM and SIGHUP repeated), `kill` (SIGTERM: how the shared
-  stack below is stopped) and a closed terminal (SIGHUP to the group) while it is still starting: every
+* Stopping it leaves nothing behind, for a closed terminal (SIGHUP to the terminal's process group)
+  followed by more signals while it cleans up (SIGINT, SIGTERM and SIGHUP repeated), Ctrl-C (SIGINT to the
+  group: how the shared stack below is stopped) and `kill` (SIGTERM) while it is still starting: every
   process it started, however deep, is gone and its ports are free. Each signal is tested as the first
   one and each phase (running, cleaning up, starting) is covered; a full start costs minutes, so no
   signal gets a stack of its own (the stop path after the first signal is one and the same).
@@ -12,7 +12,7 @@ DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
   banner's unpause starts the scheduled run for yesterday (green: the demo lake has that day), and the
   README's backfill creates one run per day, each green, seen over the REST API. That test runs on the
   stack it shares with the lake-health page's browser test (tests/e2e/conftest.py), which stops it with
-  SIGTERM after both and checks it stopped completely.
+  Ctrl-C (SIGINT to its group) after both and checks it stopped completely.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def _send_to_group(stack: UpProcess, signum: int) -> None:
         os.killpg(stack.process.pid, signum)
 
 
-def test_ctrl_c_and_more_signals_during_the_clean_up_stop_every_process_of_the_stack(up):
+def test_a_closed_terminal_and_more_signals_during_the_clean_up_stop_every_process_of_the_stack(up):
     up.wait_for_line(BANNER_DONE)
     commands = _commands(up)
     assert "airflow standalone" in commands and MOTO_COMMAND in commands, commands
-    _send_to_group(up, signal.SIGINT)  # Ctrl-C
+    _send_to_group(up, signal.SIGHUP)  # the terminal closed
     up.wait_for_line(": stopping airflow")
-    for _ in range(3):  # pressed again, and the terminal closed, while it cleans up
+    for _ in range(3):  # and signals again while it cleans up
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             _send_to_group(up, signum)
         time.sleep(0.3)
@@ -69,10 +69,10 @@ def test_ctrl_c_and_more_signals_during_the_clean_up_stop_every_process_of_the_s
     assert "already stopping" in up.output
 
 
-def test_a_closed_terminal_while_the_stack_starts_stops_what_has_started(up):
+def test_a_signal_while_the_stack_starts_stops_what_has_started(up):
     up.wait_for_line("starting airflow standalone")
     wait_for(lambda: "airflow standalone" in _commands(up), 120, "airflow standalone to be spawned", 0.2)
-    _send_to_group(up, signal.SIGHUP)
+    up.process.send_signal(signal.SIGTERM)  # kill
     assert_stopped_completely(up)
 
 
@@ -92,7 +92,7 @@ def readme_command(pattern: str) -> str:
 
 
 def test_the_banner_unpause_and_the_readme_backfill_reach_the_running_stack(running_up_stack):
-    # The shared stack (tests/e2e/conftest.py): stopped with SIGTERM and checked after its last test.
+    # The shared stack (tests/e2e/conftest.py): stopped with Ctrl-C and checked after its last test.
     up = running_up_stack
     banner = up.wait_for_line(BANNER_DONE) and up.output
     airflow = up.airflow_client()
