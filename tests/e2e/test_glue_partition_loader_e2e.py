@@ -307,13 +307,18 @@ def test_creating_the_pools_again_resizes_them_without_duplicating(backfill, air
     stored = "SELECT pool, slots, description, include_deferred FROM slot_pool WHERE pool <> 'default_pool'"
     bigger = pools.model_copy(update={"glue_api": pools.glue_api.model_copy(update={"slots": 7})})
     airflow.api("PATCH", "/pools", json=pool_bulk_request(bigger))
+    transient = pools.emr_transient_clusters
     assert sorted(query_metadata_db(airflow.env, stored)) == [
+        ("emr_transient_clusters", transient.slots, transient.description, True),
         ("glue_api", 7, pools.glue_api.description, False),
         ("spark_jobs", pools.spark_jobs.slots, pools.spark_jobs.description, True),
     ]
     created = airflow.create_pools()
-    assert (sorted(created["success"]), created["errors"]) == (["glue_api", "spark_jobs"], [])
-    assert sorted(query_metadata_db(airflow.env, stored))[0][:2] == ("glue_api", pools.glue_api.slots)
+    assert (sorted(created["success"]), created["errors"]) == (
+        ["emr_transient_clusters", "glue_api", "spark_jobs"],
+        [],
+    )
+    assert sorted(query_metadata_db(airflow.env, stored))[1][:2] == ("glue_api", pools.glue_api.slots)
 
 
 def _aware(value) -> datetime:
