@@ -55,9 +55,7 @@ def run(command: Callable[[Output], int]) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         try:
             return command(output)
-        except CommandError as exc:
+        # A table not created yet (a fresh stack) is one line too: it says what creates the table.
+        except (CommandError, TableNotCreatedError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-            return exc.exit_code
-        except TableNotCreatedError as exc:  # a fresh stack: say what creates the table
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            return 1
+            return getattr(exc, "exit_code", 1)
