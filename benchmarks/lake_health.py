@@ -8,7 +8,8 @@ tables with 48 partitions each; 10,000 GDPR requests (80% completed, the rest op
 that some are near or past); 144 reconciliation batches; 500 launches. The baseline reads the same
 figures one table after another the direct way: pyiceberg ``load_table`` per table, the maintenance
 reports found by listing every run of the DAG, every Glue partition (``GetPartitions``), every GDPR
-request of every status loaded. Prints one JSON line; the target (issue 15): the page's data within 2 s.
+request of every status loaded. Prints one JSON line; the target (issue 15): the page's data within 2 s, cold (a new process) and
+warm (a reload: ``figures`` keeps the immutable Iceberg metadata and the report bodies by ETag).
 
     .venv/bin/python benchmarks/lake_health.py [--tables 100] [--requests 10000]
 """
@@ -248,15 +249,23 @@ def main() -> None:
         seed_pricing(config, clients.dynamodb)
         seed_seconds = time.perf_counter() - started
 
-        timings = []
+        from dataplatform.health import figures as health
+
+        # Cold: what a new process (the hourly DAG, a restarted api-server) reads; warm: a page reload,
+        # where nothing was committed since (the Iceberg metadata and report bodies are not read again).
+        cold, warm = [], []
         for _ in range(3):
+            health.forget_cached_reads()
             started = time.perf_counter()
             figures = lake_figures(config, clients, NOW)
-            timings.append(time.perf_counter() - started)
-        from dataplatform.health import figures as health
+            cold.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            lake_figures(config, clients, NOW)
+            warm.append(time.perf_counter() - started)
 
         per_pipeline = {}
         for name in health.DAG_IDS:
+            health.forget_cached_reads()
             started = time.perf_counter()
             getattr(health, f"{name}_figures")(config, clients, NOW)
             per_pipeline[name] = round(time.perf_counter() - started, 2)
@@ -284,14 +293,17 @@ def main() -> None:
         "gdpr_completed_this_month": gdpr["completed_this_month"],
         "findings": len(figures["findings"]),
         "seed_seconds": round(seed_seconds, 1),
-        "figures_seconds_first": round(timings[0], 2),
-        "figures_seconds_best": round(min(timings), 2),
-        "figures_seconds_worst": round(max(timings), 2),
-        "seconds_per_pipeline": per_pipeline,
+        "figures_seconds_cold_best": round(min(cold), 2),
+        "figures_seconds_cold_worst": round(max(cold), 2),
+        "figures_seconds_warm_worst": round(max(warm), 2),
+        "seconds_per_pipeline_cold": per_pipeline,
         "baseline_seconds": round(baseline_seconds, 2),
-        "speedup": round(baseline_seconds / max(timings), 1),
+        "speedup_cold": round(baseline_seconds / max(cold), 1),
     }
-    result["targets_met"] = {"figures_within_2s": result["figures_seconds_worst"] <= 2.0}
+    result["targets_met"] = {
+        "figures_within_2s_cold": result["figures_seconds_cold_worst"] <= 2.0,
+        "figures_within_2s_warm": result["figures_seconds_warm_worst"] <= 2.0,
+    }
     print(json.dumps(result))
 
 

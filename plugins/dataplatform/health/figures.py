@@ -65,7 +65,9 @@ Figures per pipeline:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import json
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -175,28 +177,25 @@ def gdpr_figures(config: Settings, clients: Clients, now: datetime) -> dict[str,
         from dataplatform.gdpr import requests
 
         gdpr = config.gdpr
+        due_by = now + timedelta(days=gdpr.alert_days_before_deadline)
         with table_must_exist(gdpr.requests_table, requests.CREATED_BY):
-            open_requests = requests.open_deadlines(clients.dynamodb, gdpr.requests_table)
+            open_requests = requests.open_requests_due(clients.dynamodb, gdpr.requests_table, due_by)
         urgent = [
             {
                 **request,
                 "days_left": round(requests.days_to_deadline(request["deadline"], now), 2),
                 "overdue": requests.is_overdue(request["deadline"], now),
             }
-            for request in open_requests
-            if requests.days_to_deadline(request["deadline"], now) <= gdpr.alert_days_before_deadline
+            for request in open_requests.due
         ]
         urgent.sort(key=lambda item: (item["deadline"], item["request_id"]))
         overdue = sum(1 for item in urgent if item["overdue"])
         return {
-            "open": len(open_requests),
+            "open": sum(open_requests.by_status.values()),
             "overdue": overdue,
             "due_soon": len(urgent) - overdue,
             "completed_this_month": requests.completed_in_month(clients.dynamodb, gdpr.requests_table, now),
-            "by_status": {
-                status: sum(1 for request in open_requests if request["status"] == status)
-                for status in requests.OPEN_STATUSES
-            },
+            "by_status": open_requests.by_status,
             "alert_days_before_deadline": gdpr.alert_days_before_deadline,
             "urgent": urgent,
         }
@@ -211,10 +210,14 @@ def iceberg_figures(config: Settings, clients: Clients, now: datetime) -> dict[s
     def read() -> dict[str, Any]:
         by_table = {copy["name"]: copy for copy in latest}
         items = list(config.iceberg.tables.items())
+        locations = _metadata_locations(clients.glue, [policy for _, policy in items])
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             tables = list(
                 pool.map(
-                    lambda item: _iceberg_table(clients, now, item[0], item[1], by_table.get(item[0])), items
+                    lambda item: _iceberg_table(
+                        clients, now, item[0], item[1], locations[item[1].identifier], by_table.get(item[0])
+                    ),
+                    items,
                 )
             )
         return {"tables": tables, "maintenance_period_hours": config.health.iceberg_maintenance_period_hours}
@@ -284,25 +287,75 @@ def pricing_figures(config: Settings, clients: Clients, now: datetime) -> dict[s
 # -- one table ----------------------------------------------------------------------------------------------
 
 
-def _iceberg_table(clients: Clients, now: datetime, name: str, policy, latest: dict | None) -> dict[str, Any]:
-    """Snapshots from the table's current metadata file (Glue GetTable, one S3 GET: no manifest is read);
-    the last maintenance from the latest copy of its maintenance report."""
-    import json
+def _metadata_locations(glue: Any, policies: list) -> dict[str, str | Exception]:
+    """Per table identifier, its current metadata file (the Glue table's ``metadata_location``) or why
+    there is none: one paginated GetTables per database, not a GetTable per table (100 tables: one call,
+    and far from Glue's GetTable rate limit)."""
+    found: dict[str, str | Exception] = {}
+    for database in sorted({policy.database for policy in policies}):
+        try:
+            parameters = {
+                table["Name"].lower(): table.get("Parameters", {})
+                for page in glue.get_paginator("get_tables").paginate(DatabaseName=database)
+                for table in page["TableList"]
+            }
+        except Exception as exc:  # a missing database: every table in it shows the error
+            parameters = exc
+        for policy in (p for p in policies if p.database == database):
+            if isinstance(parameters, Exception):
+                found[policy.identifier] = parameters
+            elif policy.table.lower() not in parameters:
+                found[policy.identifier] = _not_found(glue, policy.identifier)
+            elif not parameters[policy.table.lower()].get("metadata_location"):
+                found[policy.identifier] = ValueError(
+                    f"{policy.identifier} has no metadata_location: not an Iceberg table"
+                )
+            else:
+                found[policy.identifier] = parameters[policy.table.lower()]["metadata_location"]
+    return found
+
+
+# An Iceberg metadata file is never rewritten (every commit writes a new one), so its summary is kept by
+# location for the life of the process: a page reload reads only the tables committed to since. Bounded.
+_METADATA_SUMMARIES: dict[str, dict[str, Any]] = {}
+_METADATA_SUMMARIES_MAX = 10_000
+
+
+def _metadata_summary(s3: Any, location: str) -> dict[str, Any]:
+    """``snapshots``, ``refs`` and ``last_updated`` of the metadata file at ``location`` (one S3 GET, once
+    per location)."""
+    summary = _METADATA_SUMMARIES.get(location)
+    if summary is None:
+        bucket, _, key = location.removeprefix("s3://").removeprefix("s3a://").partition("/")
+        metadata = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        summary = {
+            "snapshots": len(metadata.get("snapshots") or []),
+            "refs": len(metadata.get("refs") or {}),
+            "last_updated": _iso(datetime.fromtimestamp(metadata["last-updated-ms"] / 1000, UTC)),
+        }
+        if len(_METADATA_SUMMARIES) >= _METADATA_SUMMARIES_MAX:
+            _METADATA_SUMMARIES.pop(next(iter(_METADATA_SUMMARIES)), None)
+        _METADATA_SUMMARIES[location] = summary
+    return summary
+
+
+def _not_found(glue: Any, identifier: str) -> Exception:
+    """The error GetTable raises for a missing table (what the page showed when it called GetTable)."""
+    error = {"Code": "EntityNotFoundException", "Message": f"Table {identifier} not found."}
+    return glue.exceptions.EntityNotFoundException({"Error": error}, "GetTables")
+
+
+def _iceberg_table(
+    clients: Clients, now: datetime, name: str, policy, location: str | Exception, latest: dict | None
+) -> dict[str, Any]:
+    """Snapshots from the table's current metadata file (``location``, from ``_metadata_locations``; one S3
+    GET: no manifest is read); the last maintenance from the latest copy of its maintenance report."""
 
     row: dict[str, Any] = {"table": name, "identifier": policy.identifier, "error": None}
     try:
-        table = clients.glue.get_table(DatabaseName=policy.database, Name=policy.table)["Table"]
-        location = table.get("Parameters", {}).get("metadata_location")
-        if not location:
-            raise ValueError(f"{policy.identifier} has no metadata_location: not an Iceberg table")
-        bucket, _, key = location.removeprefix("s3://").removeprefix("s3a://").partition("/")
-        metadata = json.loads(clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        row.update(
-            snapshots=len(metadata.get("snapshots") or []),
-            refs=len(metadata.get("refs") or {}),
-            metadata_location=location,
-            last_updated=_iso(datetime.fromtimestamp(metadata["last-updated-ms"] / 1000, UTC)),
-        )
+        if isinstance(location, Exception):
+            raise location
+        row.update(_metadata_summary(clients.s3, location), metadata_location=location)
     except Exception as exc:  # one unreadable table must not hide the others
         row.update(snapshots=None, refs=None, metadata_location=None, last_updated=None, error=_error(exc))
     report = (latest or {}).get("report", {})
@@ -366,11 +419,13 @@ def _glue_table(config: Settings, clients: Clients, now: datetime, name: str, ta
     return row
 
 
-def _newest_first_chunks(now: datetime, granularity: str) -> list[list[datetime]]:
+def _newest_first_chunks(now: datetime, granularity: str) -> Iterator[list[datetime]]:
     """The last ``GLUE_LOOKBACK_PARTITIONS`` period starts, newest first, in growing chunks (16, 128, the
-    rest): a table that is fresh is answered by one small lookup, only a stale one pays for the rest."""
-    starts = _period_starts(now, granularity, GLUE_LOOKBACK_PARTITIONS)
-    return [starts[:16], starts[16:144], starts[144:]]
+    rest), each made when asked for: a table that is fresh is answered by one small lookup, only a stale
+    one pays for the rest."""
+    starts = _period_starts(now, granularity)
+    for size in (16, 128, GLUE_LOOKBACK_PARTITIONS - 144):
+        yield list(itertools.islice(starts, size))
 
 
 # -- plumbing ---------------------------------------------------------------------------------------------
@@ -406,12 +461,22 @@ def _block(
     }
 
 
+# The latest report copies read so far, by ETag (``reports.BodyCache``): a reload reads the rewritten ones.
+_REPORT_BODIES = reports.BodyCache()
+
+
+def forget_cached_reads() -> None:
+    """Empty the metadata and report caches (the next figures read everything, as a new process does)."""
+    _METADATA_SUMMARIES.clear()
+    _REPORT_BODIES.clear()
+
+
 def _latest_reports(config: Settings, clients: Clients, pipeline: str) -> list[dict]:
     """The latest copy of every report the pipeline's DAGs wrote (``reports.write_run_report``)."""
     found: list[dict] = []
     for dag_id in DAG_IDS[pipeline]:
         try:
-            found += reports.latest_reports(config.reports_uri, dag_id, clients.s3)
+            found += reports.latest_reports(config.reports_uri, dag_id, clients.s3, _REPORT_BODIES)
         except Exception:  # no report yet, or none readable: the block says so by having no last run
             continue
     return found
@@ -439,20 +504,17 @@ def _period(granularity: str) -> timedelta:
     return {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=31)}[granularity]
 
 
-def _period_starts(now: datetime, granularity: str, count: int) -> list[datetime]:
-    """The starts of the ``count`` periods up to the one ``now`` is in, newest first."""
+def _period_starts(now: datetime, granularity: str) -> Iterator[datetime]:
+    """The starts of the periods up to the one ``now`` is in, newest first."""
     start = now.replace(minute=0, second=0, microsecond=0)
     if granularity in ("day", "month"):
         start = start.replace(hour=0)
     if granularity == "month":
         start = start.replace(day=1)
-    starts = [start]
-    while len(starts) < count:
-        previous = (
-            starts[-1] - timedelta(days=1) if granularity == "month" else starts[-1] - _period(granularity)
-        )
-        starts.append(previous.replace(day=1) if granularity == "month" else previous)
-    return starts
+    period = _period(granularity)
+    while True:
+        yield start
+        start = (start - timedelta(days=1)).replace(day=1) if granularity == "month" else start - period
 
 
 def _next_period(start: datetime, granularity: str) -> datetime:

@@ -1,0 +1,104 @@
+"""What the lake-health figures read again on a reload (the page's process keeps what cannot change):
+an Iceberg table's metadata file is read once per location, a report copy once per ETag; a commit or a
+rewritten report since the last load is shown on the next one. Checked against the table and the
+objects on the moto server, and by the GETs the server received."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dataplatform.config import settings
+from dataplatform.devstack.seed import ensure_bucket
+from dataplatform.health import figures
+from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
+from dataplatform.iceberg.sample import append_rows, write_sample_table
+from dataplatform.reports import latest_key
+from tests.moto_helpers import recorded_s3_gets
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "dataplatform-local-lake"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def lake(aws):
+    figures.forget_cached_reads()
+    ensure_bucket(aws.s3, BUCKET)
+    catalog = load_glue_catalog(AwsAccess("us-east-1", aws.url, "testing", "testing"))
+    policy = settings().iceberg.tables["orders"]
+    catalog.create_namespace(policy.database)
+    table = write_sample_table(catalog, policy.identifier, f"s3://{BUCKET}/iceberg/orders", commits=2)
+    write_copy(aws.s3, NOW - timedelta(days=3), files=2)
+    clients = figures.Clients(dynamodb=aws.client("dynamodb"), s3=aws.s3, glue=aws.glue)
+    yield aws, clients, table
+    figures.forget_cached_reads()
+
+
+def write_copy(s3, written_at: datetime, files: int) -> str:
+    """The latest copy of the orders maintenance report, as ``write_run_report`` leaves it; its key."""
+    key = "_reports/" + latest_key("iceberg_maintenance", "orders")
+    copy = {
+        "dag_id": "iceberg_maintenance",
+        "run_id": f"manual__{written_at:%Y%m%dT%H%M%S}",
+        "name": "orders",
+        "report_uri": f"s3://{BUCKET}/_reports/iceberg_maintenance/x/orders.json",
+        "written_at": written_at.isoformat(),
+        "report": {"unreferenced": {"action": "tag", "files": files, "bytes": 10 * files}},
+    }
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(copy).encode())
+    return key
+
+
+def orders_row(clients) -> dict:
+    block = figures.iceberg_figures(settings(), clients, NOW)
+    return next(row for row in block["figures"]["tables"] if row["table"] == "orders")
+
+
+def snapshots_in_the_catalog(aws) -> tuple[str, int]:
+    """The table's current metadata file and its snapshot count, read from Glue and S3 directly."""
+    policy = settings().iceberg.tables["orders"]
+    location = aws.glue.get_table(DatabaseName=policy.database, Name=policy.table)["Table"]["Parameters"][
+        "metadata_location"
+    ]
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    return location, len(json.loads(aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read())["snapshots"])
+
+
+def test_a_reload_reads_no_unchanged_metadata_file_or_report_again(lake):
+    aws, clients, _ = lake
+    first = orders_row(clients)
+    location, snapshots = snapshots_in_the_catalog(aws)
+    assert (first["metadata_location"], first["snapshots"], first["unreferenced_files"]) == (
+        location,
+        snapshots,
+        2,
+    )
+
+    aws.server.start_recording()
+    try:
+        again = orders_row(clients)
+    finally:
+        aws.server.stop_recording()
+    assert again == first
+    metadata_key = location.removeprefix(f"s3://{BUCKET}/")
+    report_key = "_reports/" + latest_key("iceberg_maintenance", "orders")
+    assert recorded_s3_gets(aws.server, BUCKET, metadata_key) == []
+    assert recorded_s3_gets(aws.server, BUCKET, report_key) == []
+
+
+def test_a_commit_and_a_rewritten_report_since_the_last_load_are_shown(lake):
+    aws, clients, table = lake
+    before = orders_row(clients)
+    append_rows(table, version=9)
+    written = NOW - timedelta(minutes=5)
+    write_copy(aws.s3, written, files=7)
+
+    after = orders_row(clients)
+    location, snapshots = snapshots_in_the_catalog(aws)
+    assert after["metadata_location"] == location != before["metadata_location"]
+    assert after["snapshots"] == snapshots == before["snapshots"] + 1
+    assert (after["last_maintenance"], after["unreferenced_files"]) == (written.isoformat(), 7)
