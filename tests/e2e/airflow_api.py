@@ -192,3 +192,10 @@ def unpause_after_its_scheduled_run(airflow: StandaloneAirflow, dag_id: str, tim
         lambda: dag_runs(airflow, dag_id, "scheduled"), 60, "the scheduled run", interval=2.0
     )
     wait_for_run(airflow, dag_id, scheduled[0]["dag_run_id"], timeout=timeout)
+
+
+def pause(airflow: StandaloneAirflow, *dag_ids: str) -> None:
+    """Pause DAGs a module unpaused: on the shared Airflow (``local_airflow``) their schedules must not
+    start runs against the next module's lake."""
+    for dag_id in dag_ids:
+        airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})

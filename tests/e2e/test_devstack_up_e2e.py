@@ -2,12 +2,14 @@
 seeded demo lake, `airflow standalone`; with `--db postgres`, `make up DB=postgres`, unless
 DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
 
-* Stopping it leaves nothing behind, for a closed terminal (SIGHUP to the terminal's process group)
-  followed by more signals while it cleans up (SIGINT, SIGTERM and SIGHUP repeated), Ctrl-C (SIGINT to the
-  group: how the shared stack below is stopped) and `kill` (SIGTERM) while it is still starting: every
-  process it started, however deep, is gone and its ports are free. Each signal is tested as the first
-  one and each phase (running, cleaning up, starting) is covered; a full start costs minutes, so no
-  signal gets a stack of its own (the stop path after the first signal is one and the same).
+* Stopping it leaves nothing behind, for Ctrl-C (SIGINT to the terminal's process group) on the running
+  stack followed by more signals while it cleans up (SIGINT, SIGTERM and SIGHUP repeated: how the shared
+  stack below is stopped, tests/e2e/conftest.py), and `kill` (SIGTERM to the stack's process alone) while
+  it is still starting: every process it started, however deep, is gone and its ports are free. Each
+  phase (running, cleaning up, starting) and each way a signal arrives (to the group, to the process
+  alone) is covered; a full start costs minutes, so no signal gets a stack of its own. That the three
+  signals are one and the same stop (the first raises, later ones are noted) is tested without a stack,
+  signal by signal: tests/unit/test_devstack_stop_signals.py.
 * The banner's and the README's CLI commands (`make airflow ARGS="..."`) reach the running stack: the
   banner's unpause starts the scheduled run for yesterday (green: the demo lake has that day), and the
   README's backfill creates one run per day, each green, seen over the REST API. That test runs on the
@@ -18,10 +20,8 @@ DATAPLATFORM_E2E_DB=sqlite) started in a session of its own.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
-import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -30,7 +30,6 @@ from dataplatform.devstack.standalone import StandaloneAirflow
 from tests.e2e.airflow_api import dag_runs, describe_run, wait_for, wait_for_run
 from tests.e2e.up_stack import (
     BANNER_DONE,
-    MOTO_COMMAND,
     REPO,
     UpProcess,
     alive,
@@ -47,26 +46,6 @@ GLUE = "glue_partition_loader"
 def up():
     with up_stack() as stack:
         yield stack
-
-
-def _send_to_group(stack: UpProcess, signum: int) -> None:
-    """What a terminal does: Ctrl-C and a hang-up go to its foreground process group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(stack.process.pid, signum)
-
-
-def test_a_closed_terminal_and_more_signals_during_the_clean_up_stop_every_process_of_the_stack(up):
-    up.wait_for_line(BANNER_DONE)
-    commands = _commands(up)
-    assert "airflow standalone" in commands and MOTO_COMMAND in commands, commands
-    _send_to_group(up, signal.SIGHUP)  # the terminal closed
-    up.wait_for_line(": stopping airflow")
-    for _ in range(3):  # and signals again while it cleans up
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            _send_to_group(up, signum)
-        time.sleep(0.3)
-    assert_stopped_completely(up)
-    assert "already stopping" in up.output
 
 
 def test_a_signal_while_the_stack_starts_stops_what_has_started(up):

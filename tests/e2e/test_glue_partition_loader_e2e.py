@@ -1,8 +1,8 @@
 """glue_partition_loader in a real Airflow: `airflow standalone` (scheduler, DAG processor, triggerer,
 api-server, LocalExecutor) against the moto server, driven only through the REST API.
 
-One Airflow for the module (startup costs about a minute); the tests share it and the seeded lake, in
-this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
+One Airflow for this module and the Iceberg and reconciliation ones (``local_airflow``, tests/e2e/
+conftest.py: a start costs about a minute); the tests share it and the seeded lake, in this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
 `_SUCCESS` markers checked first) and finds web_events already present, its loads never more at once
 than the `glue_api` pool's slots, and bad params are refused or fail fast without touching Glue.
 """
@@ -26,8 +26,8 @@ from tests.e2e.airflow_api import (
     ON_POSTGRES,
     describe_run,
     most_at_once,
+    pause,
     run_path,
-    standalone_airflow,
     task_instances,
     task_log,
     wait_for,
@@ -113,20 +113,17 @@ def glue(moto_server):
 
 
 @pytest.fixture(scope="module")
-def airflow(moto_server, glue, tmp_path_factory):
-    """Standalone Airflow on a free port against the session moto server, with the demo lake seeded."""
-    home = tmp_path_factory.mktemp("airflow-standalone")
-
-    def seed():  # nothing reads the lake before a run is triggered
-        moto_server.reset()
-        counts = seed_demo(aws_clients.client("s3"), glue, settings())
-        assert counts["web_events"] == {
-            "partitions": 240,
-            "invalid_prefixes": len(INVALID_WEB_EVENT_PREFIXES),
-        }
-
-    with standalone_airflow(home, moto_server.url, while_starting=seed) as server:
-        yield server
+def airflow(moto_server, glue, local_airflow):
+    """The shared standalone Airflow (tests/e2e/conftest.py) against the session moto server, with the
+    demo lake seeded; the DAG paused again when the module is done."""
+    moto_server.reset()
+    counts = seed_demo(aws_clients.client("s3"), glue, settings())
+    assert counts["web_events"] == {
+        "partitions": 240,
+        "invalid_prefixes": len(INVALID_WEB_EVENT_PREFIXES),
+    }
+    yield local_airflow
+    pause(local_airflow, DAG_ID)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from tests.e2e.airflow_api import (
     ON_POSTGRES,
     dag_runs,
     describe_run,
+    pause,
     running_together,
-    standalone_airflow,
     task_instances,
     unpause_after_its_scheduled_run,
     wait_for_run,
@@ -40,10 +40,11 @@ def lake(moto_server):
 
 
 @pytest.fixture(scope="module")
-def airflow(moto_server, lake, tmp_path_factory):
-    with standalone_airflow(tmp_path_factory.mktemp("airflow-standalone-iceberg"), moto_server.url) as server:
-        unpause_after_its_scheduled_run(server, DAG_ID)
-        yield server
+def airflow(lake, local_airflow):
+    """The shared standalone Airflow (tests/e2e/conftest.py), the DAG paused again when the module is done."""
+    unpause_after_its_scheduled_run(local_airflow, DAG_ID)
+    yield local_airflow
+    pause(local_airflow, DAG_ID)
 
 
 def trigger(airflow: StandaloneAirflow, conf: dict) -> dict:

@@ -15,7 +15,7 @@ from dataplatform.devstack.standalone import AirflowApiError, StandaloneAirflow
 from dataplatform.reconciliation import index
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches
 from spark_jobs.common.storage import Storage, split_s3
-from tests.e2e.airflow_api import describe_run, standalone_airflow, wait_for, wait_for_run
+from tests.e2e.airflow_api import describe_run, pause, wait_for, wait_for_run
 from tests.reconciliation_oracle import expected, read_landing, without_run_fields
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
@@ -24,7 +24,9 @@ STATELESS, STATEFUL = "recon_stateless", "recon_stateful"
 
 
 @pytest.fixture(scope="module")
-def airflow(moto_server, tmp_path_factory):
+def airflow(moto_server, local_airflow):
+    """The shared standalone Airflow (tests/e2e/conftest.py) over two landed batches; both DAGs paused
+    again when the module is done."""
     config = settings().reconciliation
     moto_server.reset()
     # The landing and work areas and the run reports are in the lake bucket, which exists in every
@@ -39,8 +41,8 @@ def airflow(moto_server, tmp_path_factory):
         batches=2,
         start=datetime(2024, 3, 5, 10, tzinfo=UTC),
     )
-    with standalone_airflow(tmp_path_factory.mktemp("airflow-standalone-recon"), moto_server.url) as server:
-        yield server
+    yield local_airflow
+    pause(local_airflow, STATELESS, STATEFUL)
 
 
 def unpause(airflow: StandaloneAirflow, dag_id: str) -> None:
