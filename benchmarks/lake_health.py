@@ -8,8 +8,9 @@ tables with 48 partitions each; 10,000 GDPR requests (80% completed, the rest op
 that some are near or past); 144 reconciliation batches; 500 launches. The baseline reads the same
 figures one table after another the direct way: pyiceberg ``load_table`` per table, the maintenance
 reports found by listing every run of the DAG, every Glue partition (``GetPartitions``), every GDPR
-request of every status loaded. Prints one JSON line; the target (issue 15): the page's data within 2 s, cold (a new process) and
-warm (a reload: ``figures`` keeps the immutable Iceberg metadata and the report bodies by ETag).
+request of every status loaded. Prints one JSON line; the target (issue 15): the page's data within
+2 s, cold (a new process) and warm (a reload: ``figures`` keeps the immutable Iceberg metadata and the
+report bodies by ETag).
 
     .venv/bin/python benchmarks/lake_health.py [--tables 100] [--requests 10000]
 """

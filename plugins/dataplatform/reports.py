@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
+
+from dataplatform.read_cache import ReadCache
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=+\-]")
 
@@ -108,38 +109,10 @@ def run_reports(reports_uri: str, dag_id: str, run_id: str, s3=None) -> list[dic
     return [json.loads(body) for body in bodies]
 
 
-class BodyCache:
-    """Report bodies by (bucket, key, ETag), for a long-lived reader (the health page): the listing gives
-    each latest copy's ETag, so an unchanged copy is not read again, and a rewritten one (a new ETag) is.
-    Bounded: the oldest entries go first."""
-
-    def __init__(self, max_entries: int = 10_000):
-        self.max_entries = max_entries
-        self._bodies: dict[tuple[str, str, str], bytes] = {}
-        self._lock = threading.Lock()
-
-    def body(self, s3, bucket: str, key: str, etag: str) -> bytes:
-        cached = self._bodies.get((bucket, key, etag))
-        if cached is not None:
-            return cached
-        # Stored under the ETag read back: a copy rewritten since the listing is the newer body, and the
-        # next listing names that ETag.
-        response = s3.get_object(Bucket=bucket, Key=key)
-        body = response["Body"].read()
-        with self._lock:
-            while len(self._bodies) >= self.max_entries:
-                self._bodies.pop(next(iter(self._bodies)))
-            self._bodies[(bucket, key, response["ETag"])] = body
-        return body
-
-    def clear(self) -> None:
-        with self._lock:
-            self._bodies.clear()
-
-
-def latest_reports(reports_uri: str, dag_id: str, s3=None, cache: BodyCache | None = None) -> list[dict]:
+def latest_reports(reports_uri: str, dag_id: str, s3=None, cache: ReadCache | None = None) -> list[dict]:
     """The latest copy of every report name the DAG has written (``write_run_report``), in name order;
-    with a ``cache``, only the copies rewritten since it last read them are read."""
+    with a ``cache`` (bodies by bucket, key and ETag), only the copies rewritten since it last read them
+    are read."""
     folder_uri = reports_uri.rstrip("/") + "/" + latest_key(dag_id, "x").rsplit("/", 1)[0] + "/"
     parsed = urlparse(folder_uri)
     if parsed.scheme == "s3":
@@ -150,13 +123,24 @@ def latest_reports(reports_uri: str, dag_id: str, s3=None, cache: BodyCache | No
             for obj in page.get("Contents", [])
             if _is_report(obj["Key"])
         )
-        cache = cache or BodyCache(max_entries=len(listed) + 1)
         with ThreadPoolExecutor(max_workers=16) as pool:  # a maintenance DAG writes one per table
-            bodies = list(pool.map(lambda listed_key: cache.body(s3, bucket, *listed_key), listed))
+            bodies = list(pool.map(lambda listed_key: _body(s3, bucket, *listed_key, cache), listed))
     else:
         folder = Path(parsed.path)
         bodies = [path.read_bytes() for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return [json.loads(body) for body in bodies]
+
+
+def _body(s3, bucket: str, key: str, etag: str, cache: ReadCache | None) -> bytes:
+    """The object's body, from ``cache`` when it holds that ETag's. Kept under the ETag read back: a copy
+    rewritten since the listing is the newer body, and the next listing names that ETag."""
+    body = cache.get((bucket, key, etag)) if cache is not None else None
+    if body is None:
+        response = s3.get_object(Bucket=bucket, Key=key)
+        body = response["Body"].read()
+        if cache is not None:
+            cache.put((bucket, key, response["ETag"]), body)
+    return body
 
 
 def _is_report(key: str) -> bool:

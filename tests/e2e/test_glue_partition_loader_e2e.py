@@ -1,8 +1,9 @@
 """glue_partition_loader in a real Airflow: `airflow standalone` (scheduler, DAG processor, triggerer,
 api-server, LocalExecutor) against the moto server, driven only through the REST API.
 
-One Airflow for this module and the Iceberg and reconciliation ones (``local_airflow``, tests/e2e/
-conftest.py: a start costs about a minute); the tests share it and the seeded lake, in this order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
+One Airflow for this module and the Iceberg and reconciliation ones (``local_airflow``,
+tests/e2e/conftest.py: a start costs about a minute); the tests share it and the seeded lake, in this
+order: a manual discover run registers web_events, a backfill registers cloudtrail day by day (its
 `_SUCCESS` markers checked first) and finds web_events already present, its loads never more at once
 than the `glue_api` pool's slots, and bad params are refused or fail fast without touching Glue.
 """

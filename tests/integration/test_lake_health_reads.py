@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "dataplatform-local-lake"
 NOW = datetime.now(UTC).replace(microsecond=0)
+REPORT_KEY = "_reports/" + latest_key("iceberg_maintenance", "orders")
 
 
 @pytest.fixture
@@ -38,9 +39,8 @@ def lake(aws):
     figures.forget_cached_reads()
 
 
-def write_copy(s3, written_at: datetime, files: int) -> str:
-    """The latest copy of the orders maintenance report, as ``write_run_report`` leaves it; its key."""
-    key = "_reports/" + latest_key("iceberg_maintenance", "orders")
+def write_copy(s3, written_at: datetime, files: int) -> None:
+    """The latest copy of the orders maintenance report, as ``write_run_report`` leaves it."""
     copy = {
         "dag_id": "iceberg_maintenance",
         "run_id": f"manual__{written_at:%Y%m%dT%H%M%S}",
@@ -49,8 +49,7 @@ def write_copy(s3, written_at: datetime, files: int) -> str:
         "written_at": written_at.isoformat(),
         "report": {"unreferenced": {"action": "tag", "files": files, "bytes": 10 * files}},
     }
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(copy).encode())
-    return key
+    s3.put_object(Bucket=BUCKET, Key=REPORT_KEY, Body=json.dumps(copy).encode())
 
 
 def orders_row(clients) -> dict:
@@ -85,9 +84,8 @@ def test_a_reload_reads_no_unchanged_metadata_file_or_report_again(lake):
         aws.server.stop_recording()
     assert again == first
     metadata_key = location.removeprefix(f"s3://{BUCKET}/")
-    report_key = "_reports/" + latest_key("iceberg_maintenance", "orders")
     assert recorded_s3_gets(aws.server, BUCKET, metadata_key) == []
-    assert recorded_s3_gets(aws.server, BUCKET, report_key) == []
+    assert recorded_s3_gets(aws.server, BUCKET, REPORT_KEY) == []
 
 
 def test_a_commit_and_a_rewritten_report_since_the_last_load_are_shown(lake):

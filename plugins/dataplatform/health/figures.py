@@ -77,6 +77,7 @@ from dataplatform import reports
 from dataplatform.config import Settings
 from dataplatform.dynamodb import TableNotCreatedError, table_must_exist
 from dataplatform.health import findings as rules
+from dataplatform.read_cache import ReadCache
 
 OK, WARNING, FAILING, UNKNOWN = "ok", "warning", "failing", "unknown"
 # The overall state: the worst pipeline's. Unknown (figures unreadable) ranks below a real finding.
@@ -304,21 +305,18 @@ def _metadata_locations(glue: Any, policies: list) -> dict[str, str | Exception]
         for policy in (p for p in policies if p.database == database):
             if isinstance(parameters, Exception):
                 found[policy.identifier] = parameters
-            elif policy.table.lower() not in parameters:
+            elif (table := parameters.get(policy.table.lower())) is None:
                 found[policy.identifier] = _not_found(glue, policy.identifier)
-            elif not parameters[policy.table.lower()].get("metadata_location"):
-                found[policy.identifier] = ValueError(
+            else:
+                found[policy.identifier] = table.get("metadata_location") or ValueError(
                     f"{policy.identifier} has no metadata_location: not an Iceberg table"
                 )
-            else:
-                found[policy.identifier] = parameters[policy.table.lower()]["metadata_location"]
     return found
 
 
 # An Iceberg metadata file is never rewritten (every commit writes a new one), so its summary is kept by
-# location for the life of the process: a page reload reads only the tables committed to since. Bounded.
-_METADATA_SUMMARIES: dict[str, dict[str, Any]] = {}
-_METADATA_SUMMARIES_MAX = 10_000
+# location for the life of the process: a page reload reads only the tables committed to since.
+_METADATA_SUMMARIES = ReadCache()
 
 
 def _metadata_summary(s3: Any, location: str) -> dict[str, Any]:
@@ -333,9 +331,7 @@ def _metadata_summary(s3: Any, location: str) -> dict[str, Any]:
             "refs": len(metadata.get("refs") or {}),
             "last_updated": _iso(datetime.fromtimestamp(metadata["last-updated-ms"] / 1000, UTC)),
         }
-        if len(_METADATA_SUMMARIES) >= _METADATA_SUMMARIES_MAX:
-            _METADATA_SUMMARIES.pop(next(iter(_METADATA_SUMMARIES)), None)
-        _METADATA_SUMMARIES[location] = summary
+        _METADATA_SUMMARIES.put(location, summary)
     return summary
 
 
@@ -461,8 +457,9 @@ def _block(
     }
 
 
-# The latest report copies read so far, by ETag (``reports.BodyCache``): a reload reads the rewritten ones.
-_REPORT_BODIES = reports.BodyCache()
+# The latest report copies read so far, by ETag (``reports.latest_reports``): a reload reads the rewritten
+# ones.
+_REPORT_BODIES = ReadCache()
 
 
 def forget_cached_reads() -> None:
