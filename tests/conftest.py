@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,8 +39,12 @@ os.environ["DATAPLATFORM_LOCAL_DIR"] = str(AIRFLOW_HOME / "local")
 # changes; a job's own conf still wins (spark-submit's --conf overrides the defaults file).
 SPARK_CONF_DIR = AIRFLOW_HOME / "spark-conf"
 SPARK_CONF_DIR.mkdir()
+# A JVM that crashes writes its report here (not into the working directory, which CI deletes).
+JVM_CRASH_DIR = AIRFLOW_HOME / "jvm-crashes"
+JVM_CRASH_DIR.mkdir()
 (SPARK_CONF_DIR / "spark-defaults.conf").write_text(
-    "spark.driver.extraJavaOptions -XX:TieredStopAtLevel=1 -XX:+UseSerialGC\n"
+    "spark.driver.extraJavaOptions -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    f" -XX:ErrorFile={JVM_CRASH_DIR}/hs_err_pid%p.log\n"
 )
 os.environ["SPARK_CONF_DIR"] = str(SPARK_CONF_DIR)
 
@@ -97,7 +103,20 @@ def spark(moto_server):
     yield session
     # py4j logs at INFO while the interpreter closes its streams, which prints "Logging error" noise.
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    session.stop()
+    jvm = session.sparkContext._gateway.proc  # the JVM pyspark started (spark-submit pyspark-shell)
+    if jvm.poll() is None:
+        session.stop()
+    else:
+        # Every test that used the session has passed; the JVM ended since. Nothing is left to stop:
+        # say how it ended (and its crash report, if any) instead of failing on the closed gateway.
+        warnings.warn(_jvm_ended(jvm.returncode), stacklevel=1)
+
+
+def _jvm_ended(returncode: int) -> str:
+    how = f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
+    reports = sorted(JVM_CRASH_DIR.glob("hs_err_pid*.log"))
+    report = f"; crash report {reports[-1]}:\n{reports[-1].read_text()[:4000]}" if reports else ""
+    return f"the shared Spark session's JVM ended before the run's end ({how}){report}"
 
 
 @pytest.fixture

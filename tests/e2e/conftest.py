@@ -56,6 +56,11 @@ def running_up_stack():
         stack.wait_for_line(BANNER_DONE)
         _running.append(stack)
         yield stack
+        # When its last user is the run's last test, pytest finalizes the session's fixtures inside that
+        # test's teardown, before the hook below gets to stop it: the same stop here, not up_stack's SIGKILL.
+        if stack in _running:
+            _running.remove(stack)
+            stop_as_a_user_does(stack)
 
 
 @pytest.fixture(scope="session")
@@ -100,19 +105,17 @@ def pytest_runtest_teardown(item, nextitem):
     if _local_airflow and _uses(item, LOCAL_AIRFLOW) and not (nextitem and _uses(nextitem, LOCAL_AIRFLOW)):
         _local_airflow.pop().close()
     if _running and _uses_shared(item) and not (nextitem and _uses_shared(nextitem)):
-        stack = _running.pop()
-        _send_to_group(stack, signal.SIGINT)
-        stack.wait_for_line(": stopping airflow")
-        for _ in range(3):
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                _send_to_group(stack, signum)
-            time.sleep(0.3)
-        assert_stopped_completely(stack)
-        assert "already stopping" in stack.output
+        stop_as_a_user_does(_running.pop())
     return result
 
 
-def _send_to_group(stack: UpProcess, signum: int) -> None:
-    """What a terminal does: Ctrl-C and a hang-up go to its foreground process group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(stack.process.pid, signum)
+def stop_as_a_user_does(stack: UpProcess) -> None:
+    """Ctrl-C (SIGINT to the group), then every stop signal again while it cleans up; nothing left."""
+    stack.signal_group(signal.SIGINT)
+    stack.wait_for_line(": stopping airflow")
+    for _ in range(3):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            stack.signal_group(signum)
+        time.sleep(0.3)
+    assert_stopped_completely(stack)
+    assert "already stopping" in stack.output

@@ -41,7 +41,9 @@ class UpProcess:
         self.lines: list[str] = []
         self.seen: dict[int, psutil.Process] = {}
         self.sessions: set[int] = set()
-        self.commands: dict[int, str] = {}
+        # Every command line each process had: a child sampled between fork and exec still shows its
+        # parent's (`up`'s own), and the one it execs is seen on a later sample.
+        self.commands: dict[int, list[str]] = {}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -77,9 +79,11 @@ class UpProcess:
             for process in stack_processes(self.root):
                 self.seen.setdefault(process.pid, process)
                 self.sessions.add(_sid(process.pid))
-                if process.pid not in self.commands:
-                    with contextlib.suppress(psutil.Error):
-                        self.commands[process.pid] = " ".join(process.cmdline())
+                with contextlib.suppress(psutil.Error):
+                    command = " ".join(process.cmdline())
+                    known = self.commands.setdefault(process.pid, [])
+                    if command not in known:
+                        known.append(command)
             time.sleep(0.2)
 
     @property
@@ -116,9 +120,26 @@ class UpProcess:
             ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
         )
 
+    def group_alive(self) -> bool:
+        """Whether `up`'s process group still has a member. Once it has none, its id is a free pid that
+        a later process (of another test, or the shared Spark JVM's) may lead a group with: no signal to
+        that group then."""
+        if self.process.returncode is None:  # not reaped: its pid, and so the group id, is still its own
+            return True
+        for process in self.seen.values():
+            with contextlib.suppress(psutil.Error, OSError):
+                if process.is_running() and os.getpgid(process.pid) == self.process.pid:
+                    return True
+        return False
+
+    def signal_group(self, signum: int) -> None:
+        """What a terminal does: Ctrl-C and a hang-up go to its foreground process group."""
+        if self.group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
         for process in self.seen.values():
             with contextlib.suppress(psutil.Error):
                 process.kill()
@@ -153,7 +174,7 @@ def alive(processes) -> list[str]:
 def assert_stopped_completely(stack: UpProcess) -> None:
     stack.process.wait(timeout=180)
     assert stack.process.returncode == 0, stack.output
-    seen = " | ".join(stack.commands.values())
+    seen = " | ".join(command for commands in stack.commands.values() for command in commands)
     assert "airflow standalone" in seen and MOTO_COMMAND in seen, f"the sampler saw the stack: {seen}"
     if ON_POSTGRES:  # the server starts first: before "starting airflow standalone", which every test awaits
         assert stack.postgres_port, stack.output
