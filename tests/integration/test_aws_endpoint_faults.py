@@ -119,3 +119,27 @@ def test_retrying_clients_converge_and_every_request_is_counted_and_logged(endpo
     assert {line["operation"] for line in load} == {"PutObject"}
     assert sum(1 for line in load if line["fault"]) == stats["faults"]
     assert sum(1 for line in load if not line["fault"] and line["status"] == 200) == 40
+
+
+def test_the_endpoint_log_keeps_failed_requests_and_the_request_log_every_request(tmp_path):
+    """moto.log (werkzeug's log) shows the requests that failed, not every one (writing a line per request
+    cost a tenth of the server's CPU); the request log has every request with its status."""
+    log, requests = tmp_path / "moto.log", tmp_path / "requests.jsonl"
+    with MotoServer(log_path=log, request_log=requests) as server:
+        s3 = _client(server, "s3", 1)
+        s3.create_bucket(Bucket="logged")
+        s3.put_object(Bucket="logged", Key="there", Body=b"x")
+        with pytest.raises(ClientError):
+            s3.get_object(Bucket="logged", Key="missing")
+    lines = log.read_text().splitlines()
+    # werkzeug colours the request part of a line: match its pieces
+    assert [line for line in lines if "GET /logged/missing HTTP" in line and " 404 " in line]
+    assert not [line for line in lines if "/logged/there" in line or "PUT /logged HTTP" in line]
+    statuses = {
+        (r["method"], r["path"], r["status"]) for r in map(json.loads, requests.read_text().splitlines())
+    }
+    assert {
+        ("PUT", "/logged", 200),
+        ("PUT", "/logged/there", 200),
+        ("GET", "/logged/missing", 404),
+    } <= statuses

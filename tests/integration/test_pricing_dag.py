@@ -267,6 +267,47 @@ def test_fresh_launches_go_before_the_ones_that_failed_to_price(aws):
     assert "pricing_error" not in launches.get_launch(dynamodb, table, "l-3")
 
 
+def test_the_comparison_reads_only_its_attributes_and_compares_as_the_whole_items_do(aws):
+    """``completed_launches`` projects (the resource ids and cost parts stay in DynamoDB); the comparison
+    of what it returns equals the comparison of the whole items, read independently with a Scan."""
+    from dataplatform.pricing.report import compare
+
+    dynamodb, table = aws.client("dynamodb"), "it_launch_projection"
+    launches.ensure_launches_table(dynamodb, table)
+    for number, (workflow, instance) in enumerate([("wgs", "m6g.xlarge"), ("wgs", "m6i.xlarge")] * 3):
+        launch_id = f"l-{number}"
+        record = {
+            "launch_id": launch_id,
+            "status": "COMPLETE",
+            "workflow_type": workflow,
+            "started_at": f"2026-11-2{number}T00:00:00+00:00",
+            "completed_at": f"2026-11-2{number}T0{number + 1}:00:00+00:00",
+            "instance_ids": [f"i-{number:017x}"],
+        }
+        launches.put_launch(dynamodb, table, record)
+        if number < 4:
+            cost = {"total_cost": f"{number + 1}.5000", "instance_cost": f"{number + 1}.5000"}
+            cost |= {"currency": "USD", "instance_types": [instance]}
+            assert launches.write_cost(dynamodb, table, launch_id, cost)
+    assert launches.record_error(dynamodb, table, "l-4", "no price for x9.huge")
+    start, end = (
+        datetime.fromisoformat("2026-11-20T00:00:00+00:00"),
+        datetime.fromisoformat("2026-12-01T00:00:00+00:00"),
+    )
+
+    read = launches.completed_launches(dynamodb, table, start.isoformat(), end.isoformat())
+    whole = [from_item(item) for item in dynamodb.scan(TableName=table)["Items"]]
+
+    assert {key for launch in read for key in launch} <= set(launches.COMPARISON_ATTRIBUTES)
+    priced = [launch for launch in whole if launch.get("total_cost")]
+    assert len(priced) == 4 and all(
+        "instance_ids" in launch and "instance_cost" in launch for launch in priced
+    )
+    projected, complete = compare(read, start, end), compare(whole, start, end)
+    assert projected == complete
+    assert (projected.launches, projected.unpriced, projected.pricing_errors) == (4, 1, 1)
+
+
 def test_a_resent_pricing_write_counts_once_and_reports_its_own_success(aws):
     """Found by make chaos (read_timeout): a resent ``ADD pricing_attempts`` counted one attempt twice,
     and a resent cost write reported the launch as priced by another run."""

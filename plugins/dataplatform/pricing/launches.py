@@ -34,6 +34,19 @@ COMPLETE = "COMPLETE"
 STATUS_INDEX = "by_status"
 CREATED_BY = "the first benchmark_pricing run"  # named when the table is missing
 COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
+# What the comparison (``pricing.report.compare``) reads of a launch: ``completed_launches`` reads back
+# only these, not the resource ids and cost parts that make up most of an item.
+COMPARISON_ATTRIBUTES = (
+    "launch_id",
+    "status",
+    "started_at",
+    "completed_at",
+    "total_cost",
+    "currency",
+    "workflow_type",
+    "instance_types",
+    "pricing_error",
+)
 
 _serializer = TypeSerializer()
 
@@ -175,12 +188,15 @@ def completed_launches(
     dynamodb: Any, table: str, completed_from: str, completed_to: str
 ) -> list[dict[str, Any]]:
     """COMPLETE launches completed in [from, to), priced or not (the comparison report's input: it
-    compares the priced ones and counts the others)."""
+    compares the priced ones and counts the others), with the attributes it reads
+    (``COMPARISON_ATTRIBUTES``)."""
+    names = {f"#a{i}": name for i, name in enumerate(COMPARISON_ATTRIBUTES)}
     request: dict[str, Any] = {
         "TableName": table,
         "IndexName": STATUS_INDEX,
         "KeyConditionExpression": "#status = :complete AND completed_at BETWEEN :from AND :to",
-        "ExpressionAttributeNames": {"#status": "status"},
+        "ProjectionExpression": ", ".join(names),
+        "ExpressionAttributeNames": {"#status": "status", **names},
         "ExpressionAttributeValues": {
             ":complete": {"S": COMPLETE},
             ":from": {"S": completed_from},
