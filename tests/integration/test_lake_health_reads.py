@@ -100,3 +100,40 @@ def test_a_commit_and_a_rewritten_report_since_the_last_load_are_shown(lake):
     assert after["metadata_location"] == location != before["metadata_location"]
     assert after["snapshots"] == snapshots == before["snapshots"] + 1
     assert (after["last_maintenance"], after["unreferenced_files"]) == (written.isoformat(), 7)
+
+
+def test_a_fresh_glue_table_costs_one_lookup_of_four_keys_and_an_old_partition_is_still_found(aws):
+    """The newest partition is looked up newest period first, 4 keys, then 12, then 128, then the rest:
+    a table registered an hour ago answers in one small call (Glue returns each partition found whole),
+    one whose newest partition is 100 days old is still found, in the third."""
+    from dataplatform.devstack.seed import create_table
+    from dataplatform.glue.layout import PartitionLayout
+
+    tables = settings().glue.tables
+    newest = {"web_events": NOW - timedelta(hours=1), "cloudtrail": NOW - timedelta(days=100)}
+    for name, moment in newest.items():
+        table = tables[name]
+        create_table(aws.glue, table)
+        values = PartitionLayout(table).values_for_interval(moment - timedelta(days=2), moment)
+        aws.glue.batch_create_partition(
+            DatabaseName=table.database,
+            TableName=table.table,
+            PartitionInputList=[
+                {"Values": list(v), "StorageDescriptor": {"Location": f"{table.location}{'/'.join(v)}/"}}
+                for v in values
+            ],
+        )
+    lookups: dict[str, list[int]] = {}
+
+    def record(params, **_):
+        lookups.setdefault(params["TableName"], []).append(len(params["PartitionsToGet"]))
+
+    aws.glue.meta.events.register("provide-client-params.glue.BatchGetPartition", record)
+    clients = figures.Clients(dynamodb=aws.client("dynamodb"), s3=aws.s3, glue=aws.glue)
+
+    rows = {row["table"]: row for row in figures.glue_figures(settings(), clients, NOW)["figures"]["tables"]}
+
+    assert lookups == {"web_events": [4], "cloudtrail_logs": [4, 12, 128]}
+    for name, moment in newest.items():
+        period = PartitionLayout(tables[name]).values_for_interval(moment - timedelta(seconds=1), moment)
+        assert rows[name]["newest_partition"] == list(period[-1]), name
