@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -222,6 +223,18 @@ def baseline(config, clients, catalog) -> dict:
     }
 
 
+def count_calls(clients) -> Counter:
+    """AWS calls the page's clients make, by ``service.Operation`` (botocore's before-call event)."""
+    calls: Counter = Counter()
+
+    def count(model, **_) -> None:
+        calls[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    for client in (clients.s3, clients.glue, clients.dynamodb):
+        client.meta.events.register("before-call", count)
+    return calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, default=100)
@@ -255,14 +268,19 @@ def main() -> None:
         # Cold: what a new process (the hourly DAG, a restarted api-server) reads; warm: a page reload,
         # where nothing was committed since (the Iceberg metadata and report bodies are not read again).
         cold, warm = [], []
+        calls = count_calls(clients)
         for _ in range(3):
             health.forget_cached_reads()
+            calls.clear()
             started = time.perf_counter()
             figures = lake_figures(config, clients, NOW)
             cold.append(time.perf_counter() - started)
+            calls_cold = dict(calls)
+            calls.clear()
             started = time.perf_counter()
             lake_figures(config, clients, NOW)
             warm.append(time.perf_counter() - started)
+            calls_warm = dict(calls)
 
         per_pipeline = {}
         for name in health.DAG_IDS:
@@ -298,6 +316,8 @@ def main() -> None:
         "figures_seconds_cold_worst": round(max(cold), 2),
         "figures_seconds_warm_worst": round(max(warm), 2),
         "seconds_per_pipeline_cold": per_pipeline,
+        "requests_cold": dict(sorted(calls_cold.items())),
+        "requests_warm": dict(sorted(calls_warm.items())),
         "baseline_seconds": round(baseline_seconds, 2),
         "speedup_cold": round(baseline_seconds / max(cold), 1),
     }

@@ -182,7 +182,17 @@ def test_the_figures_are_the_seeded_state(lake):
     blocks = {block["pipeline"]: block for block in figures["pipelines"]}
     gdpr = blocks["gdpr"]["figures"]
     assert (gdpr["open"], gdpr["overdue"], gdpr["due_soon"], gdpr["completed_this_month"]) == (3, 1, 1, 1)
-    assert [item["request_id"] for item in gdpr["urgent"]] == ["req-late", "req-soon"]
+    table = lake.config.gdpr.requests_table
+    stored = {
+        request_id: from_item(
+            lake.clients.dynamodb.get_item(TableName=table, Key={"request_id": {"S": request_id}})["Item"]
+        )
+        for request_id in ("req-late", "req-soon")
+    }
+    assert [(item["request_id"], item["status"], item["deadline"]) for item in gdpr["urgent"]] == [
+        (request_id, stored[request_id]["status"], stored[request_id]["deadline"])
+        for request_id in ("req-late", "req-soon")
+    ]
     assert "cust-" not in json.dumps(figures), "no subject id in the figures"
     recon = blocks["reconciliation"]["figures"]
     assert (recon["backlog"], recon["incomplete_windows"], recon["latest_complete_window"]) == (6, 1, None)

@@ -255,9 +255,10 @@ class OpenRequests:
 
 def open_requests_due(dynamodb: Any, table: str, due_by: datetime) -> OpenRequests:
     """Per open status, its request count, and the open requests whose deadline is at or before ``due_by``
-    (only ``request_id``, ``status`` and ``deadline`` read back). One Query per status: the deadline is a
-    filter, so DynamoDB returns only the requests due while its ``ScannedCount`` counts all of them (the
-    health page's 2,000 open requests of 10,000 are counted without being sent)."""
+    (``request_id``, ``status`` and ``deadline``). One Query per status: the deadline is a filter, so
+    DynamoDB returns only the requests due while its ``ScannedCount`` counts all of them (the health page's
+    2,000 open requests of 10,000 are counted without being sent); only ``request_id`` and ``deadline``
+    are read back, the status is the query's."""
     by_status = dict.fromkeys(OPEN_STATUSES, 0)
     due: list[dict[str, str]] = []
     for status in OPEN_STATUSES:
@@ -265,12 +266,15 @@ def open_requests_due(dynamodb: Any, table: str, due_by: datetime) -> OpenReques
             dynamodb,
             table,
             status,
-            ProjectionExpression="request_id, #s, deadline",
+            ProjectionExpression="request_id, deadline",
             FilterExpression="deadline <= :due_by",
             ExpressionAttributeValues={":due_by": {"S": _iso(due_by)}},
         ):
             by_status[status] += page["ScannedCount"]
-            due += [{name: value["S"] for name, value in item.items()} for item in page.get("Items", [])]
+            due += [
+                {"request_id": item["request_id"]["S"], "status": status, "deadline": item["deadline"]["S"]}
+                for item in page.get("Items", [])
+            ]
     return OpenRequests(by_status, due)
 
 

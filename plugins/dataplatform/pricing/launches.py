@@ -34,11 +34,11 @@ COMPLETE = "COMPLETE"
 STATUS_INDEX = "by_status"
 CREATED_BY = "the first benchmark_pricing run"  # named when the table is missing
 COST_ATTRIBUTES = ("total_cost", "instance_cost", "volume_cost", "filesystem_cost")
-# What the comparison (``pricing.report.compare``) reads of a launch: ``completed_launches`` reads back
-# only these, not the resource ids and cost parts that make up most of an item.
+# What the comparison (``pricing.report.compare``) reads of a launch besides its status (COMPLETE, the
+# query's key): ``completed_launches`` reads back only these, not the resource ids and cost parts that
+# make up most of an item.
 COMPARISON_ATTRIBUTES = (
     "launch_id",
-    "status",
     "started_at",
     "completed_at",
     "total_cost",
@@ -189,7 +189,7 @@ def completed_launches(
 ) -> list[dict[str, Any]]:
     """COMPLETE launches completed in [from, to), priced or not (the comparison report's input: it
     compares the priced ones and counts the others), with the attributes it reads
-    (``COMPARISON_ATTRIBUTES``)."""
+    (``COMPARISON_ATTRIBUTES`` and the status)."""
     names = {f"#a{i}": name for i, name in enumerate(COMPARISON_ATTRIBUTES)}
     request: dict[str, Any] = {
         "TableName": table,
@@ -204,7 +204,11 @@ def completed_launches(
         },
     }
     # BETWEEN includes its upper bound; the period is half-open.
-    return [launch for launch in _query_pages(dynamodb, request) if launch["completed_at"] < completed_to]
+    return [
+        {**launch, "status": COMPLETE}
+        for launch in _query_pages(dynamodb, request)
+        if launch["completed_at"] < completed_to
+    ]
 
 
 def repeatedly_failed(dynamodb: Any, table: str, min_attempts: int) -> list[dict[str, Any]]:
