@@ -35,6 +35,8 @@ from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.transforms import IdentityTransform
 
+from dataplatform.iceberg.file_swap import commit_file_swap
+
 if TYPE_CHECKING:
     from dataplatform.gdpr.iceberg_erasure import SubjectFilter
 
@@ -162,16 +164,11 @@ def commit_erasure(
 ) -> int:
     """One snapshot on main: ``removed`` out, ``added`` in, no manifest naming a subject; its id."""
     positions = subject_partition_positions(table.metadata, subject_filter)
-    with (
-        table.transaction() as transaction,
-        ErasureOverwrite(
+    return commit_file_swap(
+        table,
+        lambda transaction: ErasureOverwrite(
             table, transaction, subject_filter, positions, entries_of, snapshot_properties
-        ) as overwrite,
-    ):
-        for data_file in removed:
-            overwrite.delete_data_file(data_file)
-        for data_file in added:
-            overwrite.append_data_file(data_file)
-    snapshot = table.refresh().current_snapshot()
-    assert snapshot is not None
-    return snapshot.snapshot_id
+        ),
+        removed,
+        added,
+    )
