@@ -1,6 +1,7 @@
-"""Bin-pack compaction with pyiceberg (``dataplatform.iceberg.compaction``) on a real table (Glue catalog
-and S3 on moto), checked from outside: the rows read back by a fresh pyiceberg load, the live data files
-of the current snapshot, the snapshots' operations and the objects in the bucket."""
+"""Bin-pack compaction and the manifest rewrite with pyiceberg (``dataplatform.iceberg.compaction``,
+``manifest_rewrite``) on a real table (Glue catalog and S3 on moto), checked from outside: the rows read
+back by a fresh pyiceberg load, the live data files and manifests of the current snapshot, the snapshots'
+operations and the objects in the bucket."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from dataplatform.iceberg import compaction
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.compaction import compact_table
-from dataplatform.iceberg.compaction_plan import MIB, BinPackRules
+from dataplatform.iceberg.compaction_plan import MIB, BinPackRules, ManifestRules
+from dataplatform.iceberg.manifest_rewrite import rewrite_small_manifests
 from dataplatform.iceberg.sample import ARROW_SCHEMA, EPOCH, create_sample_table
 
 pytestmark = pytest.mark.integration
@@ -149,3 +151,58 @@ def test_a_group_whose_files_another_writer_replaced_is_skipped_and_its_new_file
     assert written_by_skipped and not [
         p for p in written_by_skipped if p.removeprefix(f"s3://{BUCKET}/") in keys
     ]
+
+
+def data_manifests(catalog) -> list:
+    table = catalog.load_table(IDENTIFIER)
+    return [m for m in table.current_snapshot().manifests(table.io) if m.content.name == "DATA"]
+
+
+def live_paths(catalog) -> set[str]:
+    return {row["file_path"] for row in catalog.load_table(IDENTIFIER).inspect.files().to_pylist()}
+
+
+def test_the_small_manifests_become_one_with_the_same_files_and_every_snapshot_still_reads(lake):
+    table = lake.catalog.load_table(IDENTIFIER)
+    previous = table.current_snapshot().snapshot_id
+    rows_before, paths_before = table_rows(lake.catalog), live_paths(lake.catalog)
+    assert len(data_manifests(lake.catalog)) == sum(APPENDS.values())  # one per append
+
+    report = rewrite_small_manifests(table, ManifestRules(max_small_manifests=4))
+
+    assert (report["rewritten"], report["manifests_before"], report["manifests_after"]) == (True, 17, 1)
+    assert len(data_manifests(lake.catalog)) == 1
+    assert live_paths(lake.catalog) == paths_before
+    assert table_rows(lake.catalog) == rows_before
+    table = lake.catalog.load_table(IDENTIFIER)
+    assert table.current_snapshot().summary.operation.value == "replace"
+    older = sorted(table.scan(snapshot_id=previous).to_arrow().to_pylist(), key=lambda r: r["order_id"])
+    assert older == rows_before
+    # a filtered scan still finds its rows (the entries keep their partitions)
+    assert {r["region"] for r in table.scan(row_filter="region == 'r01'").to_arrow().to_pylist()} == {"r01"}
+
+
+def test_no_manifest_rewrite_at_or_under_the_allowed_small_manifests(lake):
+    table = lake.catalog.load_table(IDENTIFIER)
+    snapshot = table.current_snapshot().snapshot_id
+
+    report = rewrite_small_manifests(table, ManifestRules(max_small_manifests=17))
+
+    assert (report["rewritten"], report["small_manifests"]) == (False, 17)
+    assert lake.catalog.load_table(IDENTIFIER).current_snapshot().snapshot_id == snapshot
+
+
+def test_compaction_with_manifest_rules_leaves_one_manifest_and_a_rerun_changes_nothing(lake):
+    rows_before = table_rows(lake.catalog)
+    rules = ManifestRules(max_small_manifests=2)
+
+    report = compact_table(lake.catalog.load_table(IDENTIFIER), RULES, manifests=rules).as_dict()
+
+    assert [m["rewritten"] for m in report["manifests"]] == [True, True]
+    assert len(data_manifests(lake.catalog)) == 1
+    assert files_per_region(lake.catalog) == {"r00": 1, "r01": 1, "r02": 3}
+    assert table_rows(lake.catalog) == rows_before
+    snapshot = lake.catalog.load_table(IDENTIFIER).current_snapshot().snapshot_id
+    rerun = compact_table(lake.catalog.load_table(IDENTIFIER), RULES, manifests=rules).as_dict()
+    assert (rerun["partitions_compacted"], [m["rewritten"] for m in rerun["manifests"]]) == (0, [False])
+    assert lake.catalog.load_table(IDENTIFIER).current_snapshot().snapshot_id == snapshot

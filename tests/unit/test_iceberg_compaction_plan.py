@@ -12,7 +12,11 @@ from dataplatform.iceberg.compaction_plan import (
     MIB,
     BinPackRules,
     DataFileInfo,
+    ManifestRules,
+    manifests_after_rewrite,
+    needs_manifest_rewrite,
     plan_bin_pack,
+    small_manifests,
 )
 
 pytestmark = pytest.mark.unit
@@ -117,3 +121,25 @@ def test_bad_rules_fail_clearly(kwargs, message):
     values = {"target_file_bytes": MIB, "min_input_files": 5, "max_bytes_per_run": MIB} | kwargs
     with pytest.raises(ValueError, match=re.escape(message)):
         BinPackRules(**values)
+
+
+def test_manifests_are_rewritten_when_more_than_max_small_ones_are_under_the_target():
+    rules = ManifestRules(target_manifest_bytes=8 * MIB, max_small_manifests=3)
+    small, large = MIB, 9 * MIB
+    assert not needs_manifest_rewrite([small] * 3 + [large] * 10, rules)
+    assert needs_manifest_rewrite([small] * 4, rules)
+    assert small_manifests([small, 8 * MIB, large], rules) == 1  # at the target is not small
+    assert manifests_after_rewrite(20 * MIB, rules) == 3
+    assert manifests_after_rewrite(1, rules) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_manifest_bytes": 0}, "target_manifest_bytes must be >= 1"),
+        ({"max_small_manifests": 0}, "max_small_manifests must be >= 1"),
+    ],
+)
+def test_bad_manifest_rules_fail_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ManifestRules(**kwargs)

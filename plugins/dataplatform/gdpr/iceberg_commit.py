@@ -35,7 +35,7 @@ from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 from pyiceberg.transforms import IdentityTransform
 
-from dataplatform.iceberg.file_swap import commit_file_swap
+from dataplatform.iceberg.file_swap import carried_entry, commit_file_swap
 
 if TYPE_CHECKING:
     from dataplatform.gdpr.iceberg_erasure import SubjectFilter
@@ -142,15 +142,7 @@ class ErasureOverwrite(_OverwriteFiles):
             raise ValueError(f"{manifest.manifest_path}: live delete files in a copy-on-write erasure")
         with self.new_manifest_writer(self.spec(manifest.partition_spec_id)) as writer:
             for entry in live:
-                writer.add_entry(
-                    ManifestEntry.from_args(
-                        status=ManifestEntryStatus.EXISTING,
-                        snapshot_id=entry.snapshot_id,
-                        sequence_number=entry.sequence_number,
-                        file_sequence_number=entry.file_sequence_number,
-                        data_file=scrub_bounds(self._filter, entry.data_file),
-                    )
-                )
+                writer.add_entry(carried_entry(entry, scrub_bounds(self._filter, entry.data_file)))
         return writer.to_manifest_file()
 
 

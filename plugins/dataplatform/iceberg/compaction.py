@@ -14,6 +14,9 @@ grouped per partition, within the run's byte budget), then rewrites each group i
    skipped with that reason and its new files deleted. A concurrent append is never lost: it is in the
    fresh snapshot the retry commits on.
 
+With manifest rules, the small manifests are rewritten into few (``manifest_rewrite``) before the groups'
+commits (each of which rewrites every manifest holding one of its files) and after them.
+
 The replaced files stay referenced by the previous snapshots: the maintenance run's expiry and its
 ``unreferenced`` action handle them as any other file. A dry run only plans.
 """
@@ -30,17 +33,19 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, TableProperties
-from pyiceberg.table.snapshots import Operation, Summary
+from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 
 from dataplatform.iceberg.compaction_plan import (
     BinPackRules,
     CompactionPlan,
     DataFileInfo,
+    ManifestRules,
     RewriteGroup,
     plan_bin_pack,
 )
-from dataplatform.iceberg.file_swap import commit_file_swap
+from dataplatform.iceberg.file_swap import ReplaceOperation, commit_file_swap
+from dataplatform.iceberg.manifest_rewrite import rewrite_small_manifests
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class CompactionReport:
     bytes_before: int
     plan: CompactionPlan
     groups: list[GroupOutcome] = field(default_factory=list)
+    # The manifest rewrites of the run (before the groups' commits, after them), when rules were given.
+    manifests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def files_after(self) -> int:
@@ -82,6 +89,7 @@ class CompactionReport:
             "bytes_before": self.bytes_before,
             "files_after": self.files_before if self.dry_run else self.files_after,
             "partitions_compacted": len(done),
+            "manifests": self.manifests,
             "files_rewritten": sum(g.files_before for g in done),
             "planned": [
                 {"partition": list(g.partition), "files": len(g.files), "bytes": g.size_bytes}
@@ -127,9 +135,15 @@ def file_info(task: FileScanTask) -> DataFileInfo:
 
 
 def compact_table(
-    table: Table, rules: BinPackRules, *, dry_run: bool = False, commit_retries: int = 4
+    table: Table,
+    rules: BinPackRules,
+    *,
+    manifests: ManifestRules | None = None,
+    dry_run: bool = False,
+    commit_retries: int = 4,
 ) -> CompactionReport:
-    """Plan, then rewrite each planned group in its own commit (module docstring)."""
+    """Plan, then rewrite each planned group in its own commit (module docstring); then, with
+    ``manifests``, the small manifests (``manifest_rewrite``)."""
     tasks = live_data_files(table)
     infos = [file_info(task) for task in tasks.values()]
     plan = plan_bin_pack(infos, rules)
@@ -144,12 +158,36 @@ def compact_table(
         " (dry run)" if dry_run else "",
     )
     if dry_run:
+        if manifests is not None:
+            report.manifests.append(rewrite_small_manifests(table, manifests, dry_run=True))
         return report
+    if manifests is not None and plan.groups:
+        # Each group's commit rewrites every manifest holding one of its files: a few large manifests
+        # first, instead of one small manifest per earlier commit, make that a few writes per group.
+        report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
+        table = table.refresh()
     for group in plan.groups:
+        # The groups are disjoint partitions: the plan's tasks of the next group stay valid after this
+        # group's commit (manifests rewritten meanwhile name the same files); a commit by someone else is
+        # checked when it makes ours fail.
         report.groups.append(rewrite_group(table, group, tasks, rules, commit_retries))
         table = table.refresh()
-        tasks = live_data_files(table)
+    if manifests is not None:
+        report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
     return report
+
+
+def _rewrite_manifests_retrying(table: Table, rules: ManifestRules, commit_retries: int) -> dict[str, Any]:
+    """The manifest rewrite, re-planned on fresh metadata when another writer committed meanwhile."""
+    for attempt in range(commit_retries + 1):
+        try:
+            return rewrite_small_manifests(table, rules)
+        except CommitFailedException as exc:
+            log.warning(
+                "%s: manifest rewrite lost a race (%s); retrying (attempt %d)", table.name(), exc, attempt + 1
+            )
+            table = table.refresh()
+    return {"rewritten": False, "skipped": f"commit failed {commit_retries + 1} times"}
 
 
 def rewrite_group(
@@ -213,18 +251,8 @@ def _write(table: Table, rows, target_file_bytes: int) -> list[DataFile]:
     )
 
 
-class _ReplaceFiles(_OverwriteFiles):
-    """pyiceberg's overwrite recorded as Iceberg's REPLACE: files rewritten, the table's data unchanged,
-    so incremental readers (streaming, changelog) skip it. pyiceberg computes snapshot summaries only for
-    append, overwrite and delete: the totals are computed as an overwrite's, the operation is REPLACE."""
-
-    def _summary(self, snapshot_properties: dict[str, str] | None = None) -> Summary:
-        self._operation = Operation.OVERWRITE
-        try:
-            summary = super()._summary(snapshot_properties or {})
-        finally:
-            self._operation = Operation.REPLACE
-        return Summary(Operation.REPLACE, **summary.additional_properties)
+class _ReplaceFiles(ReplaceOperation, _OverwriteFiles):
+    """pyiceberg's overwrite (the group's files out, the new ones in) as a REPLACE snapshot."""
 
 
 def _commit_replace(

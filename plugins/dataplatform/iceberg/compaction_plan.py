@@ -17,6 +17,11 @@ what this plan follows so that a table compacts the same on both backends:
   ``max_bytes_per_run`` (Iceberg's ``max-file-group-size-bytes`` per group; here for the whole run, so a
   nightly run has a bounded cost); what is left is reported with the reason and compacted by a later run.
 
+Manifests: a table written by many small commits has as many small manifests, and planning a scan reads
+every one. When a snapshot has more than ``max_small_manifests`` data manifests under the target size
+(Iceberg's ``commit.manifest.target-size-bytes``, 8 MiB), they are rewritten into manifests of about that
+size, their entries sorted by partition (``needs_manifest_rewrite``; Spark's ``rewrite_manifests``).
+
 Plain data in, plain data out: no pyiceberg, no AWS, so every rule is tested on its own.
 """
 
@@ -143,3 +148,30 @@ def plan_bin_pack(files: Iterable[DataFileInfo], rules: BinPackRules) -> Compact
 
 def _skip(group: RewriteGroup, reason: str) -> SkippedPartition:
     return SkippedPartition(group.spec_id, group.partition, len(group.files), group.size_bytes, reason)
+
+
+@dataclass(frozen=True)
+class ManifestRules:
+    target_manifest_bytes: int = 8 * MIB
+    max_small_manifests: int = 16
+
+    def __post_init__(self) -> None:
+        if self.target_manifest_bytes < 1:
+            raise ValueError(f"target_manifest_bytes must be >= 1, got {self.target_manifest_bytes}")
+        if self.max_small_manifests < 1:
+            raise ValueError(f"max_small_manifests must be >= 1, got {self.max_small_manifests}")
+
+
+def small_manifests(sizes: Iterable[int], rules: ManifestRules) -> int:
+    """How many of the data manifests (their sizes) are under the target size."""
+    return sum(1 for size in sizes if size < rules.target_manifest_bytes)
+
+
+def needs_manifest_rewrite(sizes: Iterable[int], rules: ManifestRules) -> bool:
+    """More small data manifests than ``max_small_manifests``: planning pays for each of them."""
+    return small_manifests(sizes, rules) > rules.max_small_manifests
+
+
+def manifests_after_rewrite(total_bytes: int, rules: ManifestRules) -> int:
+    """How many manifests ``total_bytes`` of small manifests become (at least one)."""
+    return max(1, math.ceil(total_bytes / rules.target_manifest_bytes))
