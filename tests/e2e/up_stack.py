@@ -43,7 +43,7 @@ class UpProcess:
         self.sessions: set[int] = set()
         # Every command line each process had: a child sampled between fork and exec still shows its
         # parent's (`up`'s own), and the one it execs is seen on a later sample.
-        self.commands: dict[int, list[str]] = {}
+        self.commands: dict[int, set[str]] = {}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -80,10 +80,7 @@ class UpProcess:
                 self.seen.setdefault(process.pid, process)
                 self.sessions.add(_sid(process.pid))
                 with contextlib.suppress(psutil.Error):
-                    command = " ".join(process.cmdline())
-                    known = self.commands.setdefault(process.pid, [])
-                    if command not in known:
-                        known.append(command)
+                    self.commands.setdefault(process.pid, set()).add(" ".join(process.cmdline()))
             time.sleep(0.2)
 
     @property
@@ -121,9 +118,8 @@ class UpProcess:
         )
 
     def group_alive(self) -> bool:
-        """Whether `up`'s process group still has a member. Once it has none, its id is a free pid that
-        a later process (of another test, or the shared Spark JVM's) may lead a group with: no signal to
-        that group then."""
+        """Whether `up`'s process group still has a member. Once it has none, its id is a free pid with
+        which a later process (another test's) may lead a group of its own: no signal to that group then."""
         if self.process.returncode is None:  # not reaped: its pid, and so the group id, is still its own
             return True
         for process in self.seen.values():

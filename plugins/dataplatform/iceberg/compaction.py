@@ -87,7 +87,7 @@ class CompactionReport:
             "dry_run": self.dry_run,
             "files_before": self.files_before,
             "bytes_before": self.bytes_before,
-            "files_after": self.files_before if self.dry_run else self.files_after,
+            "files_after": self.files_after,  # a dry run rewrites no group: files_before
             "partitions_compacted": len(done),
             "manifests": self.manifests,
             "files_rewritten": sum(g.files_before for g in done),
