@@ -467,6 +467,63 @@ class CreatedFiles(_Strict):
     tag: S3Tag = S3Tag(key="write-tag-name", value="created")
 
 
+_SORT_KEY = re.compile(r"^([a-z_][a-z0-9_]{0,254})(?:\s+(asc|desc))?$", re.IGNORECASE)
+
+
+class Compaction(_Strict):
+    """Bin-pack compaction of a table's small data files, and the rewrite of its small manifests
+    (``dataplatform.iceberg.compaction_plan``: the rules; the same on both backends).
+
+    ``target_file_mb``: the size files are rewritten to (a file under 75 % of it is small);
+    ``min_input_files``: a partition is rewritten when it has at least this many small files (or one with
+    row-level deletes); ``max_bytes_per_run``: the bytes one run rewrites at most (with ``backend: spark``
+    Iceberg caps each file group at it instead: ``rewrite_data_files`` has no cap per run);
+    ``sort_order``: columns (``"col"`` or ``"col desc"``) the rewritten rows are sorted by within each
+    file, nulls last; ``max_small_manifests``: more data manifests than this under
+    ``target_manifest_mb`` and they are rewritten into few."""
+
+    enabled: bool = True
+    target_file_mb: Annotated[float, Field(gt=0, le=4096)] = 128.0
+    min_input_files: Annotated[int, Field(ge=2)] = 5
+    max_bytes_per_run: Annotated[int, Field(ge=1024 * 1024)] = 100 * 1024**3
+    sort_order: list[str] = Field(default_factory=list)
+    max_small_manifests: Annotated[int, Field(ge=1)] = 16
+    target_manifest_mb: Annotated[float, Field(gt=0, le=1024)] = 8.0
+
+    @field_validator("sort_order")
+    @classmethod
+    def _sort_keys(cls, value: list[str]) -> list[str]:
+        columns = []
+        for key in value:
+            match = _SORT_KEY.fullmatch(key.strip())
+            if not match:
+                raise ValueError(
+                    f"sort_order entry {key!r}: expected a lower-case column name, optionally followed by "
+                    "'asc' or 'desc'"
+                )
+            columns.append(match.group(1))
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"sort_order names a column twice: {value}")
+        return [key.strip() for key in value]
+
+    @property
+    def sort_keys(self) -> list[tuple[str, str]]:
+        """``sort_order`` as (column, ``asc`` | ``desc``) pairs."""
+        keys = []
+        for key in self.sort_order:
+            match = _SORT_KEY.fullmatch(key)
+            keys.append((match.group(1), (match.group(2) or "asc").lower()))
+        return keys
+
+    @property
+    def target_file_bytes(self) -> int:
+        return int(self.target_file_mb * 1024 * 1024)
+
+    @property
+    def target_manifest_bytes(self) -> int:
+        return int(self.target_manifest_mb * 1024 * 1024)
+
+
 class _GlueTableRef(_Strict):
     """A table in the Glue catalog, named ``database``.``table`` (both lower-case Glue identifiers)."""
 
@@ -497,6 +554,8 @@ class IcebergTablePolicy(_GlueTableRef):
     created: CreatedFiles = CreatedFiles()
     # Younger unreferenced objects may belong to a write still in progress (Iceberg's default is 3 days).
     orphan_min_age_hours: Annotated[float, Field(ge=1)] = 72.0
+    # Absent: no compaction (a table's writers may already write large files).
+    compaction: Compaction | None = None
 
     @model_validator(mode="after")
     def _distinct_tags(self) -> IcebergTablePolicy:

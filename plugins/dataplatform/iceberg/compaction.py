@@ -1,10 +1,12 @@
-"""Bin-pack compaction of an Iceberg table with pyiceberg (issue 16; no maintenance run calls it yet).
+"""Bin-pack compaction of an Iceberg table with pyiceberg: the ``compaction`` step of a maintenance run
+(``maintenance.compact``) for tables whose policy has a ``compaction`` section.
 
-``compact_table`` plans from the current snapshot (``compaction_plan.plan_bin_pack``: which small files,
+``plan_compaction`` plans from the current snapshot (``compaction_plan.plan_bin_pack``: which small files,
 grouped per partition, within the run's byte budget), then rewrites each group in a commit of its own:
 
-1. read the group's rows through their delete files (pyiceberg applies position deletes; it refuses a
-   table with equality deletes, which only the Spark backend compacts), so a deleted row stays deleted;
+1. read the group's rows through their delete files (pyiceberg applies position deletes; a table with
+   equality deletes is refused before any change, with ``CompactionError``: only the Spark backend
+   compacts it), so a deleted row stays deleted; sorted by the policy's ``sort_order`` when it has one;
 2. write them as new files of the target size (pyiceberg's writer, the table's current spec and
    properties, ``write.target-file-size-bytes`` set to the policy's target);
 3. commit one REPLACE snapshot: the group's files out, the new ones in. pyiceberg's commit requires main to
@@ -18,13 +20,19 @@ With manifest rules, the small manifests are rewritten into few (``manifest_rewr
 commits (each of which rewrites every manifest holding one of its files) and after them.
 
 The replaced files stay referenced by the previous snapshots: the maintenance run's expiry and its
-``unreferenced`` action handle them as any other file. A dry run only plans.
+``unreferenced`` action handle them as any other file. A dry run only plans, and reports the files the
+plan would leave (``files_after_estimate``).
+
+``plan_compaction`` reads only, and raises ``CompactionError`` for what cannot be compacted (a sort column
+the table lacks, equality deletes): the maintenance run calls it before its first commit, and
+``apply_compaction`` later. ``compact_table`` does both.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +44,7 @@ from pyiceberg.table import FileScanTask, Table, TableProperties
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.table.update.snapshot import _OverwriteFiles
 
+from dataplatform.config import Compaction
 from dataplatform.iceberg.compaction_plan import (
     BinPackRules,
     CompactionPlan,
@@ -51,6 +60,20 @@ log = logging.getLogger(__name__)
 
 # The snapshot summary says which run compacted: ``dataplatform.compaction`` = the policy's target size.
 SUMMARY_KEY = "dataplatform.compaction"
+# (column, "asc" | "desc"), as ``config.Compaction.sort_keys`` gives them.
+SortKeys = Sequence[tuple[str, str]]
+
+
+class CompactionError(ValueError):
+    """The table cannot be compacted as configured; nothing was changed."""
+
+
+def rules_for(policy: Compaction) -> tuple[BinPackRules, ManifestRules]:
+    """The plan's rules from a table's ``compaction`` policy."""
+    return (
+        BinPackRules(policy.target_file_bytes, policy.min_input_files, policy.max_bytes_per_run),
+        ManifestRules(policy.target_manifest_bytes, policy.max_small_manifests),
+    )
 
 
 @dataclass
@@ -72,22 +95,40 @@ class CompactionReport:
     bytes_before: int
     plan: CompactionPlan
     groups: list[GroupOutcome] = field(default_factory=list)
+    target_file_bytes: int = 0
     # The manifest rewrites of the run (before the groups' commits, after them), when rules were given.
     manifests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def done(self) -> list[GroupOutcome]:
+        return [g for g in self.groups if g.snapshot_id is not None]
+
+    @property
     def files_after(self) -> int:
         """Live data files after the run: the ones not rewritten, plus what the rewrites wrote."""
-        rewritten = sum(g.files_before for g in self.groups if g.snapshot_id is not None)
-        return self.files_before - rewritten + sum(g.files_after for g in self.groups)
+        return (
+            self.files_before - sum(g.files_before for g in self.done) + sum(g.files_after for g in self.done)
+        )
+
+    @property
+    def bytes_after(self) -> int:
+        return (
+            self.bytes_before - sum(g.bytes_before for g in self.done) + sum(g.bytes_after for g in self.done)
+        )
+
+    def files_after_estimate(self, target_file_bytes: int) -> int:
+        """What the plan would leave: each group rewritten into files of the target size."""
+        written = sum(group.expected_output_files(target_file_bytes) for group in self.plan.groups)
+        return self.files_before - self.plan.files_rewritten + written
 
     def as_dict(self) -> dict[str, Any]:
-        done = [g for g in self.groups if g.snapshot_id is not None]
-        return {
+        done = self.done
+        report = {
             "dry_run": self.dry_run,
             "files_before": self.files_before,
             "bytes_before": self.bytes_before,
             "files_after": self.files_after,  # a dry run rewrites no group: files_before
+            "bytes_after": self.bytes_after,
             "partitions_compacted": len(done),
             "manifests": self.manifests,
             "files_rewritten": sum(g.files_before for g in done),
@@ -115,11 +156,22 @@ class CompactionReport:
                 if g.skipped
             ],
         }
+        if self.dry_run:
+            report["files_after_estimate"] = self.files_after_estimate(self.target_file_bytes)
+        return report
 
 
 def live_data_files(table: Table) -> dict[str, FileScanTask]:
     """The current snapshot's data files, each with the delete files that apply to it, by path."""
-    return {task.file.file_path: task for task in table.scan().plan_files()}
+    try:
+        return {task.file.file_path: task for task in table.scan().plan_files()}
+    except ValueError as exc:
+        if "equality deletes" not in str(exc):
+            raise
+        raise CompactionError(
+            f"{table.name()} has equality delete files, which pyiceberg cannot apply: compact it with "
+            "backend 'spark' (rewrite_data_files), or leave its compaction out"
+        ) from None
 
 
 def file_info(task: FileScanTask) -> DataFileInfo:
@@ -134,20 +186,42 @@ def file_info(task: FileScanTask) -> DataFileInfo:
     )
 
 
-def compact_table(
-    table: Table,
-    rules: BinPackRules,
-    *,
-    manifests: ManifestRules | None = None,
-    dry_run: bool = False,
-    commit_retries: int = 4,
-) -> CompactionReport:
-    """Plan, then rewrite each planned group in its own commit (module docstring); then, with
-    ``manifests``, the small manifests (``manifest_rewrite``)."""
+def check_sort_keys(table: Table, sort_keys: SortKeys) -> None:
+    columns = {field.name for field in table.schema().fields}
+    missing = [column for column, _ in sort_keys if column not in columns]
+    if missing:
+        raise CompactionError(
+            f"{table.name()}: compaction sort_order names {missing}, not columns of the table "
+            f"({sorted(columns)})"
+        )
+
+
+@dataclass
+class PlannedCompaction:
+    """A plan, the scan tasks of the files it rewrites, and the report the run fills in."""
+
+    rules: BinPackRules
+    sort_keys: SortKeys
+    tasks: dict[str, FileScanTask]
+    report: CompactionReport
+
+    @property
+    def plan(self) -> CompactionPlan:
+        return self.report.plan
+
+
+def plan_compaction(
+    table: Table, rules: BinPackRules, *, sort_keys: SortKeys = (), dry_run: bool = False
+) -> PlannedCompaction:
+    """What a run would rewrite, from the current snapshot; reads only. Raises ``CompactionError`` for a
+    table this path cannot compact."""
+    check_sort_keys(table, sort_keys)
     tasks = live_data_files(table)
     infos = [file_info(task) for task in tasks.values()]
     plan = plan_bin_pack(infos, rules)
-    report = CompactionReport(dry_run, len(infos), sum(i.size_bytes for i in infos), plan)
+    report = CompactionReport(
+        dry_run, len(infos), sum(i.size_bytes for i in infos), plan, target_file_bytes=rules.target_file_bytes
+    )
     log.info(
         "%s: %d data files, %d groups to rewrite (%d files), %d partitions skipped%s",
         table.name(),
@@ -157,24 +231,52 @@ def compact_table(
         len(plan.skipped),
         " (dry run)" if dry_run else "",
     )
-    if dry_run:
+    return PlannedCompaction(rules, tuple(sort_keys), tasks, report)
+
+
+def apply_compaction(
+    table: Table,
+    planned: PlannedCompaction,
+    *,
+    manifests: ManifestRules | None = None,
+    commit_retries: int = 4,
+) -> CompactionReport:
+    """Rewrite each planned group in its own commit; then, with ``manifests``, the small manifests. A dry
+    run's plan changes nothing. ``table`` may be newer than the plan's (e.g. a tag committed since): a
+    group whose files are no longer all live is skipped."""
+    report = planned.report
+    if report.dry_run:
         if manifests is not None:
             report.manifests.append(rewrite_small_manifests(table, manifests, dry_run=True))
         return report
-    if manifests is not None and plan.groups:
+    if manifests is not None and planned.plan.groups:
         # Each group's commit rewrites every manifest holding one of its files: a few large manifests
         # first, instead of one small manifest per earlier commit, make that a few writes per group.
         report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
         table = table.refresh()
-    for group in plan.groups:
+    for group in planned.plan.groups:
         # The groups are disjoint partitions: the plan's tasks of the next group stay valid after this
         # group's commit (manifests rewritten meanwhile name the same files); a commit by someone else is
         # checked when it makes ours fail.
-        report.groups.append(rewrite_group(table, group, tasks, rules, commit_retries))
+        report.groups.append(rewrite_group(table, group, planned, commit_retries))
         table = table.refresh()
     if manifests is not None:
         report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
     return report
+
+
+def compact_table(
+    table: Table,
+    rules: BinPackRules,
+    *,
+    manifests: ManifestRules | None = None,
+    dry_run: bool = False,
+    commit_retries: int = 4,
+    sort_keys: SortKeys = (),
+) -> CompactionReport:
+    """``plan_compaction`` then ``apply_compaction`` (module docstring)."""
+    planned = plan_compaction(table, rules, sort_keys=sort_keys, dry_run=dry_run)
+    return apply_compaction(table, planned, manifests=manifests, commit_retries=commit_retries)
 
 
 def _rewrite_manifests_retrying(table: Table, rules: ManifestRules, commit_retries: int) -> dict[str, Any]:
@@ -191,15 +293,16 @@ def _rewrite_manifests_retrying(table: Table, rules: ManifestRules, commit_retri
 
 
 def rewrite_group(
-    table: Table,
-    group: RewriteGroup,
-    tasks: dict[str, FileScanTask],
-    rules: BinPackRules,
-    commit_retries: int,
+    table: Table, group: RewriteGroup, planned: PlannedCompaction, commit_retries: int
 ) -> GroupOutcome:
+    rules = planned.rules
     outcome = GroupOutcome(group.partition, group.spec_id, len(group.files), group.size_bytes)
-    group_tasks = [tasks[f.path] for f in group.files]
+    group_tasks = [planned.tasks[f.path] for f in group.files]
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(group_tasks)
+    if planned.sort_keys:
+        # Nulls last in both directions, as the Spark backend's sort order says (``NULLS LAST``).
+        order = {"asc": "ascending", "desc": "descending"}
+        rows = rows.sort_by([(column, order[direction], "at_end") for column, direction in planned.sort_keys])
     written = _write(table, rows, rules.target_file_bytes)
     replaced = [t.file for t in group_tasks]
     for attempt in range(commit_retries + 1):

@@ -1,5 +1,5 @@
-"""Which data files a bin-pack compaction rewrites, and in which groups (issue 16; the rewrite and its
-commit are not built yet, so no maintenance run calls this).
+"""Which data files a bin-pack compaction rewrites, and in which groups (``compaction`` rewrites them,
+for the maintenance run's ``compaction`` step).
 
 Iceberg's own ``rewrite_data_files`` (Spark) and AWS Glue's table optimizer work the same way, which is
 what this plan follows so that a table compacts the same on both backends:

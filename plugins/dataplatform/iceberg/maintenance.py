@@ -1,6 +1,9 @@
 """One maintenance run of one Iceberg table (pyiceberg, Glue catalog, S3), step by step:
 
 1. tags the tag rules call for (one commit; existing tags are left alone);
+   compaction (tables with a ``compaction`` policy): the small files of each partition that has enough
+   of them rewritten into files of the target size, one commit per partition, then the small manifests
+   (``compaction``; planned before the first commit, so a table it cannot compact changes nothing);
 2. expiry of the snapshots the policy does not keep, and of aged tags, in one commit, re-planned on fresh
    metadata when another writer commits first;
 3. the files the expiry unreferenced: deleted (DeleteObjects, 1,000 a call) or tagged (merged, parallel);
@@ -34,7 +37,7 @@ from pyiceberg.table.update import (
 )
 
 from dataplatform.config import IcebergTablePolicy
-from dataplatform.iceberg import snapshots
+from dataplatform.iceberg import compaction, snapshots
 from dataplatform.iceberg.archive import tables_sharing_files
 from dataplatform.iceberg.files import FileIndex, FileRef, reachable_files
 from dataplatform.iceberg.state import TableState, load_state, save_state, state_uri_for
@@ -128,9 +131,18 @@ def maintain_table(
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
 
     run.protected, report["archive_tables"] = archive_table_files(run)
+    planned = plan_compaction(run)
     if run.state.pending and not dry_run:
         report["resumed_pending"] = finish_pending(run)
     report["tags"] = create_tags(run)
+    if planned is not None:
+        report["compaction"] = compact(run, planned)
+        if report["compaction"]["partitions_compacted"] or report["compaction"]["manifests_rewritten"]:
+            # The files the expiry may unreference now include the compaction's own manifests.
+            sizes = {
+                uri: obj.size
+                for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()
+            }
     report["expiry"], unreferenced = expire_snapshots(run)
     report["unreferenced"] = handle_unreferenced(run, unreferenced, sizes)
     report["created"] = tag_created(run)
@@ -215,6 +227,34 @@ def create_tags(run: TableRun) -> dict:
     raise CommitFailedException(
         f"{run.policy.identifier}: tag commit failed {run.ctx.commit_retries + 1} times"
     )
+
+
+# -- compaction ---------------------------------------------------------------------------------------------
+
+
+def plan_compaction(run: TableRun) -> compaction.PlannedCompaction | None:
+    """The compaction plan, read before the run's first commit; None without a compaction policy."""
+    policy = run.policy.compaction
+    if policy is None or not policy.enabled:
+        return None
+    rules, _ = compaction.rules_for(policy)
+    try:
+        return compaction.plan_compaction(run.table, rules, sort_keys=policy.sort_keys, dry_run=run.dry_run)
+    except compaction.CompactionError as exc:
+        raise MaintenanceError(f"table {run.name!r}: {exc}") from None
+
+
+def compact(run: TableRun, planned: compaction.PlannedCompaction) -> dict:
+    """Rewrite the planned partitions and the small manifests (``compaction``), on the table as the tag
+    step left it; the report per table."""
+    _, manifest_rules = compaction.rules_for(run.policy.compaction)
+    report = compaction.apply_compaction(
+        run.table, planned, manifests=manifest_rules, commit_retries=run.ctx.commit_retries
+    ).as_dict()
+    report["manifests_rewritten"] = sum(1 for m in report["manifests"] if m.get("rewritten"))
+    if not run.dry_run:
+        run.reload()
+    return report
 
 
 # -- 2. expiry --------------------------------------------------------------------------------------------
@@ -456,9 +496,18 @@ def summarize(report: dict) -> str:
     verb = "would " if report["dry_run"] else ""
     action = {"delete": "delete", "tag": "tag"}[files["action"]]
     skipped = report["tags"]["skipped"]
+    compacted = report.get("compaction")
+    compaction_summary = ""
+    if compacted is not None:
+        compaction_summary = (
+            f"{verb}compact {len(compacted['planned'])} partitions "
+            f"({compacted['files_before']} -> "
+            f"{compacted.get('files_after_estimate', compacted['files_after'])} data files), "
+        )
     return (
         f"{report['identifier']}: {verb}create tags {report['tags']['created'] or 'none'}"
         f"{f' (skipped {sorted(skipped)}: past their retention)' if skipped else ''}, "
+        f"{compaction_summary}"
         f"{verb}expire {expiry['snapshots_expired']} of {expiry['snapshots_before']} snapshots, "
         f"{verb}{action} {files['files']} unreferenced files ({files['bytes']} bytes), "
         f"{orphans['found']} orphans"

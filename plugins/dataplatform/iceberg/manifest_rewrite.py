@@ -1,4 +1,4 @@
-"""Small data manifests rewritten into few, with pyiceberg (issue 16; Spark's ``rewrite_manifests``).
+"""Small data manifests rewritten into few, with pyiceberg (Spark's ``rewrite_manifests`` does the same).
 
 A table written by many small commits has one manifest per commit, and a compaction's per-group commits
 add more; planning a scan reads every manifest. ``rewrite_small_manifests`` commits one REPLACE snapshot
@@ -53,6 +53,7 @@ def rewrite_small_manifests(table: Table, rules: ManifestRules, *, dry_run: bool
     report: dict[str, Any] = {
         "manifests_before": len(sizes),
         "small_manifests": small_manifests(sizes, rules),
+        "needed": needs_manifest_rewrite(sizes, rules),
         "rewritten": False,
         "manifests_after": len(sizes),
         "snapshot_id": None,
