@@ -467,7 +467,7 @@ class CreatedFiles(_Strict):
     tag: S3Tag = S3Tag(key="write-tag-name", value="created")
 
 
-_SORT_KEY = re.compile(r"^([a-z_][a-z0-9_]{0,254})(?:\s+(asc|desc))?$", re.IGNORECASE)
+_SORT_KEY = re.compile(r"^([a-z_][a-z0-9_]{0,254})(?:\s+((?i:asc|desc)))?$")
 
 
 class Compaction(_Strict):

@@ -55,7 +55,12 @@ def test_the_nightly_run_maintains_every_configured_table(demo_tables):
         # The only tag (orders' daily tag) is on the head, which retain_last keeps anyway.
         assert len(table.snapshots()) == policy.retain_last
         got = report(demo_tables, run.run_id, name)
-        assert got["expiry"]["snapshots_expired"] == len(before[name].snapshots()) - len(table.snapshots())
+        # Each partition compacted and each manifest rewrite is a snapshot of the run's own, before expiry.
+        compacted = got.get("compaction", {"partitions_compacted": 0, "manifests_rewritten": 0})
+        commits = compacted["partitions_compacted"] + compacted["manifests_rewritten"]
+        assert got["expiry"]["snapshots_expired"] == len(before[name].snapshots()) + commits - len(
+            table.snapshots()
+        )
         reachable = reachable_files(FileIndex(table.io), table.metadata, table.metadata_location)
         listed = list_objects(demo_tables.s3, table.location())
         assert set(reachable) <= set(listed)
@@ -67,7 +72,17 @@ def test_the_nightly_run_maintains_every_configured_table(demo_tables):
             assert len(listed) == len(reachable) + got["unreferenced"]["files"]
     orders = catalog.load_table(config.tables["orders"].identifier)
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    assert orders.metadata.refs[f"daily-{today}"].snapshot_id == orders.current_snapshot().snapshot_id
+    # Tagged before the compaction: the tag is on the head the writers left (the same rows).
+    assert (
+        orders.metadata.refs[f"daily-{today}"].snapshot_id == before["orders"].current_snapshot().snapshot_id
+    )
+    # The seed's small appends (one partition, 7 files with its overwrite's) are one file now; the other partitions kept their one file.
+    files = orders.inspect.files().to_pylist()
+    per_region: dict[str, int] = {}
+    for row in files:
+        per_region[row["partition"]["region"]] = per_region.get(row["partition"]["region"], 0) + 1
+    assert sorted(per_region.values()) == [1, 1, 1, 1]
+    assert report(demo_tables, run.run_id, "orders")["compaction"]["partitions_compacted"] == 1
 
 
 def test_an_unknown_table_param_fails_the_run_before_anything_changes(demo_tables):

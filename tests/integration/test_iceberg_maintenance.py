@@ -489,3 +489,95 @@ def test_daily_tags_stay_keep_days_after_their_day_and_a_rerun_of_an_aged_day_wr
     assert len(
         [u for u in list_objects(lake.s3, LOCATION) if "/metadata/" in u and u.endswith(".json")]
     ) == len(metadata_files)
+
+
+# -- compaction ---------------------------------------------------------------------------------------------
+
+COMPACTION = {
+    "target_file_mb": 128,
+    "min_input_files": 4,
+    "max_bytes_per_run": 1024**3,
+    "max_small_manifests": 2,
+}
+
+
+def streamed_table(lake):
+    """One overwrite, then 6 small appends into one partition (r00): 7 small files there, 1 in r01."""
+    table = write_sample_table(lake.catalog, IDENTIFIER, LOCATION, commits=1, n_regions=2)
+    for version in range(1, 7):
+        append_rows(table, version)
+    return lake.catalog.load_table(IDENTIFIER)
+
+
+def data_files_per_region(table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in table.inspect.data_files().to_pylist():
+        counts[row["partition"]["region"]] = counts.get(row["partition"]["region"], 0) + 1
+    return counts
+
+
+def test_the_run_compacts_before_expiry_and_the_replaced_small_files_are_unreferenced(lake):
+    table = streamed_table(lake)
+    rows = rows_at(table, table.current_snapshot().snapshot_id)
+    small_files = {
+        r["file_path"] for r in table.inspect.data_files().to_pylist() if r["partition"]["region"] == "r00"
+    }
+    assert data_files_per_region(table) == {"r00": 7, "r01": 1}
+
+    report = run(lake, policy(compaction=COMPACTION))
+
+    after = lake.catalog.load_table(IDENTIFIER)
+    assert data_files_per_region(after) == {"r00": 1, "r01": 1}
+    assert rows_at(after, after.current_snapshot().snapshot_id) == rows
+    assert report["compaction"]["partitions_compacted"] == 1
+    assert (report["compaction"]["files_before"], report["compaction"]["files_after"]) == (8, 2)
+    # the expiry (retain_last 2, no age) dropped every snapshot that reached the small files: tagged
+    tags = all_tags(lake.s3)
+    assert small_files and all(tags[f]["delete-tag-name"] == "deleted" for f in small_files)
+    assert not small_files & set(reachable(after))
+
+
+def test_a_rerun_after_compaction_changes_nothing(lake):
+    streamed_table(lake)
+    run(lake, policy(compaction=COMPACTION))
+    metadata, view = lake.catalog.load_table(IDENTIFIER).metadata_location, lake_view(lake)
+
+    second = run(lake, policy(compaction=COMPACTION))
+
+    assert second["compaction"]["planned"] == [] and second["compaction"]["manifests_rewritten"] == 0
+    assert lake.catalog.load_table(IDENTIFIER).metadata_location == metadata
+    assert lake_view(lake) == view
+
+
+def objects_and_metadata(lake) -> tuple:
+    """The table's metadata location and every object under its location, with its S3 tags (before a
+    first run there is no maintenance state: ``lake_view`` needs one)."""
+    return (
+        lake.catalog.load_table(IDENTIFIER).metadata_location,
+        list_objects(lake.s3, LOCATION),
+        all_tags(lake.s3),
+    )
+
+
+def test_a_dry_run_reports_the_compaction_and_changes_nothing(lake):
+    table = streamed_table(lake)
+    view = objects_and_metadata(lake)
+
+    report = run(lake, policy(compaction=COMPACTION), dry_run=True)
+
+    assert [(p["partition"], p["files"]) for p in report["compaction"]["planned"]] == [(["r00"], 7)]
+    assert report["compaction"]["files_after_estimate"] == 2
+    assert "would compact 1 partitions (8 -> 2 data files)" in report["summary"]
+    assert objects_and_metadata(lake) == view
+    assert load_state(lake.s3, state_uri_for(STATE_ROOT, IDENTIFIER)).files is None
+
+
+def test_a_sort_column_the_table_lacks_fails_the_run_before_any_change(lake):
+    streamed_table(lake)
+    view = objects_and_metadata(lake)
+    rule = [{"name": "daily-{date:%Y-%m-%d}", "every": "day", "keep_days": 7}]
+
+    with pytest.raises(MaintenanceError, match=r"table 'orders': .*sort_order names \['customer_id'\]"):
+        run(lake, policy(tag_rules=rule, compaction={**COMPACTION, "sort_order": ["customer_id"]}))
+
+    assert objects_and_metadata(lake) == view  # no tag either: the tag commit comes after the plan

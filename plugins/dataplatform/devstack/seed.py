@@ -204,14 +204,18 @@ def iceberg_demo_location(config: Settings, name: str) -> str:
 
 # Overwrites per demo table: each leaves the table's previous files to its history.
 ICEBERG_DEMO_COMMITS = {"orders": 6, "customers": 4}
+# Small appends after the overwrites, as a streaming writer leaves them: one file each, all in one
+# partition, which the maintenance run's compaction (orders' policy) rewrites into one.
+ICEBERG_DEMO_APPENDS = {"orders": 6}
 
 
 def seed_iceberg(catalog, s3, config: Settings) -> dict:
-    """(Re)create the configured Iceberg tables with a few overwrites each, written by pyiceberg (the
-    ``backend: spark`` ones too: Iceberg's Spark procedures maintain a table whoever wrote it)."""
+    """(Re)create the configured Iceberg tables with a few overwrites each, then the small appends of
+    ``ICEBERG_DEMO_APPENDS``, written by pyiceberg (the ``backend: spark`` ones too: Iceberg's Spark
+    procedures maintain a table whoever wrote it)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from dataplatform.iceberg.sample import write_sample_table
+    from dataplatform.iceberg.sample import append_rows, write_sample_table
 
     ensure_bucket(s3, split_s3_uri(config.iceberg.state_uri)[0])
     seeded = {}
@@ -221,6 +225,8 @@ def seed_iceberg(catalog, s3, config: Settings) -> dict:
         table = write_sample_table(
             catalog, policy.identifier, iceberg_demo_location(config, name), ICEBERG_DEMO_COMMITS.get(name, 3)
         )
+        for version in range(ICEBERG_DEMO_APPENDS.get(name, 0)):
+            table = append_rows(table, version + 1)
         seeded[name] = len(table.metadata.snapshots)
     return seeded
 

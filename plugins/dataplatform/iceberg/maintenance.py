@@ -23,7 +23,7 @@ import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
@@ -252,8 +252,12 @@ def compact(run: TableRun, planned: compaction.PlannedCompaction) -> dict:
         run.table, planned, manifests=manifest_rules, commit_retries=run.ctx.commit_retries
     ).as_dict()
     report["manifests_rewritten"] = sum(1 for m in report["manifests"] if m.get("rewritten"))
-    if not run.dry_run:
+    if report["partitions_compacted"] or report["manifests_rewritten"]:
         run.reload()
+        # The run's clock started before these commits: measured from it, the compaction's own snapshots
+        # would be younger than any max_snapshot_age_hours and kept until the next run expires them.
+        newest_ms = max(snapshot.timestamp_ms for snapshot in run.table.snapshots())
+        run.clock = replace(run.clock, now=max(run.clock.now, datetime.fromtimestamp(newest_ms / 1000, UTC)))
     return report
 
 
