@@ -560,7 +560,7 @@ def objects_and_metadata(lake) -> tuple:
 
 
 def test_a_dry_run_reports_the_compaction_and_changes_nothing(lake):
-    table = streamed_table(lake)
+    streamed_table(lake)
     view = objects_and_metadata(lake)
 
     report = run(lake, policy(compaction=COMPACTION), dry_run=True)
