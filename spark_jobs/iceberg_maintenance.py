@@ -9,8 +9,11 @@ S3 delete and write tags) comes from the Spark conf the job is submitted with. T
    ``ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION ... RETAIN n MINUTES``, n running to the end
    of the day the tag names + keep_days, rounded up (tags already past that are in the spec's
    ``tags_skipped``);
+   compaction (when the spec has one): ``CALL <catalog>.system.rewrite_data_files`` with the spec's rules,
+   then ``rewrite_manifests`` when more data manifests than allowed are small;
 2. expiry: ``CALL <catalog>.system.expire_snapshots`` (older_than, retain_last); it also drops tags past
-   their retention;
+   their retention; after a compaction the cutoff moves by the time the compaction took (its own
+   snapshots are not younger than the policy's age);
 3. unreferenced files: handled inside the procedures by the catalog's FileIO (deleted, or tagged when
    the conf sets ``s3.delete-enabled=false`` with ``s3.delete.tags``);
 6. orphans: ``CALL <catalog>.system.remove_orphan_files`` (older_than, dry_run, prefix_listing: the
@@ -19,9 +22,9 @@ S3 delete and write tags) comes from the Spark conf the job is submitted with. T
 
 (4, created files, is the ``s3.write.tags`` conf; 5, the lifecycle rule, is an Airflow task.)
 
-A dry run reads metadata tables only, to report the tags it would make and the snapshots expiry would
-remove (expire_snapshots has no dry run), and lists orphans with ``dry_run => true``: it creates no tag
-and expires nothing. Everything is safe to rerun: tags are ``IF NOT EXISTS``, and expiry and orphan
+A dry run reads metadata tables only, to report the tags it would make, the partitions compaction would
+rewrite and the snapshots expiry would remove (neither procedure has a dry run), and lists orphans with
+``dry_run => true``: it creates no tag, rewrites and expires nothing. Everything is safe to rerun: tags are ``IF NOT EXISTS``, and expiry and orphan
 removal find nothing left to do.
 """
 
@@ -79,6 +82,45 @@ def create_tags(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def compact(sql: Statements, spec: dict[str, Any]) -> dict[str, Any]:
+    """The compaction step's report; ``last_commit_ms``: when its last commit was made (None: no commit)."""
+    if spec["compaction"] is None:
+        return {"enabled": False}
+    before = sql.rows(iceberg_sql.data_files_sql(spec))[0]
+    manifests = sql.rows(iceberg_sql.small_manifests_sql(spec))[0]
+    result: dict[str, Any] = {
+        "enabled": True,
+        "files_before": int(before["files"]),
+        "bytes_before": int(before["bytes"]),
+        "planned": [
+            {"partition": row["partition"], "files": int(row["files"]), "bytes": int(row["bytes"])}
+            for row in sql.rows(iceberg_sql.compaction_candidates_sql(spec))
+        ],
+        "manifests_before": int(manifests["manifests"]),
+        "small_manifests": int(manifests["small"]),
+        "manifests_rewritten": 0,
+        "last_commit_ms": None,
+    }
+    manifests_needed = result["small_manifests"] > spec["compaction"]["max_small_manifests"]
+    if spec["dry_run"]:
+        # Estimated from the data files alone: rewrite_data_files also takes files with deletes.
+        return {**result, "estimate": True, "manifests_needed": manifests_needed, "files_after": None}
+    snapshot_before = sql.rows(iceberg_sql.last_commit_ms_sql(spec))[0]["ms"]
+    rewritten = sql.rows(iceberg_sql.rewrite_data_files_sql(spec))
+    result["rewrite"] = {key: int(value or 0) for key, value in (rewritten[0] if rewritten else {}).items()}
+    manifests = sql.rows(iceberg_sql.small_manifests_sql(spec))[0]
+    if int(manifests["small"]) > spec["compaction"]["max_small_manifests"]:
+        done = sql.rows(iceberg_sql.rewrite_manifests_sql(spec))
+        result["manifests_rewritten"] = int(done[0]["rewritten_manifests_count"]) if done else 0
+    after = sql.rows(iceberg_sql.data_files_sql(spec))[0]
+    result.update(files_after=int(after["files"]), bytes_after=int(after["bytes"]))
+    result["manifests_after"] = int(sql.rows(iceberg_sql.small_manifests_sql(spec))[0]["manifests"])
+    last_commit = sql.rows(iceberg_sql.last_commit_ms_sql(spec))[0]["ms"]
+    if last_commit != snapshot_before:
+        result["last_commit_ms"] = int(last_commit)
+    return result
+
+
 def expire(sql: Statements, spec: dict[str, Any], new_tag_heads: Sequence[int]) -> tuple[dict, dict]:
     """(expiry report, unreferenced-files report)."""
     before = sql.rows(iceberg_sql.snapshots_sql(spec))
@@ -124,6 +166,9 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
     started = datetime.now(UTC)
     sql = Statements(spark)
     tags = create_tags(sql, spec)
+    compaction = compact(sql, spec)
+    if compaction.get("last_commit_ms") is not None:
+        spec = iceberg_sql.expire_after_compaction(spec, compaction["last_commit_ms"])
     expiry, unreferenced = expire(sql, spec, list(tags["snapshot_ids"].values()))
     orphans = remove_orphans(sql, spec)
     report = {
@@ -133,6 +178,7 @@ def run(spark: Any, spec: dict[str, Any], storage: Storage) -> dict[str, Any]:
         "dry_run": spec["dry_run"],
         "day": spec["day"],
         "tags": tags,
+        "compaction": compaction,
         "expiry": expiry,
         "unreferenced": unreferenced,
         "orphans": orphans,

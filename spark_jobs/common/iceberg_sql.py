@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 CATALOG = "glue_catalog"
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 # Where EMR (on EC2 and Serverless) installs the Iceberg Spark runtime.
 EMR_ICEBERG_JAR = "/usr/share/aws/iceberg/lib/iceberg-spark3-runtime.jar"
 # Iceberg's remove_orphan_files refuses an older_than less than a day in the past.
@@ -47,6 +47,17 @@ SPEC_KEYS = (
     "orphans",
     "unreferenced_action",
     "report_uri",
+    "compaction",
+)
+# The spec's ``compaction`` (null: the table is not compacted).
+COMPACTION_KEYS = (
+    "target_file_bytes",
+    "min_file_bytes",
+    "min_input_files",
+    "max_file_group_bytes",
+    "sort_order",
+    "max_small_manifests",
+    "small_manifest_bytes",
 )
 
 
@@ -99,7 +110,7 @@ def table_ref(spec: Mapping[str, Any]) -> str:
 
 
 def metadata_table(spec: Mapping[str, Any], name: str) -> str:
-    if name not in ("snapshots", "refs", "history", "entries", "all_entries"):
+    if name not in ("snapshots", "refs", "history", "entries", "all_entries", "data_files", "manifests"):
         raise ValueError(f"unexpected metadata table {name!r}")
     return f"{table_ref(spec)}.`{name}`"
 
@@ -221,7 +232,18 @@ def check_spec(spec: Any) -> dict[str, Any]:
     parse_utc(spec["orphans"]["older_than"])
     if not str(spec["report_uri"]).startswith(("s3://", "file://")):
         raise ValueError(f"spec report_uri must be an s3:// or file:// URI, got {spec['report_uri']!r}")
+    if spec["compaction"] is not None:
+        check_compaction(spec["compaction"])
     return spec
+
+
+def check_compaction(compaction: Any) -> None:
+    if not isinstance(compaction, dict) or sorted(compaction) != sorted(COMPACTION_KEYS):
+        raise ValueError(f"spec compaction must be null or an object with {list(COMPACTION_KEYS)}")
+    for key in COMPACTION_KEYS:
+        if key != "sort_order":
+            _int(compaction[key], f"compaction.{key}", 1)
+    sort_order_clause(compaction["sort_order"])
 
 
 # -- 1. tags -------------------------------------------------------------------------------------------------
@@ -259,6 +281,109 @@ def create_tag_sql(spec: Mapping[str, Any], name: str, snapshot_id: int, retain_
         f"AS OF VERSION {_int(snapshot_id, 'snapshot id')} "
         f"RETAIN {_int(retain_minutes, 'retain minutes', 1)} MINUTES"
     )
+
+
+# -- compaction --------------------------------------------------------------------------------------------
+
+
+def sort_order_clause(keys: Any) -> str:
+    """``order_id ASC NULLS LAST, ...`` from ``[[column, "asc" | "desc"], ...]`` (nulls last, as the
+    pyiceberg path sorts); empty for no sort order. Column names are checked, not quoted: the procedure
+    parses this string itself."""
+    if not isinstance(keys, list):
+        raise ValueError(f"compaction.sort_order must be a list of [column, direction], got {keys!r}")
+    clauses = []
+    for key in keys:
+        if not (isinstance(key, list) and len(key) == 2 and key[1] in ("asc", "desc")):
+            raise ValueError(f"compaction.sort_order entry {key!r} is not [column, 'asc' | 'desc']")
+        quote(key[0], "sort column")
+        clauses.append(f"{key[0]} {key[1].upper()} NULLS LAST")
+    return ", ".join(clauses)
+
+
+def data_files_sql(spec: Mapping[str, Any]) -> str:
+    return (
+        "SELECT count(*) AS files, coalesce(sum(file_size_in_bytes), 0) AS bytes "
+        f"FROM {metadata_table(spec, 'data_files')}"
+    )
+
+
+def compaction_candidates_sql(spec: Mapping[str, Any]) -> str:
+    """The partitions with at least ``min_input_files`` small data files (what a dry run reports; row-level
+    deletes, which also make a file a candidate, are not counted here)."""
+    compaction = spec["compaction"]
+    return (
+        "SELECT to_json(partition) AS partition, count(*) AS files, sum(file_size_in_bytes) AS bytes "
+        f"FROM {metadata_table(spec, 'data_files')} "
+        f"WHERE file_size_in_bytes < {_int(compaction['min_file_bytes'], 'compaction.min_file_bytes', 1)} "
+        "GROUP BY to_json(partition) "
+        f"HAVING count(*) >= {_int(compaction['min_input_files'], 'compaction.min_input_files', 1)} "
+        "ORDER BY files DESC, partition"
+    )
+
+
+def rewrite_data_files_sql(spec: Mapping[str, Any]) -> str:
+    """Bin-pack (or sort, with a sort order) of the small files, with the rules of the pyiceberg plan
+    (``dataplatform.iceberg.compaction_plan``): small = under ``min_file_bytes``; a group needs
+    ``min_input_files`` of them or a file with deletes (``delete-file-threshold`` 1); one commit per
+    file group (``partial-progress``), groups with the most files first. Deletes are applied; the delete
+    files stay (the new files get the sequence number the rewrite started from, Iceberg's default, so
+    that an equality delete committed meanwhile cannot conflict: the old deletes are not older than
+    them, which is what ``remove-dangling-deletes`` would need)."""
+    compaction = spec["compaction"]
+    options = {
+        "target-file-size-bytes": _int(compaction["target_file_bytes"], "compaction.target_file_bytes", 1),
+        "min-file-size-bytes": _int(compaction["min_file_bytes"], "compaction.min_file_bytes", 1),
+        "min-input-files": _int(compaction["min_input_files"], "compaction.min_input_files", 1),
+        "max-file-group-size-bytes": _int(
+            compaction["max_file_group_bytes"], "compaction.max_file_group_bytes", 1
+        ),
+        "delete-file-threshold": 1,
+        "partial-progress.enabled": "true",
+        "rewrite-job-order": "files-desc",
+    }
+    option_map = ", ".join(f"'{key}', '{value}'" for key, value in options.items())
+    sort_order = sort_order_clause(compaction["sort_order"])
+    strategy = (
+        f"strategy => 'sort', sort_order => '{sort_order}', " if sort_order else "strategy => 'binpack', "
+    )
+    return (
+        f"CALL {procedure(spec, 'rewrite_data_files')}(table => {procedure_table_arg(spec)}, "
+        f"{strategy}options => map({option_map}))"
+    )
+
+
+def small_manifests_sql(spec: Mapping[str, Any]) -> str:
+    """The current snapshot's data manifests (content 0) under the small size."""
+    small = _int(spec["compaction"]["small_manifest_bytes"], "compaction.small_manifest_bytes", 1)
+    return (
+        "SELECT count(*) AS manifests, coalesce(sum(CASE WHEN length < "
+        f"{small} THEN 1 ELSE 0 END), 0) AS small FROM {metadata_table(spec, 'manifests')} WHERE content = 0"
+    )
+
+
+def rewrite_manifests_sql(spec: Mapping[str, Any]) -> str:
+    """Iceberg's rewrite_manifests: every data manifest rewritten to the table's
+    ``commit.manifest.target-size-bytes`` (8 MiB unless the table sets it), entries clustered by
+    partition."""
+    return f"CALL {procedure(spec, 'rewrite_manifests')}(table => {procedure_table_arg(spec)})"
+
+
+def last_commit_ms_sql(spec: Mapping[str, Any]) -> str:
+    return f"SELECT max(unix_millis(committed_at)) AS ms FROM {metadata_table(spec, 'snapshots')}"
+
+
+def expire_after_compaction(spec: Mapping[str, Any], last_commit_ms: int) -> dict[str, Any]:
+    """The spec with the expiry cutoff moved by the time from the spec's ``now`` to the compaction's last
+    commit: measured from the plan, the job's own snapshots would be younger than any max age and kept
+    until the next run (the pyiceberg path moves its clock the same way)."""
+    now_ms = int(parse_utc(spec["now"]).timestamp() * 1000)
+    if last_commit_ms <= now_ms:
+        return dict(spec)
+    older_than = parse_utc(spec["expire"]["older_than"]) + (
+        datetime.fromtimestamp(last_commit_ms / 1000, UTC) - parse_utc(spec["now"])
+    )
+    return {**spec, "expire": {**spec["expire"], "older_than": older_than.isoformat()}}
 
 
 # -- 2. expiry -----------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ path (``maintenance``), mapped onto Iceberg's Spark procedures:
 1. tags: ``ALTER TABLE ... CREATE TAG IF NOT EXISTS`` on main's snapshot at the end of the day, retained
    until the end of the day + keep_days (rounded up to the minute); tags already past that are not
    created;
+   compaction (with a ``compaction`` policy): ``rewrite_data_files`` with the pyiceberg plan's rules
+   (``compaction_spec``), then ``rewrite_manifests`` when more than ``max_small_manifests`` data
+   manifests are small; unlike the pyiceberg path, ``max_bytes_per_run`` caps each file group (Iceberg
+   has no cap per run), manifests are rewritten to the table's ``commit.manifest.target-size-bytes``,
+   equality deletes are applied too (pyiceberg refuses a table that has them);
 2. expiry: ``CALL glue_catalog.system.expire_snapshots(older_than, retain_last)``;
 3. unreferenced files: Iceberg's FileIO during expiry: deleted (``action: delete``), or tagged and kept
    (``action: tag``: ``s3.delete-enabled=false`` + ``s3.delete.tags.<key>=<value>``);
@@ -36,6 +41,7 @@ from typing import Any
 
 from dataplatform.config import IcebergTablePolicy
 from dataplatform.iceberg import maintenance, snapshots
+from dataplatform.iceberg.compaction import rules_for
 from dataplatform.iceberg.maintenance import RunClock
 from dataplatform.s3 import objects
 from spark_jobs.common import iceberg_sql
@@ -112,11 +118,31 @@ def build_spec(
             "min_age_hours": policy.orphan_min_age_hours,
         },
         "unreferenced_action": policy.unreferenced.action,
+        "compaction": compaction_spec(policy),
         "report_uri": report_uri,
         "region": region,
         "aws_endpoint_url": aws_endpoint_url,
     }
     return check_spec(spec)
+
+
+def compaction_spec(policy: IcebergTablePolicy) -> dict[str, Any] | None:
+    """The job's compaction rules, the pyiceberg plan's (``compaction.rules_for``) in Iceberg's terms;
+    None when the table is not compacted."""
+    compaction = policy.compaction
+    if compaction is None or not compaction.enabled:
+        return None
+    rules, manifests = rules_for(compaction)
+    return {
+        "target_file_bytes": rules.target_file_bytes,
+        "min_file_bytes": rules.small_file_bytes,
+        "min_input_files": rules.min_input_files,
+        # rewrite_data_files has no cap per run: the run's cap bounds each file group instead.
+        "max_file_group_bytes": rules.max_bytes_per_run,
+        "sort_order": [list(key) for key in compaction.sort_keys],
+        "max_small_manifests": manifests.max_small_manifests,
+        "small_manifest_bytes": manifests.target_manifest_bytes,
+    }
 
 
 # -- steps that run in Airflow --------------------------------------------------------------------------------
@@ -177,9 +203,17 @@ def summarize(report: dict[str, Any]) -> str:
     expiry, files, orphans = report["expiry"], report["unreferenced"], report["orphans"]
     verb = "would " if report["dry_run"] else ""
     handled = "unknown until it runs" if files["files"] is None else str(files["files"])
+    compacted = report.get("compaction") or {"enabled": False}
+    compaction = ""
+    if compacted["enabled"]:
+        after = compacted["files_after"] if compacted["files_after"] is not None else "?"
+        compaction = (
+            f"{verb}compact {len(compacted['planned'])} partitions "
+            f"({compacted['files_before']} -> {after} data files), "
+        )
     return (
         f"{report['identifier']} (spark): {verb}create tags {report['tags']['created'] or 'none'}, "
-        f"{verb}expire {expiry['snapshots_expired']} of {expiry['snapshots_before']} snapshots, "
+        f"{compaction}{verb}expire {expiry['snapshots_expired']} of {expiry['snapshots_before']} snapshots, "
         f"unreferenced files to {files['action']}: {handled}, {orphans['found']} orphans "
         f"({orphans['action']}), lifecycle rule {report['lifecycle']['status']}"
     )
