@@ -27,6 +27,11 @@ per table:
    main's snapshot as of the end of the day before the run. Existing tags are kept. A tag already past
    its retention (a rerun or backfill of a day more than `keep_days` ago) is not created: the report
    lists it under `tags.skipped` with the reason, and the rerun writes nothing.
+   **Compaction** (tables with a `compaction` policy): partitions with at least `min_input_files` small
+   files (or a file with deletes) rewritten into `target_file_mb` files, one REPLACE commit each, within
+   `max_bytes_per_run`; more than `max_small_manifests` small manifests rewritten into few. Planned
+   before the first commit: a table it cannot compact fails before any change. A concurrent writer's
+   append is kept (the commit checks that the files it replaces are still live).
 2. **Expiry** of every snapshot that is not a tag or branch head, not among main's last `retain_last`,
    and older than `max_snapshot_age_hours`, and of tags past their retention: one commit, re-planned if
    another writer commits first.
@@ -52,6 +57,8 @@ under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and
 1. `ALTER TABLE ... CREATE TAG IF NOT EXISTS ... AS OF VERSION <main's snapshot at the end of the day>
    RETAIN <n> MINUTES`, n running from that snapshot to the end of the day + `keep_days` (the same
    retention as above, rounded up to the minute); tags already past it are skipped by the plan.
+   Compaction: `CALL glue_catalog.system.rewrite_data_files` with the same rules (`max_bytes_per_run`
+   caps each file group), then `rewrite_manifests` past `max_small_manifests`.
 2. `CALL glue_catalog.system.expire_snapshots(older_than, retain_last)`; it also drops aged tags.
 3. Unreferenced files are deleted by Iceberg itself, or, with `action: tag`, tagged instead
    (catalog properties `s3.delete-enabled=false`, `s3.delete.tags.<key>=<value>`).
@@ -63,9 +70,9 @@ under `reports_uri`, the Spark job runs it, `finish` sets the lifecycle rule and
    location listed through S3FileIO); Iceberg refuses an `orphan_min_age_hours` under 24.
 7. The job's JSON report, completed by `finish`, under `reports_uri` as for the other tables.
 
-A dry run creates no tag and does not call expire_snapshots (it has no dry run): it reports the tags it
-would create and the snapshots expiry would remove, from the metadata tables, and lists orphans with
-`dry_run => true`.
+A dry run creates no tag and calls neither rewrite_data_files nor expire_snapshots (they have no dry
+run): it reports the tags it would create, the partitions with enough small files and the snapshots
+expiry would remove, from the metadata tables, and lists orphans with `dry_run => true`.
 
 Deadline (README, *Deadlines and data freshness*): a run not finished `health.deadlines.iceberg_maintenance_minutes`
 after its scheduled time alerts DEADLINE MISSED (0: no deadline).
@@ -77,7 +84,7 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
 
 @dag(
     dag_id="iceberg_maintenance",
-    description="Nightly: tag snapshots, expire old ones and clean up unreferenced files of Iceberg tables.",
+    description="Nightly: tag, compact, expire snapshots and clean up unreferenced files of Iceberg tables.",
     schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -106,7 +113,7 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
             False,
             type="boolean",
             title="Dry run",
-            description="Report what would be tagged, expired, deleted; change nothing.",
+            description="Report what would be tagged, compacted, expired, deleted; change nothing.",
         ),
     },
 )

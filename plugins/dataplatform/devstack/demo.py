@@ -55,7 +55,8 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("iceberg_maintenance", "dry run: reports, changes nothing", _TOMORROW, {"dry_run": True}),
     DemoRun(
         "iceberg_maintenance",
-        "tags, expiry, unreferenced files, lifecycle (clickstream: Iceberg's Spark procedures)",
+        "tags, compaction (orders' 7 small files), expiry, unreferenced files, lifecycle "
+        "(clickstream: Iceberg's Spark procedures)",
         _TOMORROW,
     ),
     DemoRun("iceberg_maintenance", "rerun (no-op)", _TOMORROW),

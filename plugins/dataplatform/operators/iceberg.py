@@ -48,8 +48,8 @@ def run_clock(context) -> Any:
 
 
 class IcebergMaintenanceOperator(BaseOperator):
-    """Maintain one configured Iceberg table with pyiceberg: tags, expiry, unreferenced files, created
-    files, lifecycle rule, orphans. Returns the report, which also lands under ``reports_uri``."""
+    """Maintain one configured Iceberg table with pyiceberg: tags, compaction, expiry, unreferenced files,
+    created files, lifecycle rule, orphans. Returns the report, which also lands under ``reports_uri``."""
 
     template_fields: Sequence[str] = ("table", "dry_run")
     ui_color = "#d7f0e0"
