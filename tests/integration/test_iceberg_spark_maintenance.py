@@ -144,6 +144,10 @@ def test_the_run_tags_expires_and_tags_the_unreferenced_files(lake, before, firs
     assert f"iceberg-unreferenced-{lake.policy.identifier}" in {rule["ID"] for rule in rules}
     got = report(lake, first_run.run_id)
     assert got["backend"] == "spark" and got["unreferenced"]["files"] == len(unreferenced)
+    # One live file per partition: the compaction ran and had nothing to rewrite (no commit of its own).
+    live_files = len(before.table.inspect.data_files())
+    assert got["compaction"]["planned"] == [] and got["compaction"]["last_commit_ms"] is None
+    assert got["compaction"]["files_before"] == got["compaction"]["files_after"] == live_files
     assert got["orphans"]["found"] == 0  # every listed object is younger than the minimum age
 
 
