@@ -112,11 +112,11 @@ def test_an_append_committed_between_plan_and_commit_is_kept(lake, monkeypatch):
     commit = compaction._commit_replace
     appended = []
 
-    def append_first(table, replaced, written, rules):
+    def append_first(table, replaced, written, rules, write_id):
         if not appended:  # another writer commits to the group's partition after the plan
             lake.catalog.load_table(IDENTIFIER).append(rows("r00", [900, 901]))
             appended.append(True)
-        return commit(table, replaced, written, rules)
+        return commit(table, replaced, written, rules, write_id)
 
     monkeypatch.setattr(compaction, "_commit_replace", append_first)
     report = compact_table(lake.catalog.load_table(IDENTIFIER), RULES).as_dict()
@@ -132,12 +132,12 @@ def test_a_group_whose_files_another_writer_replaced_is_skipped_and_its_new_file
     commit = compaction._commit_replace
     written_by_skipped = []
 
-    def overwrite_first(table, replaced, written, rules):
+    def overwrite_first(table, replaced, written, rules, write_id):
         if not written_by_skipped:  # another writer rewrites r00 after the plan
             written_by_skipped.extend(f.file_path for f in written)
             other = lake.catalog.load_table(IDENTIFIER)
             other.overwrite(rows("r00", [500]), overwrite_filter="region == 'r00'")
-        return commit(table, replaced, written, rules)
+        return commit(table, replaced, written, rules, write_id)
 
     monkeypatch.setattr(compaction, "_commit_replace", overwrite_first)
     report = compact_table(lake.catalog.load_table(IDENTIFIER), RULES).as_dict()

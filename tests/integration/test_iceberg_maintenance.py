@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from dataplatform.config import IcebergTablePolicy
-from dataplatform.iceberg import snapshots
+from dataplatform.iceberg import compaction, snapshots
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog
 from dataplatform.iceberg.files import FileIndex, reachable_files
 from dataplatform.iceberg.maintenance import MaintenanceContext, MaintenanceError, RunClock, maintain_table
@@ -581,3 +581,23 @@ def test_a_sort_column_the_table_lacks_fails_the_run_before_any_change(lake):
         run(lake, policy(tag_rules=rule, compaction={**COMPACTION, "sort_order": ["customer_id"]}))
 
     assert objects_and_metadata(lake) == view  # no tag either: the tag commit comes after the plan
+
+
+def test_files_of_a_compaction_killed_before_its_commit_are_deleted_by_the_next_run(lake, monkeypatch):
+    streamed_table(lake)
+
+    def killed(*args):
+        raise RuntimeError("the worker died before the commit")
+
+    monkeypatch.setattr(compaction, "_commit_replace", killed)
+    with pytest.raises(RuntimeError, match="died before the commit"):
+        run(lake, policy(compaction=COMPACTION))
+    written = set(list_objects(lake.s3, LOCATION)) - set(reachable(lake.catalog.load_table(IDENTIFIER)))
+    assert written and all(uri.endswith(".parquet") for uri in written)  # r00's new file, never committed
+
+    monkeypatch.undo()
+    report = run(lake, policy(compaction=COMPACTION))
+
+    assert report["compaction_leftovers_deleted"] == sorted(written)
+    assert not written & set(list_objects(lake.s3, LOCATION))
+    assert data_files_per_region(lake.catalog.load_table(IDENTIFIER)) == {"r00": 1, "r01": 1}

@@ -198,16 +198,36 @@ def check_sort_keys(table: Table, sort_keys: SortKeys) -> None:
 
 @dataclass
 class PlannedCompaction:
-    """A plan, the scan tasks of the files it rewrites, and the report the run fills in."""
+    """A plan, the scan tasks of the files it rewrites, and the report the run fills in.
+
+    ``write_ids``: the uuid in the name of every file each commit writes (a group's data files
+    ``*-<uuid>.parquet``, its manifests ``<uuid>-m<n>.avro`` and manifest list ``snap-*-<uuid>.avro``), one
+    per group and one per manifest rewrite (before, after), known before anything is written: a run killed
+    between its writes and its commit leaves files that the next run can find by name
+    (``leftover_writes``)."""
 
     rules: BinPackRules
     sort_keys: SortKeys
     tasks: dict[str, FileScanTask]
     report: CompactionReport
+    write_ids: list[uuid.UUID] = field(default_factory=list)
 
     @property
     def plan(self) -> CompactionPlan:
         return self.report.plan
+
+    def group_write_id(self, index: int) -> uuid.UUID:
+        return self.write_ids[index]
+
+    def manifest_write_id(self, which: int) -> uuid.UUID:
+        """0: the rewrite before the groups, 1: after them."""
+        return self.write_ids[len(self.plan.groups) + which]
+
+
+def leftover_writes(uris, write_ids) -> list[str]:
+    """The ``uris`` a compaction with these ``write_ids`` wrote (by the uuid in their names)."""
+    ids = {str(write_id) for write_id in write_ids}
+    return [uri for uri in uris if any(write_id in uri.rsplit("/", 1)[-1] for write_id in ids)]
 
 
 def plan_compaction(
@@ -231,7 +251,8 @@ def plan_compaction(
         len(plan.skipped),
         " (dry run)" if dry_run else "",
     )
-    return PlannedCompaction(rules, tuple(sort_keys), tasks, report)
+    write_ids = [uuid.uuid4() for _ in range(len(plan.groups) + 2)]
+    return PlannedCompaction(rules, tuple(sort_keys), tasks, report, write_ids)
 
 
 def apply_compaction(
@@ -252,16 +273,20 @@ def apply_compaction(
     if manifests is not None and planned.plan.groups:
         # Each group's commit rewrites every manifest holding one of its files: a few large manifests
         # first, instead of one small manifest per earlier commit, make that a few writes per group.
-        report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
+        report.manifests.append(
+            _rewrite_manifests_retrying(table, manifests, commit_retries, planned.manifest_write_id(0))
+        )
         table = table.refresh()
-    for group in planned.plan.groups:
+    for index, group in enumerate(planned.plan.groups):
         # The groups are disjoint partitions: the plan's tasks of the next group stay valid after this
         # group's commit (manifests rewritten meanwhile name the same files); a commit by someone else is
         # checked when it makes ours fail.
-        report.groups.append(rewrite_group(table, group, planned, commit_retries))
+        report.groups.append(rewrite_group(table, group, planned, index, commit_retries))
         table = table.refresh()
     if manifests is not None:
-        report.manifests.append(_rewrite_manifests_retrying(table, manifests, commit_retries))
+        report.manifests.append(
+            _rewrite_manifests_retrying(table, manifests, commit_retries, planned.manifest_write_id(1))
+        )
     return report
 
 
@@ -279,11 +304,13 @@ def compact_table(
     return apply_compaction(table, planned, manifests=manifests, commit_retries=commit_retries)
 
 
-def _rewrite_manifests_retrying(table: Table, rules: ManifestRules, commit_retries: int) -> dict[str, Any]:
+def _rewrite_manifests_retrying(
+    table: Table, rules: ManifestRules, commit_retries: int, write_id: uuid.UUID
+) -> dict[str, Any]:
     """The manifest rewrite, re-planned on fresh metadata when another writer committed meanwhile."""
     for attempt in range(commit_retries + 1):
         try:
-            return rewrite_small_manifests(table, rules)
+            return rewrite_small_manifests(table, rules, commit_uuid=write_id)
         except CommitFailedException as exc:
             log.warning(
                 "%s: manifest rewrite lost a race (%s); retrying (attempt %d)", table.name(), exc, attempt + 1
@@ -293,9 +320,10 @@ def _rewrite_manifests_retrying(table: Table, rules: ManifestRules, commit_retri
 
 
 def rewrite_group(
-    table: Table, group: RewriteGroup, planned: PlannedCompaction, commit_retries: int
+    table: Table, group: RewriteGroup, planned: PlannedCompaction, index: int, commit_retries: int
 ) -> GroupOutcome:
     rules = planned.rules
+    write_id = planned.group_write_id(index)
     outcome = GroupOutcome(group.partition, group.spec_id, len(group.files), group.size_bytes)
     group_tasks = [planned.tasks[f.path] for f in group.files]
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(group_tasks)
@@ -303,11 +331,11 @@ def rewrite_group(
         # Nulls last in both directions, as the Spark backend's sort order says (``NULLS LAST``).
         order = {"asc": "ascending", "desc": "descending"}
         rows = rows.sort_by([(column, order[direction], "at_end") for column, direction in planned.sort_keys])
-    written = _write(table, rows, rules.target_file_bytes)
+    written = _write(table, rows, rules.target_file_bytes, write_id)
     replaced = [t.file for t in group_tasks]
     for attempt in range(commit_retries + 1):
         try:
-            outcome.snapshot_id = _commit_replace(table, replaced, written, rules)
+            outcome.snapshot_id = _commit_replace(table, replaced, written, rules, write_id)
             outcome.files_after = len(written)
             outcome.bytes_after = sum(f.file_size_in_bytes for f in written)
             log.info(
@@ -342,16 +370,14 @@ def rewrite_group(
     return outcome
 
 
-def _write(table: Table, rows, target_file_bytes: int) -> list[DataFile]:
+def _write(table: Table, rows, target_file_bytes: int, write_id: uuid.UUID) -> list[DataFile]:
     """The rows as new data files of about ``target_file_bytes`` (pyiceberg's writer splits by it)."""
     properties = {
         **table.metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES: str(target_file_bytes),
     }
     metadata = table.metadata.model_copy(update={"properties": properties})
-    return list(
-        _dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=uuid.uuid4())
-    )
+    return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_id))
 
 
 class _ReplaceFiles(ReplaceOperation, _OverwriteFiles):
@@ -359,7 +385,11 @@ class _ReplaceFiles(ReplaceOperation, _OverwriteFiles):
 
 
 def _commit_replace(
-    table: Table, replaced: list[DataFile], written: list[DataFile], rules: BinPackRules
+    table: Table,
+    replaced: list[DataFile],
+    written: list[DataFile],
+    rules: BinPackRules,
+    write_id: uuid.UUID | None = None,
 ) -> int:
     """One REPLACE snapshot on main (``replaced`` out, ``written`` in); its id. Raises
     CommitFailedException when main moved since ``table`` was loaded."""
@@ -367,7 +397,11 @@ def _commit_replace(
     return commit_file_swap(
         table,
         lambda transaction: _ReplaceFiles(
-            operation=Operation.REPLACE, transaction=transaction, io=table.io, snapshot_properties=properties
+            operation=Operation.REPLACE,
+            transaction=transaction,
+            io=table.io,
+            commit_uuid=write_id,
+            snapshot_properties=properties,
         ),
         replaced,
         written,

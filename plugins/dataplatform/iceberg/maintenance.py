@@ -39,7 +39,9 @@ from pyiceberg.table.update import (
 from dataplatform.config import IcebergTablePolicy
 from dataplatform.iceberg import compaction, snapshots
 from dataplatform.iceberg.archive import tables_sharing_files
+from dataplatform.iceberg.compaction_plan import needs_manifest_rewrite
 from dataplatform.iceberg.files import FileIndex, FileRef, reachable_files
+from dataplatform.iceberg.manifest_rewrite import data_manifest_sizes
 from dataplatform.iceberg.state import TableState, load_state, save_state, state_uri_for
 from dataplatform.s3 import objects
 from dataplatform.s3.objects import CallCounter
@@ -126,7 +128,7 @@ def maintain_table(
         state_uri,
     )
     loaded = copy.deepcopy(run.state)  # the steps change run.state
-    sizes = {uri: obj.size for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()}
+    sizes = list_sizes(run)
     report: dict[str, Any] = {"table": name, "identifier": policy.identifier, "dry_run": dry_run}
     log.info("%s: %d objects under %s", policy.identifier, len(sizes), table.location())
 
@@ -134,15 +136,11 @@ def maintain_table(
     planned = plan_compaction(run)
     if run.state.pending and not dry_run:
         report["resumed_pending"] = finish_pending(run)
+    if run.state.compaction_writes and not dry_run:
+        report["compaction_leftovers_deleted"] = delete_compaction_leftovers(run, list(sizes))
     report["tags"] = create_tags(run)
     if planned is not None:
-        report["compaction"] = compact(run, planned)
-        if report["compaction"]["partitions_compacted"] or report["compaction"]["manifests_rewritten"]:
-            # The files the expiry may unreference now include the compaction's own manifests.
-            sizes = {
-                uri: obj.size
-                for uri, obj in objects.list_objects(ctx.s3, table.location(), ctx.calls).items()
-            }
+        report["compaction"], sizes = compact(run, planned, sizes)
     report["expiry"], unreferenced = expire_snapshots(run)
     report["unreferenced"] = handle_unreferenced(run, unreferenced, sizes)
     report["created"] = tag_created(run)
@@ -244,21 +242,56 @@ def plan_compaction(run: TableRun) -> compaction.PlannedCompaction | None:
         raise MaintenanceError(f"table {run.name!r}: {exc}") from None
 
 
-def compact(run: TableRun, planned: compaction.PlannedCompaction) -> dict:
+def compact(
+    run: TableRun, planned: compaction.PlannedCompaction, sizes: dict[str, int]
+) -> tuple[dict, dict[str, int]]:
     """Rewrite the planned partitions and the small manifests (``compaction``), on the table as the tag
-    step left it; the report per table."""
+    step left it: the report per table, and the objects under the table after it (its writes added some).
+
+    The names of the files it will write are saved in the state first (``compaction_writes``); after
+    the step, those no commit made part of the table (a group skipped after a lost race) are deleted,
+    as the next run deletes those of a run killed before its commit."""
     _, manifest_rules = compaction.rules_for(run.policy.compaction)
+    writes = not run.dry_run and bool(
+        planned.plan.groups or needs_manifest_rewrite(data_manifest_sizes(run.table), manifest_rules)
+    )
+    if writes:
+        run.state.compaction_writes = [str(write_id) for write_id in planned.write_ids]
+        run.save_state()
     report = compaction.apply_compaction(
         run.table, planned, manifests=manifest_rules, commit_retries=run.ctx.commit_retries
     ).as_dict()
     report["manifests_rewritten"] = sum(1 for m in report["manifests"] if m.get("rewritten"))
+    if not writes:
+        return report, sizes
+    sizes = list_sizes(run)
+    report["leftovers_deleted"] = delete_compaction_leftovers(run, list(sizes))
+    sizes = {uri: size for uri, size in sizes.items() if uri not in set(report["leftovers_deleted"])}
     if report["partitions_compacted"] or report["manifests_rewritten"]:
-        run.reload()
         # The run's clock started before these commits: measured from it, the compaction's own snapshots
         # would be younger than any max_snapshot_age_hours and kept until the next run expires them.
         newest_ms = max(snapshot.timestamp_ms for snapshot in run.table.snapshots())
         run.clock = replace(run.clock, now=max(run.clock.now, datetime.fromtimestamp(newest_ms / 1000, UTC)))
-    return report
+    return report, sizes
+
+
+def delete_compaction_leftovers(run: TableRun, listed: list[str]) -> list[str]:
+    """Delete the files named by the state's ``compaction_writes`` that the table does not reach (a
+    compaction's writes that no commit took); clear the list (saved with the run's state)."""
+    leftovers = compaction.leftover_writes(listed, run.state.compaction_writes)
+    reached = set(run.reachable(run.reload())) | run.protected
+    deleted = sorted(uri for uri in leftovers if uri not in reached)
+    if deleted:
+        objects.delete_objects(run.ctx.s3, deleted, run.ctx.calls)
+        log.info("deleted %d files a compaction wrote and did not commit", len(deleted))
+    run.state.compaction_writes = []
+    return deleted
+
+
+def list_sizes(run: TableRun) -> dict[str, int]:
+    """Every object under the table location, with its size."""
+    listed = objects.list_objects(run.ctx.s3, run.table.location(), run.ctx.calls)
+    return {uri: obj.size for uri, obj in listed.items()}
 
 
 # -- 2. expiry --------------------------------------------------------------------------------------------

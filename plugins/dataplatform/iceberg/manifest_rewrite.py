@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -46,9 +47,11 @@ def data_manifest_sizes(table: Table) -> list[int]:
     return [m.manifest_length for m in snapshot.manifests(table.io) if m.content == ManifestContent.DATA]
 
 
-def rewrite_small_manifests(table: Table, rules: ManifestRules, *, dry_run: bool = False) -> dict[str, Any]:
+def rewrite_small_manifests(
+    table: Table, rules: ManifestRules, *, dry_run: bool = False, commit_uuid: uuid.UUID | None = None
+) -> dict[str, Any]:
     """Rewrite the small data manifests when there are more than the rules allow (module docstring);
-    what was found and done."""
+    what was found and done. ``commit_uuid`` names the files the commit writes (``<uuid>-m<n>.avro``)."""
     sizes = data_manifest_sizes(table)
     report: dict[str, Any] = {
         "manifests_before": len(sizes),
@@ -65,6 +68,7 @@ def rewrite_small_manifests(table: Table, rules: ManifestRules, *, dry_run: bool
         _RewriteManifests(
             transaction=transaction,
             io=table.io,
+            commit_uuid=commit_uuid,
             rules=rules,
             snapshot_properties={SUMMARY_KEY: f"target {rules.target_manifest_bytes} bytes"},
         ),
@@ -85,11 +89,20 @@ def rewrite_small_manifests(table: Table, rules: ManifestRules, *, dry_run: bool
 
 
 class _RewriteManifests(ReplaceOperation, _SnapshotProducer["_RewriteManifests"]):
-    def __init__(self, *, transaction, io, rules: ManifestRules, snapshot_properties: dict[str, str]):
+    def __init__(
+        self,
+        *,
+        transaction,
+        io,
+        commit_uuid: uuid.UUID | None,
+        rules: ManifestRules,
+        snapshot_properties: dict[str, str],
+    ):
         super().__init__(
             operation=Operation.REPLACE,
             transaction=transaction,
             io=io,
+            commit_uuid=commit_uuid,
             snapshot_properties=snapshot_properties,
         )
         self._rules = rules

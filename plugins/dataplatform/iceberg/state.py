@@ -7,6 +7,10 @@
 - ``pending``: unreferenced files of a committed expiry whose delete or tag has not finished. It is
   written right after the commit and cleared when the action is done: a run that dies in between leaves
   the list, and the next run finishes it first. Nothing an expiry unreferences is forgotten.
+- ``compaction_writes``: the uuids that name every file the run's compaction writes (``compaction``'s
+  ``write_ids``), saved before its first write and cleared when the step is done: the files of a run
+  killed before its commit are found by name and deleted by the next run (those a commit made part of
+  the table are kept).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class TableState:
     files: list[str] | None = None
     handled: list[str] = field(default_factory=list)
     pending: dict | None = None
+    compaction_writes: list[str] = field(default_factory=list)
     metadata_location: str | None = None
     updated_at: str | None = None
 
