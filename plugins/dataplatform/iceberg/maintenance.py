@@ -265,8 +265,9 @@ def compact(
     if not writes:
         return report, sizes
     sizes = list_sizes(run)
-    report["leftovers_deleted"] = delete_compaction_leftovers(run, list(sizes))
-    sizes = {uri: size for uri, size in sizes.items() if uri not in set(report["leftovers_deleted"])}
+    deleted = set(delete_compaction_leftovers(run, list(sizes)))
+    report["leftovers_deleted"] = sorted(deleted)
+    sizes = {uri: size for uri, size in sizes.items() if uri not in deleted}
     if report["partitions_compacted"] or report["manifests_rewritten"]:
         # The run's clock started before these commits: measured from it, the compaction's own snapshots
         # would be younger than any max_snapshot_age_hours and kept until the next run expires them.
