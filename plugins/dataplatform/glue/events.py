@@ -359,7 +359,8 @@ def table_notification(table: GlueTable, queue_arn: str) -> dict:
     _, root = split_s3_uri(table.location)
     configuration = {"Id": notification_id(table), "QueueArn": queue_arn, "Events": NOTIFICATION_EVENTS}
     if root:
-        configuration["Filter"] = {"Key": {"FilterRules": [{"Name": "Prefix", "Value": root}]}}
+        # The API's names are lower-case ("prefix"); AWS reads them in any case, moto only so.
+        configuration["Filter"] = {"Key": {"FilterRules": [{"Name": "prefix", "Value": root}]}}
     return configuration
 
 
