@@ -2,7 +2,7 @@
 
 ``python -m dataplatform.devstack.aws_endpoint --port P [--faults JSON] [--request-log PATH]`` serves
 moto as ``python -m moto.server`` does (same app, same request handler; two costs cut, see ``moto_app``
-and ``FailedRequestsLogHandler`` in ``main``) and, for every signed AWS request:
+and ``FailedRequestsLogHandler`` in ``main``, and SQS's quadratic drain, see ``moto_sqs``) and, for every signed AWS request:
 
 * draws whether it gets a fault (``faults.FaultPlan``: rate, seed, kinds, services) and answers with
   AWS's error shape, resets the connection before processing, or processes it and never answers
@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
+    from dataplatform.devstack.moto_sqs import speed_up_sqs
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
@@ -323,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             if str(code)[:1] in ("4", "5"):
                 super().log_request(code, size)
 
+    speed_up_sqs()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else FaultPlan()
     app = FaultInjector(moto_app(), plan, RequestLog(args.request_log))
     run_simple(args.host, args.port, app, threaded=True, request_handler=FailedRequestsLogHandler)
