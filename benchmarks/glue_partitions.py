@@ -106,15 +106,10 @@ def seed(s3, partitions, empty, layout):
 
 
 def add_pass_clients(latency_s: float):
-    """Fresh S3, SQS and Glue clients for one pass; S3's and SQS's requests wait ``latency_s`` first
-    (Glue's do not: both sides make their Glue calls unmodelled, see the docstring)."""
+    """Fresh S3, SQS and Glue clients for one pass, each request of which waits ``latency_s`` first."""
     from dataplatform import aws
 
-    return (
-        add_latency(aws.client("s3"), latency_s),
-        add_latency(aws.client("sqs"), latency_s),
-        aws.client("glue"),
-    )
+    return tuple(add_latency(aws.client(service), latency_s) for service in ("s3", "sqs", "glue"))
 
 
 def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
@@ -215,7 +210,7 @@ def main() -> None:
         "--latency-ms",
         type=float,
         default=DEFAULT_LATENCY_MS,
-        help="modelled latency of each S3 and SQS request in the modelled pass (0: no modelled pass)",
+        help="modelled latency of each S3, SQS and Glue request in the modelled pass (0: no modelled pass)",
     )
     args = parser.parse_args()
     latencies = {"plain": 0.0} | ({"modelled": args.latency_ms / 1000} if args.latency_ms > 0 else {})
@@ -241,7 +236,7 @@ def main() -> None:
         seed(s3, partitions, empty, layout)
         figures = {}
         for tag, latency_s in latencies.items():
-            log(f"{tag} pass ({latency_s * 1000:g} ms per S3 / SQS request) ...")
+            log(f"{tag} pass ({latency_s * 1000:g} ms per S3 / SQS / Glue request) ...")
             figures[tag] = run_pass(tag, latency_s, layout, partitions, empty)
             log(f"  {figures[tag]}")
 
@@ -251,7 +246,7 @@ def main() -> None:
         modelled = figures["modelled"]
         result |= {
             "modelled_latency_ms": args.latency_ms,
-            "modelled_latency_applies_to": "every S3 and SQS request of both sides (not Glue's)",
+            "modelled_latency_applies_to": "every S3, SQS and Glue request of every side",
             "modelled_speedup": modelled["speedup"],
             "modelled_rerun_seconds": modelled["rerun_seconds"],
             "modelled_loader_seconds": modelled["loader_seconds"],
