@@ -91,3 +91,27 @@ def test_the_tables_notification_replaces_only_its_own_configuration():
     assert with_notification(updated, ours) is None
     moved = {**ours, "QueueArn": "arn:q2"}
     assert with_notification(updated, moved) == {"QueueConfigurations": [other, moved], **topic}
+
+
+def test_the_loaders_iam_policy_grants_the_queue_and_notification_calls_of_event_tables():
+    from dataplatform.config import settings
+    from dataplatform.devstack.iam_policies import Arns, glue_partition_loader
+
+    config = settings()
+    events_table = config.glue.tables["web_events"].model_copy(
+        update={"mode": "events", "events_queue": "web-q"}
+    )
+    with_events = config.model_copy(
+        update={
+            "glue": config.glue.model_copy(
+                update={"tables": {**config.glue.tables, "web_events": events_table}}
+            )
+        }
+    )
+    statements = {s["Sid"]: s for s in glue_partition_loader(with_events, Arns(with_events))["Statement"]}
+    assert statements["EventQueues"]["Resource"] == ["arn:aws:sqs:us-east-1:${AccountId}:web-q"]
+    assert "sqs:ReceiveMessage" in statements["EventQueues"]["Action"]
+    assert statements["EventNotifications"]["Resource"] == ["arn:aws:s3:::dataplatform-local-lake"]
+    # Without event tables the document is as before: no queue, no notification rights.
+    plain = {s["Sid"] for s in glue_partition_loader(config, Arns(config))["Statement"]}
+    assert not plain & {"EventQueues", "EventNotifications"}
