@@ -130,7 +130,7 @@ class FaultInjector:
             return self.app(environ, start_response)
         with self._lock:
             fault = self._dice.choose(request.service, request.operation)
-            delay = self._dice.latency_seconds()
+            delay = self._dice.latency_seconds(request.service)
         if delay:
             time.sleep(delay)
         self.stats.count(request, fault)
