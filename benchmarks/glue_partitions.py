@@ -1,19 +1,36 @@
-"""Benchmark: register 10,000 new partitions with the loader vs one CreatePartition call per partition.
+"""Benchmark: register 10,000 new partitions with the loader vs one CreatePartition call per partition,
+and the same partitions arriving as S3 events (issue 16).
 
-Both run in the same process against the same moto server, on two identical tables over the same S3
+Everything runs in the same process against the same moto server, on identical tables over the same S3
 prefixes: the loader (discover mode: S3 listing, GetPartitions existence check, BatchCreatePartition 100
 a call) and the baseline (the same S3 discovery code, then one CreatePartition call per partition). Then
-the loader runs again with nothing new. Prints one JSON line: end-to-end figures (``speedup``) and the
-Glue registration part alone (``register_speedup``: existence check + creates vs the creates), since the
-S3 listing is the same code on both sides. Each partition holds a data file and a ``_SUCCESS`` marker, as
-Spark leaves it; ``--empty`` more hour prefixes hold only writer leftovers (``_SUCCESS`` and a failed
-attempt under ``_temporary/``), which both sides must skip without a listing per partition.
+the loader runs again with nothing new. Then the events side (``glue/events.py``): the bucket's
+ObjectCreated notifications, which moto's S3 delivered to the table's SQS queue while the lake was
+written (set up before it by ``ensure_event_queue``), drained into the same partitions (ReceiveMessage 10
+a call, BatchGetPartition, BatchCreatePartition 100 a call, DeleteMessageBatch 10 a call), then drained
+again with the queue empty. Each partition holds a data file and a ``_SUCCESS`` marker, as Spark leaves it
+(two events a partition); ``--empty`` more hour prefixes hold only writer leftovers (``_SUCCESS`` and a
+failed attempt under ``_temporary/``), which every side must skip without a listing per partition.
 
-    .venv/bin/python benchmarks/glue_partitions.py [--partitions 10000] [--empty 100]
+Two passes, each on its own tables and queue: without and with a modelled latency (``--latency-ms``, 20
+by default: every S3, SQS and Glue request of every side first sleeps that long, a botocore
+``before-send`` hook, ``benchmarks/modelled_latency.py``). On moto a request costs about a millisecond of
+the server's CPU (an S3 listing scans the whole bucket); in AWS it costs 10-30 ms of waiting, which
+concurrent requests overlap: the modelled pass shows what a design does about round trips, though the
+moto CPU stays in both. moto delivers every object's event to both passes' queues (AWS would refuse two
+configurations over the same prefix and events; here it gives each pass the same events).
+
+Prints one JSON line: the plain pass's figures under the keys of issue 2 (``speedup`` end to end,
+``register_speedup`` for the Glue part alone, ``rerun_*``), the events side (``events_list_calls``,
+``events_glue_write_calls``, ``events_seconds``, ...), and the modelled pass's (``modelled_latency_ms``,
+``modelled_speedup``, ``modelled_rerun_seconds``, ``modelled_events_*``, ...).
+
+    .venv/bin/python benchmarks/glue_partitions.py [--partitions 10000] [--empty 100] [--latency-ms 20]
 
 Targets (issue #2): loader <= 100 write calls for 10,000 partitions and >= 20x faster than the baseline;
 a rerun with nothing new makes 0 write calls and at most 10 read calls. "read/write calls" count Glue
-API calls; the S3 listing calls are reported separately.
+API calls; the S3 listing calls are reported separately. Issue 16: events mode 0 list calls and <= 100
+Glue writes; with the model, the loader >= 20x the baseline and a discover rerun <= 5 s.
 """
 
 from __future__ import annotations
