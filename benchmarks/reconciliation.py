@@ -19,8 +19,20 @@ Object writes are PUTs (baseline) and the objects under the pipeline's work pref
 FileOutputCommitter also copies each part file twice on its way there: task commit, then job commit). Reads are requests through the storage layer:
 ranged GETs of the prefetch plus whole-object reads of specs and stats.
 
+Then (issue 16), unless ``--latency-ms 0``: the same again with a modelled S3 latency (20 ms by default,
+uniform 0.5x-1.5x) on every S3 request, added by the local endpoint (``FaultPlan.latency_services``) so
+that it reaches every S3 client alike: the baseline's boto3 client, the pipeline's Python clients and
+Spark's S3A in the JVM, which a client-side hook (``benchmarks/modelled_latency.py``) cannot reach.
+DynamoDB's requests get none. The modelled pass has its own ledger, index and work area (the landed
+batches are shared) and runs the baseline on ``--modelled-baseline-events`` lines (two S3 requests a line,
+sequential: 50,000 lines would take over half an hour). It runs second, on a warm JVM: at small scales
+(a few seconds of Spark per run) its pipeline is faster than the plain pass's for that reason alone, so
+compare ``modelled_speedup`` with ``throughput_x`` only at the full scale. Keys: ``modelled_latency_ms``,
+``modelled_speedup`` (events/s against the baseline's, both modelled), ``modelled_pipeline_*``,
+``modelled_baseline_*``.
+
     .venv/bin/python benchmarks/reconciliation.py [--events 1000000] [--keys 100000] [--batches 5]
-        [--baseline-events 50000]
+        [--baseline-events 50000] [--latency-ms 20] [--modelled-baseline-events 2000]
 
 Targets (issue #3): object writes per event <= 0.2% of the baseline's, events/s >= 20x the baseline's,
 prefetch GETs per prefetched artifact <= 0.2, driver memory flat in the number of keys (the state is
