@@ -182,7 +182,9 @@ def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
     started = time.perf_counter()
     drained = drain(glue, sqs, events_table.table, events_table, wait_seconds=EVENTS_WAIT_SECONDS)
     events_seconds = time.perf_counter() - started
-    assert (drained.created, drained.messages_deleted) == (len(partitions), drained.messages_received)
+    assert (drained.created, drained.messages_deleted) == (len(partitions), drained.messages_received), (
+        drained.summary()
+    )
     events_calls = (counter.glue(writes=True), counter.glue(writes=False), counter.s3_lists(), counter.sqs())
     counter.reset()
     started = time.perf_counter()

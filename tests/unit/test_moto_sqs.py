@@ -68,3 +68,37 @@ def test_the_faster_sqs_answers_as_motos_own(monkeypatch):
     assert "again" in own[3][0]
     assert len(own[-1][0]) == 20 and "later" not in own[-1][0]
     assert own[0]["ApproximateNumberOfMessagesDelayed"] == "1"
+
+
+def test_concurrent_batch_deletes_remove_exactly_their_messages(monkeypatch):
+    """The endpoint serves requests on threads: eight deleters at once must neither lose a deletion nor
+    delete a message they did not name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    speed_up_sqs(monkeypatch.setattr)
+    with mock_aws():
+        from moto.sqs.models import sqs_backends
+
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        for start in range(0, 600, 10):
+            entries = [{"Id": str(n), "MessageBody": str(start + n)} for n in range(10)]
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        received = []
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get(
+            "Messages"
+        ):
+            received += batch
+        kept, deleted = received[:100], received[100:]
+        backend = sqs_backends["123456789012"]["us-east-1"]
+        chunks = [deleted[n : n + 10] for n in range(0, len(deleted), 10)]
+
+        def delete(chunk):
+            entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)]
+            return backend.delete_message_batch("q", entries)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(delete, chunks))
+        assert all(not errors for _, errors in outcomes)
+        left = {message.body for message in backend.queues["q"]._messages}
+        assert left == {m["Body"] for m in kept}

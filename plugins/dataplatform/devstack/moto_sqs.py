@@ -21,6 +21,7 @@ them on the same sequence of calls).
 from __future__ import annotations
 
 import string
+import threading
 from typing import Any
 
 
@@ -50,21 +51,25 @@ def speed_up_sqs(set_attribute=setattr) -> None:
         retention_period = int(self.get_queue(queue_name).message_retention_period)
         return retention_period + message.sent_timestamp / 1000 > unix_time()
 
+    deleting = threading.Lock()
+
     def delete_message_batch(self, queue_name: str, receipts: list[dict[str, Any]]):
         queue = self.get_queue(queue_name)
-        wanted = {receipt["ReceiptHandle"] for receipt in receipts} - queue.deleted_messages
-        positions = set()
-        for position, message in enumerate(queue._messages):
-            # all_receipt_handles builds a list per message: test the current handle first.
-            if message.receipt_handle in wanted or not wanted.isdisjoint(message._old_receipt_handles):
-                positions.add(position)
-        if positions:
-            remaining = queue._messages[:]  # swapped in whole, as moto does, for the receivers' sake
-            for position in sorted(positions, reverse=True):
-                message = remaining.pop(position)
+        with deleting:
+            wanted = {receipt["ReceiptHandle"] for receipt in receipts} - queue.deleted_messages
+            messages = queue._messages
+            positions = [
+                position
+                for position, message in enumerate(messages)
+                # all_receipt_handles builds a list per message: test the current handle first.
+                if message.receipt_handle in wanted or not wanted.isdisjoint(message._old_receipt_handles)
+            ]
+            # In place, from the end: positions stay right while senders append, and one batch's removals
+            # cannot undo another's (moto swaps in a rebuilt list, which loses concurrent changes).
+            for position in reversed(positions):
+                message = messages.pop(position)
                 queue.pending_messages.discard(message)
                 queue.deleted_messages.update(message.all_receipt_handles)
-            queue._messages = remaining
         success, errors = [], []
         for receipt in receipts:
             handle = receipt["ReceiptHandle"]
