@@ -129,7 +129,14 @@ def add_pass_clients(latency_s: float):
     return tuple(add_latency(aws.client(service), latency_s) for service in ("s3", "sqs", "glue"))
 
 
-def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
+def server_cpu_seconds(moto) -> float:
+    """CPU seconds the moto server process has used so far (Linux ``/proc``): what moto's own work
+    costs, which no AWS request would."""
+    fields = Path(f"/proc/{moto._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_pass(moto, tag: str, latency_s: float, layout, partitions, empty) -> dict:
     """Loader (discover), baseline, discover rerun, events drain and events rerun, each on its own table
     over the same S3 prefixes; the figures of one latency."""
     from dataplatform.glue.catalog import describe_table
@@ -146,9 +153,9 @@ def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
 
     # Loader: discover everything under the location and register what is missing.
     counter.reset()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), server_cpu_seconds(moto)
     report = load_partitions(glue, s3, loader_table.table, loader_table, "discover")
-    loader_seconds = time.perf_counter() - started
+    loader_seconds, loader_cpu = time.perf_counter() - started, server_cpu_seconds(moto) - cpu
     loader = (counter.glue(writes=True), counter.glue(writes=False), counter.s3_lists())
     assert (report.created, report.empty) == (len(partitions), len(empty)), report.summary()
 
@@ -171,17 +178,17 @@ def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
 
     # Rerun with nothing new.
     counter.reset()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), server_cpu_seconds(moto)
     rerun = load_partitions(glue, s3, loader_table.table, loader_table, "discover")
-    rerun_seconds = time.perf_counter() - started
+    rerun_seconds, rerun_cpu = time.perf_counter() - started, server_cpu_seconds(moto) - cpu
     assert rerun.created == 0, rerun.summary()
     rerun_calls = (counter.glue(writes=True), counter.glue(writes=False), counter.s3_lists())
 
     # Events: the same partitions, announced by S3's notifications while the lake was written.
     counter.reset()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), server_cpu_seconds(moto)
     drained = drain(glue, sqs, events_table.table, events_table, wait_seconds=EVENTS_WAIT_SECONDS)
-    events_seconds = time.perf_counter() - started
+    events_seconds, events_cpu = time.perf_counter() - started, server_cpu_seconds(moto) - cpu
     assert (drained.created, drained.messages_deleted) == (len(partitions), drained.messages_received), (
         drained.summary()
     )
@@ -198,6 +205,7 @@ def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
         "loader_read_calls": loader[1],
         "loader_s3_list_calls": loader[2],
         "loader_seconds": round(loader_seconds, 2),
+        "loader_moto_cpu_seconds": round(loader_cpu, 2),
         "loader_s3_seconds": report.s3_seconds,
         "loader_register_seconds": report.glue_seconds,
         "baseline_write_calls": baseline[0],
@@ -210,12 +218,14 @@ def run_pass(tag: str, latency_s: float, layout, partitions, empty) -> dict:
         "rerun_read_calls": rerun_calls[1],
         "rerun_s3_list_calls": rerun_calls[2],
         "rerun_seconds": round(rerun_seconds, 2),
+        "rerun_moto_cpu_seconds": round(rerun_cpu, 2),
         "events_messages": drained.messages_received,
         "events_list_calls": events_calls[2],
         "events_glue_write_calls": events_calls[0],
         "events_glue_read_calls": events_calls[1],
         "events_sqs_calls": events_calls[3],
         "events_seconds": round(events_seconds, 2),
+        "events_moto_cpu_seconds": round(events_cpu, 2),
         "events_rerun_seconds": round(events_rerun_seconds, 2),
         "events_rerun_glue_calls": counter.glue(writes=True) + counter.glue(writes=False),
     }
@@ -256,7 +266,7 @@ def main() -> None:
         figures = {}
         for tag, latency_s in latencies.items():
             log(f"{tag} pass ({latency_s * 1000:g} ms per S3 / SQS / Glue request) ...")
-            figures[tag] = run_pass(tag, latency_s, layout, partitions, empty)
+            figures[tag] = run_pass(moto, tag, latency_s, layout, partitions, empty)
             log(f"  {figures[tag]}")
 
     plain = figures["plain"]
@@ -268,11 +278,13 @@ def main() -> None:
             "modelled_latency_applies_to": "every S3, SQS and Glue request of every side",
             "modelled_speedup": modelled["speedup"],
             "modelled_rerun_seconds": modelled["rerun_seconds"],
+            "modelled_rerun_moto_cpu_seconds": modelled["rerun_moto_cpu_seconds"],
             "modelled_loader_seconds": modelled["loader_seconds"],
             "modelled_loader_s3_seconds": modelled["loader_s3_seconds"],
             "modelled_baseline_seconds": modelled["baseline_seconds"],
             "modelled_register_speedup": modelled["register_speedup"],
             "modelled_events_seconds": modelled["events_seconds"],
+            "modelled_events_sqs_calls": modelled["events_sqs_calls"],
             "modelled_events_list_calls": modelled["events_list_calls"],
             "modelled_events_glue_write_calls": modelled["events_glue_write_calls"],
             "modelled_events_rerun_seconds": modelled["events_rerun_seconds"],
