@@ -46,7 +46,6 @@ import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections import Counter
@@ -61,8 +60,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 
+from benchmarks.modelled_latency import CLIENT_CONFIG, s3_client  # noqa: E402
 from dataplatform.config import IcebergTablePolicy  # noqa: E402
 from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
 from dataplatform.iceberg.catalog import AwsAccess, load_glue_catalog  # noqa: E402
@@ -73,40 +72,10 @@ REGION = "us-east-1"
 BUCKET = "bench-iceberg"
 DATABASE = "bench"
 RETAIN_LAST = 10
-# The production retry config (dataplatform.aws.RETRY_CONFIG), plus a pool as large as the thread count.
-CLIENT_CONFIG = {"retries": {"mode": "adaptive", "max_attempts": 10}, "max_pool_connections": 64}
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def s3_client(url: str, latency_s: float, calls: Counter | None = None):
-    """A boto3 S3 client on moto whose every HTTP request first sleeps ``latency_s`` (modelled S3
-    latency); ``calls`` counts the API calls it makes, by operation."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(**CLIENT_CONFIG),
-    )
-    if latency_s > 0:
-
-        def modelled_latency(**_):
-            time.sleep(latency_s)  # returning None lets the request go on
-
-        client.meta.events.register("before-send.s3", modelled_latency)
-    if calls is not None:
-        lock = threading.Lock()
-
-        def count(event_name: str, **_):
-            with lock:
-                calls[event_name.rsplit(".", 1)[-1]] += 1
-
-        client.meta.events.register("before-call.s3", count)
-    return client
 
 
 # -- building the tables (one process each) ----------------------------------------------------------------

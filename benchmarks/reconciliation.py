@@ -19,8 +19,20 @@ Object writes are PUTs (baseline) and the objects under the pipeline's work pref
 FileOutputCommitter also copies each part file twice on its way there: task commit, then job commit). Reads are requests through the storage layer:
 ranged GETs of the prefetch plus whole-object reads of specs and stats.
 
+Then (issue 16), unless ``--latency-ms 0``: the same again with a modelled S3 latency (20 ms by default,
+uniform 0.5x-1.5x) on every S3 request, added by the local endpoint (``FaultPlan.latency_services``) so
+that it reaches every S3 client alike: the baseline's boto3 client, the pipeline's Python clients and
+Spark's S3A in the JVM, which a client-side hook (``benchmarks/modelled_latency.py``) cannot reach.
+DynamoDB's requests get none. The modelled pass has its own ledger, index and work area (the landed
+batches are shared) and runs the baseline on ``--modelled-baseline-events`` lines (two S3 requests a line,
+sequential: 50,000 lines would take over half an hour). It runs second, on a warm JVM: at small scales
+(a few seconds of Spark per run) its pipeline is faster than the plain pass's for that reason alone, so
+compare ``modelled_speedup`` with ``throughput_x`` only at the full scale. Keys: ``modelled_latency_ms``,
+``modelled_speedup`` (events/s against the baseline's, both modelled), ``modelled_pipeline_*``,
+``modelled_baseline_*``.
+
     .venv/bin/python benchmarks/reconciliation.py [--events 1000000] [--keys 100000] [--batches 5]
-        [--baseline-events 50000]
+        [--baseline-events 50000] [--latency-ms 20] [--modelled-baseline-events 2000]
 
 Targets (issue #3): object writes per event <= 0.2% of the baseline's, events/s >= 20x the baseline's,
 prefetch GETs per prefetched artifact <= 0.2, driver memory flat in the number of keys (the state is
@@ -50,6 +62,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("DATAPLATFORM_CONFIG", str(REPO / "include" / "config" / "local.yaml"))
 
 from dataplatform.config import settings  # noqa: E402
+from dataplatform.devstack.faults import FaultPlan  # noqa: E402
 from dataplatform.devstack.moto_server import MotoServer  # noqa: E402
 from dataplatform.reconciliation import pipeline  # noqa: E402
 from dataplatform.reconciliation.generator import GeneratorConfig, write_batches  # noqa: E402
@@ -112,8 +125,7 @@ def landed_lines(storage: Storage, landing: str, events: int) -> list[str]:
     return lines
 
 
-def run_baseline(s3, lines: list[str]) -> dict:
-    bucket = "legacy-recon-bench"
+def run_baseline(s3, lines: list[str], bucket: str = "legacy-recon-bench") -> dict:
     s3.create_bucket(Bucket=bucket)
     counts = {"gets": 0, "puts": 0, "malformed": 0, "duplicates": 0}
     started = time.perf_counter()
@@ -179,12 +191,55 @@ def run_pipeline(runner: LocalRunner, batches: int) -> dict:
     return totals
 
 
+def run_both(moto, spark, storage, landing: str, work: str, suffix: str, batches: int, baseline_events: int):
+    """The pipeline on every landed batch (its own ledger, index and work area, so a second pass starts
+    from nothing), then the baseline on the first ``baseline_events`` lines: (pipeline, baseline)."""
+    recon = settings().reconciliation
+    config = recon.model_copy(
+        update={
+            "landing_uri": landing,
+            "work_uri": work,
+            "ledger_table": recon.ledger_table + suffix,
+            "index_table": recon.index_table + suffix,
+        }
+    )
+    ctx = pipeline.ReconContext(
+        settings=config,
+        dynamodb=aws_client("dynamodb", moto.url, "us-east-1"),
+        storage=Storage(aws_client("s3", moto.url, "us-east-1")),
+        region="us-east-1",
+        aws_endpoint_url=moto.url,
+    )
+    log(f"pipeline{suffix} ...")
+    # The jobs print a summary line each: keep stdout to the one JSON line.
+    with contextlib.redirect_stdout(sys.stderr):
+        piped = run_pipeline(LocalRunner(ctx, spark), batches)
+    log(f"baseline{suffix} on the first {baseline_events:,} lines ...")
+    lines = landed_lines(storage, landing, baseline_events)
+    base = run_baseline(
+        aws_client("s3", moto.url, "us-east-1"), lines, f"legacy-recon-bench{suffix.replace('_', '-')}"
+    )
+    return piped, base
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--baseline-events", type=int, default=50_000)
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="modelled S3 latency of the second pass (0: no second pass)",
+    )
+    parser.add_argument(
+        "--modelled-baseline-events",
+        type=int,
+        default=2_000,
+        help="lines of the baseline's modelled pass (two S3 requests a line: 50,000 would take ~35 min)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="recon-bench-"))
@@ -208,14 +263,6 @@ def main() -> int:
         )
         log(f"  generated in {time.perf_counter() - generated:.0f}s")
 
-        config = settings().reconciliation.model_copy(update={"landing_uri": landing, "work_uri": work})
-        ctx = pipeline.ReconContext(
-            settings=config,
-            dynamodb=aws_client("dynamodb", moto.url, "us-east-1"),
-            storage=Storage(aws_client("s3", moto.url, "us-east-1")),
-            region="us-east-1",
-            aws_endpoint_url=moto.url,
-        )
         # S3A reads the credentials from the environment (set above), as under the local backend.
         spark = local_session(
             "recon-bench",
@@ -224,15 +271,19 @@ def main() -> int:
             "us-east-1",
             {"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g"},
         )
-        log("pipeline ...")
-        # The jobs print a summary line each: keep stdout to the one JSON line.
-        with contextlib.redirect_stdout(sys.stderr):
-            piped = run_pipeline(LocalRunner(ctx, spark), args.batches)
+        piped, base = run_both(moto, spark, storage, landing, work, "", args.batches, args.baseline_events)
+        modelled = None
+        if args.latency_ms > 0:
+            # Every S3 request from here on waits the modelled latency in the endpoint, whoever sends it:
+            # the baseline's client, the pipeline's Python clients and Spark's S3A. DynamoDB's do not.
+            moto.set_faults(FaultPlan(latency_ms=args.latency_ms, latency_services=("s3",)))
+            log(f"modelled pass: {args.latency_ms:g} ms (0.5x-1.5x) per S3 request ...")
+            modelled = run_both(
+                moto, spark, storage, landing, work.replace("/work/", "/work-modelled/"), "_modelled",
+                args.batches, args.modelled_baseline_events,
+            )  # fmt: skip
+            moto.set_faults(None)
         spark.stop()
-
-        log(f"baseline on the first {args.baseline_events:,} lines ...")
-        lines = landed_lines(storage, landing, args.baseline_events)
-        base = run_baseline(aws_client("s3", moto.url, "us-east-1"), lines)
 
     pipeline_rate = piped["events"] / piped["seconds"]
     baseline_rate = base["events"] / base["seconds"]
@@ -267,6 +318,23 @@ def main() -> int:
         "throughput_x": round(pipeline_rate / baseline_rate, 1),
         "driver_per_run": piped["per_run"],
     }
+    if modelled is not None:
+        m_piped, m_base = modelled
+        m_rate, m_base_rate = m_piped["events"] / m_piped["seconds"], m_base["events"] / m_base["seconds"]
+        result |= {
+            "modelled_latency_ms": args.latency_ms,
+            "modelled_latency_applies_to": "every S3 request of both sides, Spark's S3A included "
+            "(in the endpoint, uniform 0.5x-1.5x); not DynamoDB's",
+            "modelled_pipeline_seconds": round(m_piped["seconds"], 1),
+            "modelled_pipeline_events_per_s": round(m_rate, 1),
+            "modelled_baseline_events": m_base["events"],
+            "modelled_baseline_seconds": round(m_base["seconds"], 1),
+            "modelled_baseline_events_per_s": round(m_base_rate, 1),
+            "modelled_speedup": round(m_rate / m_base_rate, 1),
+            "modelled_object_writes_per_event_vs_baseline_pct": round(
+                100 * (m_piped["object_writes"] / m_piped["events"]) / (m_base["puts"] / m_base["events"]), 4
+            ),
+        }
     print(json.dumps(result))
     return 0
 

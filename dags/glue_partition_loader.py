@@ -26,8 +26,16 @@ BatchCreatePartition call with the table's schema, SerDe and formats and their o
   (locally: `make airflow ARGS="backfill create ..."`). Runs of a paused DAG stay queued: unpause it.
   Every `load_partitions` takes a slot of the `glue_api` pool (README, *Concurrency limits*): however
   many days a backfill covers, at most `pools.glue_api.slots` loads call Glue at once.
-* **Manual**: `table` (empty = all), `mode` (`interval` | `discover` | `msck` | `crawler`), `dry_run`.
-  `discover` lists the table location level by level and registers everything missing.
+* **Manual**: `table` (empty = all), `mode` (`interval` | `discover` | `events` | `msck` | `crawler`),
+  `dry_run`. `discover` lists the table location level by level and registers everything missing.
+* **Events** (tables with `mode: events` and `events_queue` in the config): the bucket sends its
+  ObjectCreated notifications under the table location to the table's SQS queue, which `setup_event_queues`
+  (a setup task, idempotent, keeping the bucket's other notifications) creates. Their scheduled runs (and
+  `mode=interval` or `mode=events`) drain the queue instead of listing S3: 10 messages a call, the keys'
+  partitions validated as in discover, registered in batches, and each message deleted only once its
+  partitions exist in Glue. A partition that fails keeps its messages for the next run. Keys outside the
+  layout are reported as invalid and their messages deleted (redelivery cannot fix them; `discover`
+  finds anything skipped); `_SUCCESS`, `_temporary/` and S3's test event are ignored.
 
 Prefixes that do not fit the partition keys (`dt=garbage`, a missing level, an unexpected key) or name a
 day that does not exist (`2024/02/30`, checked on the date the keys form together) are reported as
@@ -71,7 +79,8 @@ failed run are published to `alerts.sns_topic_arn` (empty: logged only).
             type="string",
             enum=list(MODES),
             title="Mode",
-            description="interval: the run's data interval; discover: everything in S3; "
+            description="interval: the run's data interval (tables with mode: events drain their queue); "
+            "discover: everything in S3; events: the queues of the tables with mode: events; "
             "msck / crawler: Athena or the table's crawler (AWS only).",
         ),
         "dry_run": Param(
@@ -90,14 +99,24 @@ def glue_partition_loader():
 
         return check_request(params["table"], params["mode"], params["dry_run"], settings())
 
-    GluePartitionLoaderOperator.partial(
+    @task
+    def setup_event_queues(tables: list[str], params: dict) -> list[dict]:
+        """The queue and bucket notification of each selected table with mode: events (idempotent)."""
+        from dataplatform.operators.glue import ensure_event_queues
+
+        return ensure_event_queues(tables, params["mode"], settings())
+
+    tables = select_tables()
+    queues = setup_event_queues(tables).as_setup()
+    loads = GluePartitionLoaderOperator.partial(
         task_id="load_partitions",
         mode="{{ params.mode }}",
         dry_run="{{ params.dry_run }}",
         map_index_template="{{ task.table }}",
         inlets=assets.glue_table_locations(),
         outlets=assets.glue_tables(),
-    ).expand(table=select_tables())
+    ).expand(table=tables)
+    queues >> loads
 
 
 glue_partition_loader()

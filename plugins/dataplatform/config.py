@@ -41,6 +41,8 @@ _S3_BUCKET = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 _URI_CHARACTERS = re.compile(r"[A-Za-z0-9/_.=+:-]*")
 # A name that other systems receive as a plain token (workgroups, crawlers, Spark masters, ids).
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+# An SQS standard queue name (S3 event notifications cannot target FIFO queues, so no ``.fifo``).
+_SQS_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
 class ConfigError(ValueError):
@@ -271,6 +273,10 @@ class GlueTable(_Strict):
     success_marker_poke_seconds: Annotated[int, Field(gt=0)] = 60
     # AWS-only alternatives to the Glue API: Athena MSCK REPAIR TABLE or the table's crawler.
     crawler_name: str | None = None
+    # How scheduled runs find new partitions: ``interval`` lists the run's data interval in S3;
+    # ``events`` drains ``events_queue``, which the bucket's ObjectCreated notifications feed.
+    mode: Literal["interval", "events"] = "interval"
+    events_queue: str | None = None
 
     @field_validator("location")
     @classmethod
@@ -286,6 +292,27 @@ class GlueTable(_Strict):
     @classmethod
     def _crawler_name(cls, value: str | None) -> str | None:
         return _token(value, "crawler name")
+
+    @field_validator("events_queue")
+    @classmethod
+    def _events_queue(cls, value: str | None) -> str | None:
+        if value is not None and not _SQS_QUEUE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an SQS standard queue name (1-80 letters, digits, '_', '-'; "
+                "S3 notifications cannot target a FIFO queue)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _events_need_a_queue(self) -> GlueTable:
+        # A queue without mode events would fill with notifications that no scheduled run drains.
+        if self.mode == "events" and not self.events_queue:
+            raise ValueError("events_queue is required when mode is 'events'")
+        if self.events_queue and self.mode != "events":
+            raise ValueError("events_queue is only used with mode 'events'")
+        if self.mode == "events" and not self.location.startswith("s3://"):
+            raise ValueError("mode 'events' needs an s3:// location (S3 sends the event notifications)")
+        return self
 
     @model_validator(mode="after")
     def _template_matches_keys(self) -> GlueTable:

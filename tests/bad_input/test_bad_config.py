@@ -86,6 +86,14 @@ CASES: dict[str, dict[str, Any]] = {
         "bad_name": [{"name": "DT"}],
         "injection": [{"name": "dt'; --"}],
     },
+    "glue.tables.web_events.mode": {"unknown": "stream", "int": 1, "events_without_queue": "events"},
+    "glue.tables.web_events.events_queue": {
+        "without_mode_events": "glue-web-events",
+        "fifo": "glue-web-events.fifo",
+        "too_long": "q" * 81,
+        "int": 5,
+        **NAME_VALUES,
+    },
     "glue.tables.web_events.wait_for_success_marker": {"string": "yes", "int": 1, "null": None},
     "glue.tables.web_events.success_marker_timeout_minutes": {"zero": 0, **INT_VALUES},
     "glue.tables.cloudtrail.path_template": {

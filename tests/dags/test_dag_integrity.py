@@ -83,7 +83,7 @@ def test_every_dag_has_owner_tags_retries_and_docs(parsed):
 
 def test_params_carry_a_json_schema(parsed):
     params = parsed["dags"]["glue_partition_loader"]["params"]
-    assert params["mode"]["enum"] == ["interval", "discover", "msck", "crawler"]
+    assert params["mode"]["enum"] == ["interval", "discover", "events", "msck", "crawler"]
     assert params["dry_run"]["type"] == "boolean"
     assert params["table"]["type"] == ["null", "string"]
 

@@ -300,3 +300,66 @@ def test_impossible_dates_and_leftover_only_prefixes_are_never_registered(dag, d
     assert (registered(demo_lake.glue, "web_events"), registered(demo_lake.glue, "cloudtrail")) == before
     for table in ("web_events", "cloudtrail"):
         assert read_report(s3, dagrun, table)["glue_write_calls"] == 0
+
+
+@pytest.fixture
+def events_config(tmp_path, monkeypatch):
+    """local.yaml with web_events in mode events (its queue ``it-web-events``), for one test."""
+    import yaml
+
+    from dataplatform.config import CONFIG_DIR
+
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    raw["glue"]["tables"]["web_events"].update(mode="events", events_queue="it-web-events")
+    path = tmp_path / "local-events.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("DATAPLATFORM_CONFIG", str(path))
+    settings.cache_clear()
+    yield settings()
+    settings.cache_clear()
+
+
+def test_scheduled_runs_drain_the_queue_of_a_table_in_events_mode(dag, demo_lake, events_config):
+    from dataplatform.devstack.seed import put_partitions
+
+    s3, bucket = demo_lake.s3, "dataplatform-local-lake"
+    other = {
+        "Id": "another-team",
+        "QueueArn": "arn:aws:sqs:us-east-1:123456789012:x",
+        "Events": ["s3:ObjectRemoved:*"],
+    }
+    demo_lake.client("sqs").create_queue(QueueName="x")
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [other]}
+    )
+
+    # The first scheduled run sets up the queue and its notification; the demo lake was written before,
+    # so its queue holds only S3's test event (history is for mode=discover), while cloudtrail, still in
+    # interval mode, registers its day.
+    dagrun = dag.test(logical_date=datetime(2024, 3, 4, tzinfo=UTC))
+    assert dagrun.state == "success", task_states(dagrun)
+    assert task_states(dagrun)[("setup_event_queues", -1)] == "success"
+    assert registered(demo_lake.glue, "web_events") == {}
+    assert set(registered(demo_lake.glue, "cloudtrail")) == {("2024", "03", "03")}
+    queues = s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
+    assert sorted(q["Id"] for q in queues) == ["another-team", "glue-partitions-demo_lake-web_events"]
+
+    # New hours land: the next scheduled run registers them from their events, listing nothing.
+    web = events_config.glue.tables["web_events"]
+    hours = PartitionLayout(web).values_for_interval(datetime(2024, 3, 20), datetime(2024, 3, 20, 6))
+    put_partitions(s3, web, hours, success_marker=True)
+    dagrun = dag.test(logical_date=datetime(2024, 3, 5, tzinfo=UTC))
+    assert dagrun.state == "success", task_states(dagrun)
+    assert registered(demo_lake.glue, "web_events") == {
+        v: f"s3://{bucket}/web_events/dt={v[0]}/hour={v[1]}/" for v in hours
+    }
+    report = read_report(s3, dagrun, "web_events")
+    assert (report["mode"], report["created"], report["s3_list_calls"]) == ("events", 6, 0)
+    assert (report["messages_received"], report["messages_deleted"]) == (12, 12)
+
+    # A rerun: the setup finds everything in place, the queue is empty, nothing is written.
+    dagrun = dag.test(logical_date=datetime(2024, 3, 5, tzinfo=UTC))
+    assert dagrun.state == "success", task_states(dagrun)
+    report = read_report(s3, dagrun, "web_events")
+    assert (report["messages_received"], report["created"], report["glue_write_calls"]) == (0, 0, 0)
+    assert len(s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]) == 2

@@ -130,3 +130,13 @@ def test_error_shapes_are_aws_shapes():
     assert [r["Code"] for r in document["CancellationReasons"]] == ["TransactionConflict", "None", "None"]
     status, headers, body = error_response(KINDS["emr_serverless_throttling"], "rest-json", "POST", None)
     assert status == 429 and ("x-amzn-ErrorType", "ThrottlingException") in headers
+
+
+def test_the_modelled_latency_can_be_limited_to_some_services():
+    from dataplatform.devstack.faults import FaultDice
+
+    everywhere = FaultDice(FaultPlan(latency_ms=20))
+    assert all(0.01 <= everywhere.latency_seconds(service) <= 0.03 for service in ("s3", "dynamodb", "glue"))
+    s3_only = FaultDice(FaultPlan.from_dict({"latency_ms": 20, "latency_services": ["s3"]}))
+    assert 0.01 <= s3_only.latency_seconds("s3") <= 0.03
+    assert s3_only.latency_seconds("dynamodb") == 0.0

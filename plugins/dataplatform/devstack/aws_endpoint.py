@@ -2,7 +2,8 @@
 
 ``python -m dataplatform.devstack.aws_endpoint --port P [--faults JSON] [--request-log PATH]`` serves
 moto as ``python -m moto.server`` does (same app, same request handler; two costs cut, see ``moto_app``
-and ``FailedRequestsLogHandler`` in ``main``) and, for every signed AWS request:
+and ``FailedRequestsLogHandler`` in ``main``; S3 listings that scan the whole bucket, ``moto_s3``; SQS's
+quadratic drain, ``moto_sqs``) and, for every signed AWS request:
 
 * draws whether it gets a fault (``faults.FaultPlan``: rate, seed, kinds, services) and answers with
   AWS's error shape, resets the connection before processing, or processes it and never answers
@@ -130,7 +131,7 @@ class FaultInjector:
             return self.app(environ, start_response)
         with self._lock:
             fault = self._dice.choose(request.service, request.operation)
-            delay = self._dice.latency_seconds()
+            delay = self._dice.latency_seconds(request.service)
         if delay:
             time.sleep(delay)
         self.stats.count(request, fault)
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
+    from dataplatform.devstack.moto_s3 import speed_up_s3_listing
+    from dataplatform.devstack.moto_sqs import speed_up_sqs
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
@@ -323,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
             if str(code)[:1] in ("4", "5"):
                 super().log_request(code, size)
 
+    speed_up_sqs()
+    speed_up_s3_listing()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else FaultPlan()
     app = FaultInjector(moto_app(), plan, RequestLog(args.request_log))
     run_simple(args.host, args.port, app, threaded=True, request_handler=FailedRequestsLogHandler)

@@ -124,6 +124,7 @@ class FaultPlan:
     services: tuple[str, ...] = ()  # SigV4 signing names; empty: every service
     timeout_seconds: float = 3.0  # how long a read_timeout holds the connection before closing it
     latency_ms: float = 0.0  # modelled latency added to every AWS request (uniform 0.5x-1.5x)
+    latency_services: tuple[str, ...] = ()  # SigV4 signing names the latency applies to; empty: every service
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -158,7 +159,7 @@ class FaultPlan:
         if unknown:
             raise ValueError(f"faults: unknown key(s) {unknown}; known: {sorted(known)}")
         values = dict(data)
-        for key in ("kinds", "services"):
+        for key in ("kinds", "services", "latency_services"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -201,8 +202,10 @@ class FaultDice:
             return None
         return kinds[self._random.randrange(len(kinds))]
 
-    def latency_seconds(self) -> float:
-        if not self.plan.latency_ms:
+    def latency_seconds(self, service: str) -> float:
+        if not self.plan.latency_ms or (
+            self.plan.latency_services and service not in self.plan.latency_services
+        ):
             return 0.0
         return self.plan.latency_ms * (0.5 + self._random.random()) / 1000.0
 

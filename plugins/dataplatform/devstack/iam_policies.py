@@ -122,7 +122,8 @@ def mwaa_shared(config: Settings, arns: Arns) -> dict[str, Any]:
 
 def glue_partition_loader(config: Settings, arns: Arns) -> dict[str, Any]:
     """``glue/discovery.py`` lists the table locations, the sensor heads success markers,
-    ``glue/catalog.py`` registers partitions; ``operators/glue.py``'s msck and crawler modes."""
+    ``glue/catalog.py`` registers partitions; ``operators/glue.py``'s msck and crawler modes;
+    ``glue/events.py`` sets up and drains the queues of the tables with ``mode: events``."""
     glue = config.glue
     tables = list(glue.tables.values())
     return policy(
@@ -138,6 +139,11 @@ def glue_partition_loader(config: Settings, arns: Arns) -> dict[str, Any]:
                   buckets(glue.athena_output_location)),
         statement("Crawlers", "glue:StartCrawler glue:GetCrawler",
                   [arns.of("glue", f"crawler/{t.crawler_name}") for t in tables if t.crawler_name]),
+        statement("EventQueues", "sqs:CreateQueue sqs:GetQueueUrl sqs:GetQueueAttributes sqs:SetQueueAttributes "
+                  "sqs:ReceiveMessage sqs:DeleteMessage sqs:ChangeMessageVisibility",
+                  [arns.of("sqs", t.events_queue) for t in tables if t.events_queue]),
+        statement("EventNotifications", "s3:GetBucketNotification s3:PutBucketNotification",
+                  buckets(*(t.location for t in tables if t.events_queue))),
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dataplatform import aws
 from dataplatform.config import GlueTable, Settings, settings
-from dataplatform.glue import discovery, loader
+from dataplatform.glue import discovery, events, loader
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.operators.links import GlueTableLink, RunReportLink
 from dataplatform.pools import GLUE_API
@@ -33,12 +33,29 @@ def check_request(table: str | None, mode: str, dry_run: Any, config: Settings) 
         raise AirflowFailException(str(exc)) from None
 
 
+def run_mode(requested: str, spec: GlueTable) -> str:
+    """What a run does for one table: ``interval`` (the default, and the schedule's) means each table's
+    own way, which for a table with ``mode: events`` is draining its queue."""
+    return loader.EVENTS if requested == "interval" and spec.mode == loader.EVENTS else requested
+
+
+def ensure_event_queues(tables: list[str], mode: str, config: Settings) -> list[dict]:
+    """The setup of the selected tables that this run drains from a queue: their queue and the bucket
+    notification that feeds it (idempotent; other notifications of the bucket are kept)."""
+    draining = [name for name in tables if run_mode(mode, config.glue.tables[name]) == loader.EVENTS]
+    if not draining:
+        return []
+    sqs, s3 = aws.client("sqs"), aws.client("s3")
+    return [events.ensure_event_queue(sqs, s3, name, config.glue.tables[name]) for name in draining]
+
+
 class GluePartitionLoaderOperator(BaseOperator):
     """Register one configured table's partitions in the Glue Data Catalog.
 
     ``mode``: ``interval`` (the run's data interval; waits, deferred, for ``_SUCCESS`` markers when the
-    table asks for it), ``discover`` (everything under the table location), ``msck`` (Athena MSCK REPAIR
-    TABLE) or ``crawler`` (the table's crawler). Returns the run report, which also lands under
+    table asks for it; a table with ``mode: events`` drains its queue instead), ``discover`` (everything
+    under the table location), ``events`` (the table's queue of S3 notifications), ``msck`` (Athena MSCK
+    REPAIR TABLE) or ``crawler`` (the table's crawler). Returns the run report, which also lands under
     ``reports_uri``.
 
     Its instances share the ``glue_api`` pool (``dataplatform.pools``): mapped or not, created from the
@@ -76,6 +93,8 @@ class GluePartitionLoaderOperator(BaseOperator):
         config = settings()
         check_request(self.table, self.mode, self.dry_run, config)
         spec = config.glue.tables[self.table]
+        # From here on the mode is what this table's run does (its report and log say so).
+        self.mode = run_mode(self.mode, spec)
         if self.mode == "interval" and not _has_interval(context):
             raise AirflowFailException(
                 "mode 'interval' needs the run's data interval, and this run has none: trigger it with a "
@@ -95,18 +114,24 @@ class GluePartitionLoaderOperator(BaseOperator):
     # -- work ------------------------------------------------------------------------------------------
 
     def _register(self, context, config: Settings, spec: GlueTable, s3) -> dict:
-        if self.mode in loader.MODES:
+        if self.mode in (*loader.MODES, loader.EVENTS):
             interval = (context.get("data_interval_start"), context.get("data_interval_end"))
             try:
-                report = loader.load_partitions(
-                    aws.client("glue"),
-                    s3,
-                    self.table,
-                    spec,
-                    self.mode,
-                    interval=interval if self.mode == "interval" else None,
-                    dry_run=self.dry_run,
-                ).as_dict()
+                if self.mode == loader.EVENTS:
+                    found = events.drain(
+                        aws.client("glue"), aws.client("sqs"), self.table, spec, dry_run=self.dry_run
+                    )
+                else:
+                    found = loader.load_partitions(
+                        aws.client("glue"),
+                        s3,
+                        self.table,
+                        spec,
+                        self.mode,
+                        interval=interval if self.mode == "interval" else None,
+                        dry_run=self.dry_run,
+                    )
+                report = found.as_dict()
             except loader.PartitionLoadError as exc:
                 self._publish(context, config, s3, exc.report.as_dict())
                 raise
