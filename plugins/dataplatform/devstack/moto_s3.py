@@ -30,29 +30,40 @@ def speed_up_s3_listing(set_attribute=setattr) -> None:
     )
 
     def names_changed(store) -> None:
-        store.__dict__["_sorted_names"] = None
+        # After the change and under the lock that a rebuild holds: a rebuild that read the names before
+        # the change has stored its list by now and is discarded here; one after it sees the change.
+        with lock:
+            store.__dict__["_sorted_names"] = None
 
     def setitem(self, key, value):
-        if not dict.__contains__(self, key):
+        new_name = not dict.__contains__(self, key)
+        result = store_setitem(self, key, value)
+        if new_name:
             names_changed(self)
-        return store_setitem(self, key, value)
+        return result
 
     def setlist(self, key, list_):
-        if not dict.__contains__(self, key):
+        new_name = not dict.__contains__(self, key)
+        result = store_setlist(self, key, list_)
+        if new_name:
             names_changed(self)
-        return store_setlist(self, key, list_)
+        return result
 
     def pop(self, key):
-        names_changed(self)
-        return store_pop(self, key)
+        try:
+            return store_pop(self, key)
+        finally:
+            names_changed(self)
 
     def delitem(self, key):
-        names_changed(self)
-        return dict.__delitem__(self, key)
+        try:
+            return dict.__delitem__(self, key)
+        finally:
+            names_changed(self)
 
     def sorted_names(store) -> list[str]:
         names = store.__dict__.get("_sorted_names")
-        if names is None or len(names) != dict.__len__(store):
+        if names is None:
             with lock:
                 names = sorted(dict.keys(store))
                 store.__dict__["_sorted_names"] = names
