@@ -229,7 +229,9 @@ def lake_health(config: Settings, arns: Arns) -> dict[str, Any]:
                   pricing.launches_table)),
         statement("OpenFindings", "dynamodb:CreateTable dynamodb:DescribeTable dynamodb:Scan dynamodb:PutItem "
                   "dynamodb:UpdateItem dynamodb:DeleteItem", arns.dynamodb(health.findings_table)),
-        statement("IcebergMetadata", "glue:GetTable", arns.glue_tables(iceberg)),
+        # figures.py reads the tables' metadata locations with one GetTables per database.
+        statement("IcebergMetadata", "glue:GetTables",
+                  arns.glue_tables(iceberg + [(db, "*") for db, _ in iceberg])),
         statement("IcebergMetadataFiles", "s3:GetObject", iceberg_objects(iceberg)),
         statement("GluePartitions", "glue:BatchGetPartition", arns.glue_tables(glue)),
     )  # fmt: skip
