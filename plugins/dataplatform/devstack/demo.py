@@ -51,6 +51,9 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
     DemoRun("recon_stateful", "prefetch, process, index (as the asset event would)"),
     DemoRun("recon_stateless", "the other 2 batches"),
     DemoRun("recon_stateful", "updates the artifacts of run 1"),
+    # Before any maintenance run: each Iceberg table is a finding (never maintained), opened and alerted;
+    # the last lake_health runs below clear them (a recovery alert each), so the findings' whole life shows.
+    DemoRun("lake_health", "Iceberg tables never maintained: a finding each, alerted once"),
     # Logical date tomorrow: the tag rules tag "the day before the logical date", i.e. today's snapshots.
     DemoRun("iceberg_maintenance", "dry run: reports, changes nothing", _TOMORROW, {"dry_run": True}),
     DemoRun(
@@ -80,8 +83,8 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         "oldest kept metadata of orders as demo_lake.orders_archive",
         conf={"table": "orders", "metadata_file": "oldest", "archive_table": "orders_archive"},
     ),
-    DemoRun("lake_health", "every pipeline's figures and findings: each finding alerted once"),
-    DemoRun("lake_health", "rerun: the same findings, no alert"),
+    DemoRun("lake_health", "every pipeline's figures: the Iceberg findings cleared, a recovery alert each"),
+    DemoRun("lake_health", "rerun: no finding, no alert"),
 )
 
 
