@@ -3,7 +3,8 @@
 ``python -m dataplatform.devstack.aws_endpoint --port P [--faults JSON] [--request-log PATH]`` serves
 moto as ``python -m moto.server`` does (same app, same request handler; two costs cut, see ``moto_app``
 and ``FailedRequestsLogHandler`` in ``main``; S3 listings that scan the whole bucket, ``moto_s3``; SQS's
-quadratic drain, ``moto_sqs``) and, for every signed AWS request:
+quadratic drain, ``moto_sqs``; Glue's UpdateTable version check, which moto lacks, ``moto_glue``) and, for
+every signed AWS request:
 
 * draws whether it gets a fault (``faults.FaultPlan``: rate, seed, kinds, services) and answers with
   AWS's error shape, resets the connection before processing, or processes it and never answers
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
+    from dataplatform.devstack.moto_glue import check_table_versions
     from dataplatform.devstack.moto_s3 import speed_up_s3_listing
     from dataplatform.devstack.moto_sqs import speed_up_sqs
 
@@ -329,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
 
     speed_up_sqs()
     speed_up_s3_listing()
+    check_table_versions()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else FaultPlan()
     app = FaultInjector(moto_app(), plan, RequestLog(args.request_log))
     run_simple(args.host, args.port, app, threaded=True, request_handler=FailedRequestsLogHandler)
