@@ -9,7 +9,7 @@ by the test itself, and say so.
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -18,21 +18,14 @@ from dataplatform.devstack.seed import create_table, ensure_bucket, put_partitio
 from dataplatform.glue import events
 from dataplatform.glue.layout import PartitionLayout
 from dataplatform.glue.loader import PartitionLoadError, validate_request
-from tests.integration.test_glue_loader import INVALID, LimitCheckingGlue, all_partitions
+from tests.integration.test_glue_loader import INVALID, START, LimitCheckingGlue, all_partitions
+from tests.integration.test_glue_loader import TABLE as LOADER_TABLE
 
 pytestmark = pytest.mark.integration
 
 QUEUE = "it-clicks-events"
-TABLE = GlueTable(
-    database="it_lake",
-    table="clicks",
-    location="s3://it-lake/clicks/",
-    granularity="hour",
-    partition_keys=[{"name": "dt", "format": "%Y-%m-%d"}, {"name": "hour", "format": "%H"}],
-    mode="events",
-    events_queue=QUEUE,
-)
-START = datetime(2023, 1, 1)
+# The loader tests' table, fed by its queue.
+TABLE = GlueTable.model_validate({**LOADER_TABLE.model_dump(), "mode": "events", "events_queue": QUEUE})
 
 
 def hourly(hours, start=START):
